@@ -1,0 +1,31 @@
+"""optimeta: one `OptimizationProblem`, one `solve(prob, alg)`, many backends, checked by traits.
+
+Objectives may carry an explicit state, ``f(u, p, state) -> (loss, new_state)``, which `solve`
+threads through every call and returns; algorithms declare their `Traits`, and `solve` refuses
+a problem/algorithm pair that cannot work before the objective is ever called.
+"""
+
+from ._problem import OptimizationProblem
+from ._solution import IterationInfo, ReturnCode, Solution, Stats
+from ._solve import solve
+from .backends import BFGS, SGD, Adam
+from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BFGS",
+    "SGD",
+    "Adam",
+    "IncompatibleAlgorithmError",
+    "IterationInfo",
+    "OptimizationProblem",
+    "ReturnCode",
+    "Solution",
+    "Stats",
+    "Traits",
+    "__version__",
+    "algorithms",
+    "solve",
+    "traits",
+]

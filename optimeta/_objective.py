@@ -1,0 +1,216 @@
+"""The one wrapper around the user's objective.
+
+It owns everything between an algorithm, which sees a flat float64 vector, and the user's `f`,
+which sees the parameter tree: the pytree <-> flat mapping, value and gradient in one evaluation
+(reverse-mode autograd or the user's `grad`), threading of the explicit state with autograd
+tracer boxes stripped from it, the sign flip for maximisation, and the call counts.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from autograd.core import make_vjp
+from autograd.tracer import getval, isbox
+
+from ._tree import LeafSpec, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
+
+if TYPE_CHECKING:
+    from ._problem import OptimizationProblem
+
+__all__ = ["Layout", "Objective", "real_array", "strip_tracers"]
+
+
+def real_array(value: Any, name: str) -> np.ndarray:
+    """`value` as a float64 array, or a TypeError naming `name` for non-real input."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or array, got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # e.g. ragged nested sequences
+        raise TypeError(f"{name} must be a real number or array, got {value!r}") from exc
+    if arr.dtype.kind not in "iuf":
+        what = {"b": "bool", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
+        raise TypeError(f"{name} must hold real numbers, got {what} values: {value!r}")
+    return np.array(arr, dtype=np.float64)
+
+
+class Layout:
+    """How a parameter tree maps onto one flat float64 vector and back."""
+
+    def __init__(self, treedef: Any, leaves: tuple[LeafSpec, ...]) -> None:
+        self.treedef = treedef
+        self.leaves = leaves
+        self.size = leaves[-1].stop if leaves else 0
+        # A plain array u0, the common case, maps by a reshape alone.
+        self._single = isinstance(treedef, LeafSpec) and not treedef.scalar
+
+    @classmethod
+    def of(cls, tree: Any, name: str) -> tuple[Layout, np.ndarray]:
+        """The layout of `tree` and its flat float64 copy; TypeError for non-real leaves."""
+        specs: list[LeafSpec] = []
+        arrays: list[np.ndarray] = []
+        start = 0
+        for path, leaf in tree_leaves_with_paths(tree):
+            arr = real_array(leaf, f"{name}{path}")
+            specs.append(
+                LeafSpec(path, arr.shape, start, start + arr.size, arr.ndim == 0 and not isinstance(leaf, np.ndarray))
+            )
+            arrays.append(arr.ravel())
+            start += arr.size
+        spec_iter = iter(specs)
+        treedef = tree_map(lambda _: next(spec_iter), tree)
+        flat = np.concatenate(arrays) if arrays else np.zeros(0)
+        return cls(treedef, tuple(specs)), flat
+
+    def unflatten(self, x: Any) -> Any:
+        """The tree for flat vector `x` (views of it; works on autograd boxes too)."""
+        if self._single:
+            return x.reshape(self.treedef.shape)
+
+        def fill(spec: LeafSpec) -> Any:
+            return x[spec.start] if spec.scalar else x[spec.start : spec.stop].reshape(spec.shape)
+
+        return tree_unflatten(self.treedef, fill)
+
+    def to_user(self, x: np.ndarray) -> Any:
+        """A tree of fresh arrays (Python floats for scalar leaves) for the user to keep."""
+        if self._single:
+            return x.reshape(self.treedef.shape).copy()
+
+        def fill(spec: LeafSpec) -> Any:
+            if spec.scalar:
+                return float(x[spec.start])
+            return x[spec.start : spec.stop].reshape(spec.shape).copy()
+
+        return tree_unflatten(self.treedef, fill)
+
+    def flatten(self, tree: Any, name: str) -> np.ndarray:
+        """Flatten a tree with this layout's structure; scalars broadcast over a leaf."""
+        if self._single and not isinstance(tree, (dict, list, tuple)):
+            return self._leaf(self.treedef, tree, name)
+        out = np.empty(self.size)
+        for spec, leaf in match_structure(self.treedef, tree, name):
+            out[spec.start : spec.stop] = self._leaf(spec, leaf, name + spec.path)
+        return out
+
+    @staticmethod
+    def _leaf(spec: LeafSpec, leaf: Any, name: str) -> np.ndarray:
+        arr = real_array(leaf, name)
+        if arr.shape != spec.shape and arr.ndim != 0:
+            raise ValueError(f"{name} must have shape {spec.shape} like u0{spec.path}, got shape {arr.shape}")
+        return np.broadcast_to(arr, spec.shape).ravel()
+
+
+def strip_tracers(tree: Any) -> Any:
+    """`tree` with every autograd box replaced by its plain value."""
+
+    def plain(leaf: Any) -> Any:
+        while isbox(leaf):
+            leaf = getval(leaf)
+            if isinstance(leaf, (dict, list, tuple)):
+                return strip_tracers(leaf)
+        return leaf
+
+    return tree_map(plain, tree)
+
+
+def _check_loss(loss: Any, stateful: bool) -> float:
+    value = np.asarray(getval(loss)) if not isinstance(loss, (str, bytes)) else None
+    if value is None or value.ndim != 0 or value.dtype.kind not in "iuf":
+        what = f"shape {value.shape}" if value is not None and value.ndim else type(getval(loss)).__name__
+        hint = " as the first element of (loss, new_state)" if stateful else ""
+        raise TypeError(f"the objective must return a real scalar loss{hint}, got {what}: {loss!r}")
+    return float(value)
+
+
+class Objective:
+    """The user's objective seen as a function of a flat vector, always to be minimised.
+
+    `state` is the committed state: every evaluation receives it, and by default the state the
+    call returns is committed at once (the contract of single-call-per-step algorithms).
+    """
+
+    def __init__(self, prob: OptimizationProblem) -> None:
+        self.layout: Layout = prob._layout
+        self.x0: np.ndarray = prob._x0
+        self.lb: np.ndarray | None = prob._lb
+        self.ub: np.ndarray | None = prob._ub
+        self.sign = 1.0 if prob.sense == "min" else -1.0
+        self.stateful = prob.state is not None
+        self.state: Any = copy.deepcopy(prob.state)
+        self.fevals = 0
+        self.gevals = 0
+        self._f = prob.f
+        self._grad = prob.grad
+        self._p = prob.p
+
+    def _user_u(self, x: np.ndarray) -> Any:
+        view = x.view()
+        view.flags.writeable = False  # the algorithm owns x: the objective may read it only
+        return self.layout.unflatten(view)
+
+    def _split(self, out: Any, what: str) -> tuple[Any, Any]:
+        if not self.stateful:
+            return out, None
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(
+                f"{what} must return a pair (value, new_state) when the problem has a state "
+                f"(state= was given), got {type(out).__name__}: {out!r}"
+            )
+        return out
+
+    def _call_f(self, u: Any) -> Any:
+        self.fevals += 1
+        return self._f(u, self._p, self.state) if self.stateful else self._f(u, self._p)
+
+    def value(self, x: np.ndarray) -> float:
+        """f at `x` (minimisation sense), without a gradient; commits the returned state."""
+        loss, new_state = self._split(self._call_f(self._user_u(x)), "f")
+        value = self.sign * _check_loss(loss, self.stateful)
+        if self.stateful:
+            self.state = new_state
+        return value
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """f and its gradient at `x` from one evaluation; commits the returned state."""
+        if self._grad is None:
+            loss, grad, new_state = self._autograd(x)
+        else:
+            loss, grad, new_state = self._user_grad(x)
+        if self.stateful:
+            self.state = new_state
+        if self.sign < 0:
+            return -loss, -grad
+        return loss, grad
+
+    def _autograd(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
+        # autograd's own aux support refuses ints and Generators in the aux output, so the new
+        # state leaves the traced function through this side channel instead.
+        side: list[Any] = []
+
+        def traced(flat: Any) -> Any:
+            loss, new_state = self._split(self._call_f(self.layout.unflatten(flat)), "f")
+            side.append(new_state)
+            return loss
+
+        vjp, loss = make_vjp(traced, np.array(x, dtype=np.float64))
+        value = _check_loss(loss, self.stateful)
+        self.gevals += 1
+        grad = np.asarray(vjp(1.0), dtype=np.float64)
+        new_state = strip_tracers(side[0]) if self.stateful else None
+        return value, grad, new_state
+
+    def _user_grad(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
+        # Both calls of one evaluation see the same state; the gradient's new state is committed.
+        u = self._user_u(x)
+        loss, _ = self._split(self._call_f(u), "f")
+        value = _check_loss(loss, self.stateful)
+        self.gevals += 1
+        assert self._grad is not None
+        out = self._grad(u, self._p, self.state) if self.stateful else self._grad(u, self._p)
+        grad_tree, new_state = self._split(out, "grad")
+        grad = self.layout.flatten(grad_tree, "the gradient returned by grad")
+        return value, grad, new_state

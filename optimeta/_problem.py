@@ -1,0 +1,176 @@
+"""`OptimizationProblem`: an immutable, validated description of what to optimise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.optimize
+
+from ._objective import Layout, real_array
+from ._tree import tree_map
+
+__all__ = ["OptimizationProblem"]
+
+
+def _readonly(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+@dataclass(frozen=True, eq=False)
+class OptimizationProblem:
+    r"""An optimisation problem: minimise (or maximise) ``f(u, p)`` over ``u`` from ``u0``.
+
+    .. math:: \min_u f(u, p) \quad\text{or, with a state } s,\quad
+              (\ell_k, s_{k+1}) = f(u_k, p, s_k)
+
+    The problem is validated when it is built and never changes afterwards: ``u0`` and
+    ``bounds`` are stored as read-only float64 copies, so later changes to the caller's arrays
+    do not reach it, and a solve never writes to anything the caller passed.
+
+    Args:
+        f: The objective. ``f(u, p) -> loss`` for a stateless problem, or
+            ``f(u, p, state) -> (loss, new_state)`` when ``state`` is given. ``u`` has the
+            structure of ``u0``. Write it with ``autograd.numpy`` for automatic gradients.
+        u0: The starting point: a float array, or a pytree (nested dict / list / tuple /
+            NamedTuple) of float arrays and scalars. Integers are promoted to float64. The
+            solution's ``u`` has the same structure.
+        p: Constants, hyperparameters or data, passed unchanged to every call and never
+            differentiated.
+        state: The explicit state (any pytree: arrays, numbers, ``np.random.Generator``, ...).
+            Given, it makes the problem stateful: ``solve`` deep-copies it once, threads it
+            through every call and returns the final state in ``Solution.state``. Never
+            differentiated.
+        grad: Optional gradient, ``grad(u, p) -> g`` or ``grad(u, p, state) -> (g, new_state)``
+            with ``g`` shaped like ``u0``. By default the gradient comes from reverse-mode
+            autograd in the same evaluation as the value.
+        bounds: Box constraints ``lb <= u <= ub``: a pair ``(lb, ub)`` whose members have the
+            structure of ``u0`` (a scalar or None also stands for a whole leaf or side), or a
+            ``scipy.optimize.Bounds`` over the flattened ``u``. ``u0`` must lie in the box.
+        sense: ``"min"`` or ``"max"``.
+        stochastic: ``True`` declares that calls at the same point may return different
+            values (minibatches, a global RNG); ``False`` that they never do; ``None`` (the
+            default) declares nothing: a stateless problem is then taken as deterministic and a
+            stateful one as possibly stochastic, since its state may drive the loss.
+
+    Raises:
+        TypeError: ``f`` or ``grad`` not callable; ``u0`` or bounds holding strings, booleans,
+            complex numbers or objects; ``stochastic`` not a bool or None.
+        ValueError: ``u0`` empty or not finite; bounds of the wrong structure or shape, NaN, with
+            ``lb > ub``, or not containing ``u0``; ``sense`` not ``"min"``/``"max"``.
+
+    Example:
+        >>> import autograd.numpy as anp, numpy as np
+        >>> import optimeta as om
+        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - p) ** 2), np.zeros(2),
+        ...                               p=np.ones(2))
+        >>> prob.u0
+        array([0., 0.])
+    """
+
+    f: Callable[..., Any]
+    u0: Any
+    _: KW_ONLY
+    p: Any = None
+    state: Any = None
+    grad: Callable[..., Any] | None = None
+    bounds: Any = None
+    sense: Literal["min", "max"] = "min"
+    stochastic: bool | None = None
+    _layout: Layout = field(init=False, repr=False)
+    _x0: np.ndarray = field(init=False, repr=False)
+    _lb: np.ndarray | None = field(init=False, repr=False)
+    _ub: np.ndarray | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not callable(self.f):
+            raise TypeError(f"f must be callable as f(u, p) or f(u, p, state), got {self.f!r}")
+        if self.grad is not None and not callable(self.grad):
+            raise TypeError(f"grad must be None or a callable grad(u, p[, state]), got {self.grad!r}")
+        if self.sense not in ("min", "max"):
+            raise ValueError(f"sense must be 'min' or 'max', got {self.sense!r}")
+        if self.stochastic is not None and not isinstance(self.stochastic, bool):
+            raise TypeError(f"stochastic must be True, False or None, got {self.stochastic!r}")
+
+        layout, x0 = Layout.of(self.u0, "u0")
+        if layout.size == 0:
+            raise ValueError(f"u0 must hold at least one parameter, got {self.u0!r}")
+        bad = ~np.isfinite(x0)
+        if bad.any():
+            where = _where(layout, bad)
+            raise ValueError(f"u0 must be finite, got {x0[np.argmax(bad)]!r} at {where}")
+        x0 = _readonly(x0)
+        lb, ub = self._flat_bounds(layout, x0)
+        set_ = object.__setattr__
+        set_(self, "_layout", layout)
+        set_(self, "_x0", x0)
+        set_(self, "_lb", lb)
+        set_(self, "_ub", ub)
+        set_(self, "u0", _readonly_tree(layout, x0))
+        if lb is not None and ub is not None:
+            set_(self, "bounds", (_readonly_tree(layout, lb), _readonly_tree(layout, ub)))
+
+    def _flat_bounds(self, layout: Layout, x0: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        bounds = self.bounds
+        if bounds is None:
+            return None, None
+        if isinstance(bounds, scipy.optimize.Bounds):
+            sides = [(bounds.lb, "bounds.lb"), (bounds.ub, "bounds.ub")]
+            flat = [_flat_side(side, name, layout.size) for side, name in sides]
+        elif isinstance(bounds, (tuple, list)) and len(bounds) == 2:
+            flat = []
+            for side, name, fill in ((bounds[0], "lb", -np.inf), (bounds[1], "ub", np.inf)):
+                if side is None:
+                    flat.append(np.full(layout.size, fill))
+                elif np.ndim(side) == 0 and not isinstance(side, (dict, list, tuple)):
+                    flat.append(_flat_side(side, f"bounds {name}", layout.size))
+                else:
+                    flat.append(layout.flatten(side, f"bounds {name}"))
+        else:
+            raise TypeError(f"bounds must be a pair (lb, ub) shaped like u0 or a scipy.optimize.Bounds, got {bounds!r}")
+        lb, ub = flat
+        for arr, name in ((lb, "lb"), (ub, "ub")):
+            if np.isnan(arr).any():
+                raise ValueError(f"bounds {name} must not be NaN, got NaN for {_where(layout, np.isnan(arr))}")
+        for mask, what in ((lb > ub, "lb > ub"), (x0 < lb, "u0 < lb"), (x0 > ub, "u0 > ub")):
+            if mask.any():
+                i = int(np.argmax(mask))
+                raise ValueError(
+                    f"bounds must satisfy lb <= u0 <= ub, got {what} at {_where(layout, mask)}: "
+                    f"lb={lb[i]!r}, u0={x0[i]!r}, ub={ub[i]!r}"
+                )
+        if np.isneginf(lb).all() and np.isposinf(ub).all():
+            return None, None
+        return _readonly(lb), _readonly(ub)
+
+
+def _flat_side(side: Any, name: str, size: int) -> np.ndarray:
+    arr = real_array(side, name)
+    if arr.ndim == 0:
+        return np.full(size, float(arr))
+    if arr.shape != (size,):
+        raise ValueError(
+            f"{name} must be a scalar or have shape ({size},) like the flattened u0, got shape {arr.shape}"
+        )
+    return arr
+
+
+def _where(layout: Layout, mask: np.ndarray) -> str:
+    """The path of the first flagged entry, e.g. ``u0['w'][1]``."""
+    i = int(np.argmax(mask))
+    spec = next(s for s in layout.leaves if s.start <= i < s.stop)
+    offset = i - spec.start
+    index = ""
+    if spec.shape:
+        index = "[" + ", ".join(str(int(k)) for k in np.unravel_index(offset, spec.shape)) + "]"
+    return f"u0{spec.path}{index}"
+
+
+def _readonly_tree(layout: Layout, x: np.ndarray) -> Any:
+    tree = layout.to_user(x)
+    if isinstance(tree, np.ndarray):
+        return _readonly(tree)
+    return tree_map(lambda a: _readonly(a) if isinstance(a, np.ndarray) else a, tree)

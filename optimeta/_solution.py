@@ -1,0 +1,98 @@
+"""What a solve returns: `Solution`, its `Stats` and `ReturnCode`, and the per-step `IterationInfo`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IterationInfo", "ReturnCode", "Solution", "Stats"]
+
+
+class ReturnCode(enum.Enum):
+    """Why a run ended. Each member's value is its human message; only `SUCCESS` is a success."""
+
+    SUCCESS = "the algorithm's convergence criterion was met"
+    MAXITERS = "the iteration budget (maxiters) was used up before convergence was shown"
+    MAXTIME = "the time budget (maxtime) was used up before convergence was shown"
+    TERMINATED = "the callback asked to stop"
+    FAILURE = "the algorithm could not make further progress"
+    NONFINITE = "the objective or its gradient was not finite (NaN or Inf)"
+
+    @property
+    def message(self) -> str:
+        """The human explanation of this return code."""
+        return self.value
+
+    @property
+    def success(self) -> bool:
+        """True only when the algorithm's own convergence test passed."""
+        return self is ReturnCode.SUCCESS
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts of one solve.
+
+    Attributes:
+        iterations: Steps the algorithm completed.
+        fevals: Calls of the objective ``f`` (a value, or a value and gradient together).
+        gevals: Gradient computations (autograd passes or calls of the user's ``grad``).
+        time: Wall-clock seconds spent in the run, trait check excluded.
+    """
+
+    iterations: int
+    fevals: int
+    gevals: int
+    time: float
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """What the callback receives after every step.
+
+    Attributes:
+        iteration: Steps completed so far (1 after the first step).
+        u: A copy of the iterate after this step, with the structure of ``u0``.
+        objective: The loss the step evaluated, in the user's sense. For first-order algorithms
+            it is the loss at the iterate *before* this step's update, as in every training loop.
+        state: A copy of the committed state after this step, or None for a stateless problem.
+    """
+
+    iteration: int
+    u: Any
+    objective: float
+    state: Any
+
+
+@dataclass(frozen=True, eq=False)
+class Solution:
+    """The result of `solve`.
+
+    Attributes:
+        u: The final iterate, with the structure of ``u0`` (fresh arrays the caller owns).
+        objective: The objective in the user's sense (``sense="max"`` reports the maximum). For a
+            deterministic problem it is ``f(u, p)`` at the returned ``u``; for a stateful or
+            stochastic problem, where an extra call would advance the state or draw new noise, it
+            is the loss of the last call the algorithm made.
+        state: The state returned by the last objective call, or None for a stateless problem.
+        retcode: Why the run ended.
+        message: A human explanation (the backend's own message where it has one).
+        stats: Iterations, objective and gradient evaluations, and time.
+        algorithm: The algorithm instance that was run.
+        original: The backend's raw result (e.g. scipy's ``OptimizeResult``), or None.
+    """
+
+    u: Any
+    objective: float
+    state: Any
+    retcode: ReturnCode
+    message: str
+    stats: Stats
+    algorithm: Any
+    original: Any = None
+
+    @property
+    def success(self) -> bool:
+        """True when ``retcode`` is ``ReturnCode.SUCCESS``."""
+        return self.retcode.success

@@ -1,0 +1,7 @@
+"""The algorithms. Importing this package registers every one of them."""
+
+from .adam import Adam
+from .scipy_bfgs import BFGS
+from .sgd import SGD
+
+__all__ = ["BFGS", "SGD", "Adam"]

@@ -1,0 +1,138 @@
+"""The two shapes of algorithm, and the validation helpers their hyperparameters share.
+
+* `StepwiseAlgorithm`: pure ``init`` / ``step`` on flat vectors, driven by the one loop in
+  ``_solve.py``. `FirstOrderAlgorithm` narrows it to "one value-and-gradient evaluation, then an
+  update", and projects every update onto the box when the problem has bounds.
+* `WholeRunAlgorithm`: hands the wrapped objective to an external solver (scipy) for the whole
+  run, reporting each of its iterations to a `Monitor` that applies budgets and the callback.
+
+Algorithms are frozen dataclasses of hyperparameters; whatever changes during a run lives in an
+explicit state object that ``init`` makes and ``step`` returns.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from .._solution import ReturnCode
+from ..traits import Traits
+
+if TYPE_CHECKING:
+    from .._objective import Objective
+
+__all__ = [
+    "Algorithm",
+    "Box",
+    "Evaluate",
+    "FirstOrderAlgorithm",
+    "Monitor",
+    "RunResult",
+    "StepwiseAlgorithm",
+    "WholeRunAlgorithm",
+    "check_fraction",
+    "check_positive",
+]
+
+S = TypeVar("S")
+
+#: The objective as an algorithm sees it: flat vector -> (loss to minimise, gradient).
+Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
+#: Lower and upper bounds of the flat vector.
+Box = tuple[np.ndarray, np.ndarray]
+
+
+class Algorithm:
+    """Base of every algorithm: a frozen dataclass of hyperparameters plus its `traits`."""
+
+    traits: ClassVar[Traits]
+
+
+class StepwiseAlgorithm(Algorithm, Generic[S]):
+    """An algorithm advanced one step at a time by the driver loop in ``_solve.py``."""
+
+    def init(self, x0: np.ndarray) -> S:
+        """The algorithm's state before the first step."""
+        raise NotImplementedError
+
+    def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
+        """One step from ``x``: returns the new iterate, the new state and the loss evaluated."""
+        raise NotImplementedError
+
+
+class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
+    """One value-and-gradient evaluation per step followed by a pure `update`.
+
+    With bounds, the updated iterate is projected onto the box ``[lb, ub]``.
+    """
+
+    def update(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
+        """The iterate after one update with gradient ``grad`` at ``x``, and the new state."""
+        raise NotImplementedError
+
+    def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
+        loss, grad = evaluate(x)
+        x_new, state = self.update(grad, x, state)
+        if box is not None:
+            x_new = np.clip(x_new, box[0], box[1])
+        return x_new, state, loss
+
+
+class Monitor(Protocol):
+    """The driver's bookkeeping, as a whole-run algorithm reports to it."""
+
+    maxiters: int | None
+
+    def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
+        """Record one completed iteration; a return code means: stop now, for this reason."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a whole-run algorithm hands back to ``solve``.
+
+    Attributes:
+        x: The final flat iterate.
+        loss: The objective at ``x`` in the minimisation sense.
+        retcode: Why the run ended.
+        message: The backend's own explanation.
+        original: The backend's raw result.
+    """
+
+    x: np.ndarray
+    loss: float
+    retcode: ReturnCode
+    message: str
+    original: Any
+
+
+class WholeRunAlgorithm(Algorithm):
+    """An algorithm that runs an external solver from start to end."""
+
+    def run(self, objective: Objective, monitor: Monitor) -> RunResult:
+        """Minimise ``objective`` from ``objective.x0``, calling ``monitor.after_step`` each iteration."""
+        raise NotImplementedError
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Require a finite real ``value > 0``; the error echoes the bad value."""
+    if not (math.isfinite(_real(name, value)) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+def check_fraction(name: str, value: Any) -> None:
+    """Require a real ``0 <= value < 1``; the error echoes the bad value."""
+    if not 0 <= _real(name, value) < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")

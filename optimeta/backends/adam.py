@@ -1,0 +1,89 @@
+"""Adam: adaptive moment estimation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ..traits import Traits, register
+from ._base import FirstOrderAlgorithm, check_fraction, check_positive
+
+__all__ = ["Adam", "AdamState"]
+
+
+class AdamState(NamedTuple):
+    """Step count and the first and second moment estimates."""
+
+    step: int
+    mu: np.ndarray
+    nu: np.ndarray
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Adam(FirstOrderAlgorithm[AdamState]):
+    r"""Adam (Kingma & Ba, 2015).
+
+    With gradient :math:`g_k` at step :math:`k = 1, 2, \dots`:
+
+    .. math::
+        m_k = \beta_1 m_{k-1} + (1 - \beta_1) g_k, \qquad
+        v_k = \beta_2 v_{k-1} + (1 - \beta_2) g_k^2,
+
+        u_{k+1} = u_k - \eta\, \frac{m_k / (1 - \beta_1^k)}{\sqrt{v_k / (1 - \beta_2^k)} + \epsilon}
+
+    With bounds, each iterate is projected onto the box.
+
+    Args:
+        lr: Step size :math:`\eta > 0`.
+        b1: Decay of the first moment, :math:`\beta_1 \in [0, 1)`.
+        b2: Decay of the second moment, :math:`\beta_2 \in [0, 1)`.
+        eps: :math:`\epsilon > 0`, added to the denominator for numerical stability.
+
+    Traits:
+        single_call_per_step, tolerates_stochastic_loss, requires_gradient, supports_bounds
+        (projection) and supports_callback; it runs until ``maxiters`` or ``maxtime``.
+
+    Example:
+        >>> import autograd.numpy as anp, numpy as np, optimeta as om
+        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(3))
+        >>> sol = om.solve(prob, om.Adam(lr=0.05), maxiters=2000)
+        >>> bool(np.allclose(sol.u, 1.0, atol=1e-3)), sol.retcode.name
+        (True, 'MAXITERS')
+
+    References:
+        Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization", ICLR.
+    """
+
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    traits: ClassVar[Traits] = Traits(
+        single_call_per_step=True,
+        tolerates_stochastic_loss=True,
+        requires_gradient=True,
+        supports_bounds=True,
+        requires_bounds=False,
+        supports_callback=True,
+    )
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_fraction("b1", self.b1)
+        check_fraction("b2", self.b2)
+        check_positive("eps", self.eps)
+
+    def init(self, x0: np.ndarray) -> AdamState:
+        return AdamState(0, np.zeros_like(x0), np.zeros_like(x0))
+
+    def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
+        count = state.step + 1
+        mu = self.b1 * state.mu + (1.0 - self.b1) * grad
+        nu = self.b2 * state.nu + (1.0 - self.b2) * (grad * grad)
+        mu_hat = mu / (1.0 - self.b1**count)
+        nu_hat = nu / (1.0 - self.b2**count)
+        return x - self.lr * mu_hat / (np.sqrt(nu_hat) + self.eps), AdamState(count, mu, nu)

@@ -1,0 +1,87 @@
+"""Stochastic gradient descent with optional (Nesterov) momentum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from ..traits import Traits, register
+from ._base import FirstOrderAlgorithm, check_fraction, check_positive
+
+__all__ = ["SGD", "SGDState"]
+
+
+class SGDState(NamedTuple):
+    """The velocity (momentum buffer); None without momentum."""
+
+    velocity: np.ndarray | None
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class SGD(FirstOrderAlgorithm[SGDState]):
+    r"""Gradient descent with optional heavy-ball or Nesterov momentum.
+
+    With gradient :math:`g_k` at :math:`u_k`, momentum :math:`\mu` and step size :math:`\eta`:
+
+    .. math::
+        v_{k+1} = \mu v_k + g_k, \qquad
+        u_{k+1} = u_k - \eta\,(g_k + \mu v_{k+1}) \text{ (Nesterov) or } u_k - \eta\, v_{k+1}
+
+    (the convention of ``torch.optim.SGD`` without dampening; :math:`\mu = 0` is plain gradient
+    descent). With bounds, each iterate is projected onto the box.
+
+    Args:
+        lr: Step size :math:`\eta > 0`.
+        momentum: :math:`\mu \in [0, 1)`.
+        nesterov: Use Nesterov's look-ahead form; needs ``momentum > 0``.
+
+    Traits:
+        single_call_per_step, tolerates_stochastic_loss, requires_gradient, supports_bounds
+        (projection) and supports_callback; it runs until ``maxiters`` or ``maxtime``.
+
+    Example:
+        >>> import autograd.numpy as anp, numpy as np, optimeta as om
+        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum(u ** 2), np.ones(2))
+        >>> sol = om.solve(prob, om.SGD(lr=0.1, momentum=0.9), maxiters=200)
+        >>> bool(abs(sol.u).max() < 1e-6)
+        True
+
+    References:
+        Polyak (1964), "Some methods of speeding up the convergence of iteration methods".
+        Sutskever, Martens, Dahl & Hinton (2013), "On the importance of initialization and
+        momentum in deep learning", ICML.
+    """
+
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    traits: ClassVar[Traits] = Traits(
+        single_call_per_step=True,
+        tolerates_stochastic_loss=True,
+        requires_gradient=True,
+        supports_bounds=True,
+        requires_bounds=False,
+        supports_callback=True,
+    )
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_fraction("momentum", self.momentum)
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+
+    def init(self, x0: np.ndarray) -> SGDState:
+        return SGDState(np.zeros_like(x0) if self.momentum else None)
+
+    def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
+        if state.velocity is None:
+            return x - self.lr * grad, state
+        velocity = self.momentum * state.velocity + grad
+        direction = grad + self.momentum * velocity if self.nesterov else velocity
+        return x - self.lr * direction, SGDState(velocity)

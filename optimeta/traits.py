@@ -1,0 +1,291 @@
+"""What algorithms can handle, what problems need, and the one check between them.
+
+Every algorithm declares its `Traits` in full as class data. A problem's needs are derived in one
+place (`requirements`), and compatibility is one function of the two (`check_compatible`), driven
+by the table `RULES`: a new trait is one field of `Traits` plus one `Rule`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._problem import OptimizationProblem
+
+__all__ = [
+    "RULES",
+    "IncompatibleAlgorithmError",
+    "Requirements",
+    "Rule",
+    "Traits",
+    "Violation",
+    "algorithms",
+    "check_compatible",
+    "register",
+    "requirements",
+    "traits",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Traits:
+    """What an algorithm can handle; every field must be declared.
+
+    Attributes:
+        single_call_per_step: Each step evaluates the objective (value and gradient together)
+            exactly once, so a stateful objective advances its state once per step.
+        tolerates_stochastic_loss: Converges in expectation when repeated calls at one point
+            return different values (no line search or other test that trusts exact values).
+        requires_gradient: Needs the gradient (autograd or the user's ``grad``).
+        supports_bounds: Honours box constraints ``lb <= u <= ub``.
+        requires_bounds: Cannot run without finite box constraints.
+        supports_callback: Reports every step to the callback and can be halted by it.
+    """
+
+    single_call_per_step: bool
+    tolerates_stochastic_loss: bool
+    requires_gradient: bool
+    supports_bounds: bool
+    requires_bounds: bool
+    supports_callback: bool
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not isinstance(getattr(self, f.name), bool):
+                raise TypeError(f"trait {f.name} must be a bool, got {getattr(self, f.name)!r}")
+
+
+TRAIT_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Traits))
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a problem (with the options of one solve) needs from an algorithm.
+
+    Attributes:
+        stateful: The objective carries an explicit state that each call advances.
+        stochastic: Repeated calls at one point may return different values: declared with
+            ``stochastic=True``, or assumed for a stateful problem that does not declare
+            ``stochastic=False`` (its state may drive the loss).
+        stochastic_reason: Why ``stochastic`` holds, for error messages.
+        bounded: The problem has box constraints.
+        callback: A callback was given to ``solve``.
+    """
+
+    stateful: bool
+    stochastic: bool
+    stochastic_reason: str
+    bounded: bool
+    callback: bool
+
+
+def requirements(prob: OptimizationProblem, *, callback: bool = False) -> Requirements:
+    """Derive what `prob` needs from an algorithm: the only place problem needs are decided.
+
+    Args:
+        prob: The problem.
+        callback: Whether the solve passes a callback.
+
+    Returns:
+        The problem's `Requirements`.
+    """
+    stateful = prob.state is not None
+    if prob.stochastic:
+        reason = "the problem declares stochastic=True"
+    elif stateful and prob.stochastic is None:
+        reason = (
+            "the problem is stateful and does not declare stochastic=False, so its state may "
+            "drive the loss (an RNG key, a hidden state) and repeated calls at one point may differ"
+        )
+    else:
+        reason = ""
+    return Requirements(
+        stateful=stateful,
+        stochastic=bool(reason),
+        stochastic_reason=reason,
+        bounded=prob.bounds is not None,
+        callback=callback,
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One compatibility rule: when `applies` to a problem, the algorithm must be `satisfied`."""
+
+    trait: str
+    wanted: bool
+    applies: Callable[[Requirements], bool]
+    why: Callable[[Requirements], str]
+
+    def violated(self, req: Requirements, declared: Traits) -> bool:
+        return self.applies(req) and getattr(declared, self.trait) is not self.wanted
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "single_call_per_step",
+        True,
+        lambda r: r.stateful,
+        lambda r: (
+            "the problem is stateful (state= was given): every call of f advances the state, and "
+            "an algorithm that calls f several times per step (line-search trial points) would "
+            "advance it on points it then discards"
+        ),
+    ),
+    Rule(
+        "tolerates_stochastic_loss",
+        True,
+        lambda r: r.stochastic,
+        lambda r: (
+            f"{r.stochastic_reason}; an algorithm that compares exact values (a Wolfe line "
+            "search) breaks on noisy losses without a word"
+        ),
+    ),
+    Rule(
+        "supports_bounds",
+        True,
+        lambda r: r.bounded,
+        lambda r: "the problem has bounds, and an algorithm without them would leave the box",
+    ),
+    Rule(
+        "requires_bounds",
+        False,
+        lambda r: not r.bounded,
+        lambda r: "the algorithm searches a box, and the problem gives no bounds",
+    ),
+    Rule(
+        "supports_callback",
+        True,
+        lambda r: r.callback,
+        lambda r: "a callback was passed to solve, and the algorithm cannot report its steps",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One failed rule: the trait, the value the problem needs, and why."""
+
+    trait: str
+    needed: bool
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.trait}: the problem needs {self.trait}={self.needed}. Why: {self.why}."
+
+
+def violations(req: Requirements, declared: Traits) -> list[Violation]:
+    """Every rule that `declared` breaks for a problem with requirements `req`."""
+    return [Violation(r.trait, r.wanted, r.why(req)) for r in RULES if r.violated(req, declared)]
+
+
+class IncompatibleAlgorithmError(ValueError):
+    """An algorithm cannot solve a problem; raised by `solve` before the objective is called.
+
+    Attributes:
+        algorithm: The refused algorithm.
+        violations: Every failed rule, each naming its trait.
+        alternatives: Names of the registered algorithms that accept the problem.
+    """
+
+    def __init__(self, algorithm: Any, violations: list[Violation], alternatives: list[str]) -> None:
+        self.algorithm = algorithm
+        self.violations = violations
+        self.alternatives = alternatives
+        lines = [f"{algorithm!r} cannot solve this problem (the objective was not called):"]
+        for v in violations:
+            has = getattr(traits(algorithm), v.trait)
+            lines.append(
+                f"  - {v.trait}: the problem needs {v.trait}={v.needed}, {type(algorithm).__name__} has {has}. Why: {v.why}."
+            )
+        if alternatives:
+            lines.append(f"Algorithms that accept this problem: {', '.join(alternatives)}.")
+        else:
+            lines.append("No registered algorithm accepts this problem.")
+        super().__init__("\n".join(lines))
+
+
+def check_compatible(alg: Any, req: Requirements) -> None:
+    """Raise `IncompatibleAlgorithmError` listing every rule `alg` breaks for `req`.
+
+    Args:
+        alg: An algorithm instance.
+        req: The problem's requirements, from `requirements`.
+
+    Raises:
+        IncompatibleAlgorithmError: At least one rule fails; the message names each failing trait,
+            why the problem needs it, and the registered algorithms that would accept the problem.
+    """
+    found = violations(req, traits(alg))
+    if found:
+        accepted = [name for name, cls in sorted(_REGISTRY.items()) if not violations(req, cls.traits)]
+        raise IncompatibleAlgorithmError(alg, found, accepted)
+
+
+_REGISTRY: dict[str, Any] = {}
+
+A = TypeVar("A", bound=type)
+
+
+def register(cls: A) -> A:
+    """Class decorator: add an algorithm class to the registry behind `algorithms`."""
+    if not isinstance(cls.__dict__.get("traits"), Traits):
+        raise TypeError(f"{cls.__name__} must declare `traits = Traits(...)` as class data to be registered")
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def traits(alg: Any) -> Traits:
+    """The traits an algorithm (instance or class) declares.
+
+    Args:
+        alg: An algorithm instance such as ``om.BFGS()``, or its class.
+
+    Returns:
+        Its `Traits`.
+
+    Raises:
+        TypeError: ``alg`` is not an algorithm.
+
+    Example:
+        >>> import optimeta as om
+        >>> om.traits(om.BFGS()).single_call_per_step
+        False
+    """
+    declared = getattr(alg, "traits", None)
+    if not isinstance(declared, Traits):
+        raise TypeError(f"expected an optimeta algorithm or algorithm class, got {alg!r}")
+    return declared
+
+
+def algorithms(**wanted: bool) -> list[Any]:
+    """The registered algorithm classes whose traits have the given values, sorted by name.
+
+    Args:
+        **wanted: Trait names and the value each must have, e.g. ``single_call_per_step=True``.
+
+    Returns:
+        The matching classes (all registered ones when nothing is asked).
+
+    Raises:
+        ValueError: An unknown trait name.
+        TypeError: A value that is not a bool.
+
+    Example:
+        >>> import optimeta as om
+        >>> [cls.__name__ for cls in om.algorithms(single_call_per_step=True)]
+        ['Adam', 'SGD']
+    """
+    for name, value in wanted.items():
+        if name not in TRAIT_NAMES:
+            raise ValueError(f"unknown trait {name!r}; the traits are: {', '.join(TRAIT_NAMES)}")
+        if not isinstance(value, bool):
+            raise TypeError(f"trait {name} must be asked for with True or False, got {value!r}")
+    return [
+        cls
+        for _, cls in sorted(_REGISTRY.items())
+        if all(getattr(cls.traits, name) is value for name, value in wanted.items())
+    ]
