@@ -1,0 +1,205 @@
+"""Shared catalogues: problems with known optima and their needs, and configured algorithms.
+
+Each problem states its needs as trait values, written here independently of ``optimeta.traits``,
+so the tests check the library's rules against this table instead of against themselves.
+Objectives record every call (the point and the state received) for contract tests.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import autograd.numpy as anp
+import numpy as np
+
+import optimeta as om
+
+
+@dataclass
+class Recorder:
+    """Wraps an objective and records each call's state, so tests can count and inspect calls."""
+
+    fn: Callable[..., Any]
+    states: list[Any] = field(default_factory=list)
+    calls: int = 0
+
+    def __call__(self, u: Any, p: Any, *state: Any) -> Any:
+        self.calls += 1
+        if state:
+            self.states.append(copy.deepcopy(state[0]))
+        return self.fn(u, p, *state)
+
+
+@dataclass
+class ProblemCase:
+    """A problem with its known optimum.
+
+    Attributes:
+        name: Test id.
+        build: Makes ``(problem, recorder)``: a fresh problem whose objective records its calls.
+        u_star: The optimum, with the structure of ``u0``.
+        f_star: The optimal objective value, in the user's sense.
+        needs: Trait values an algorithm must have to accept the problem.
+        atol: Tolerance on ``u`` for first-order algorithms (quasi-Newton is held to 1e-5).
+    """
+
+    name: str
+    build: Callable[[], tuple[om.OptimizationProblem, Recorder]]
+    u_star: Any
+    f_star: float
+    needs: dict[str, bool]
+    atol: float = 1e-3
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@dataclass
+class AlgorithmCase:
+    """A configured algorithm and the budget it gets in the catalogue runs."""
+
+    name: str
+    alg: Any
+    maxiters: int | None
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+C = np.array([1.0, -2.0, 0.5])
+SCALES = np.array([1.0, 3.0, 0.5])
+
+
+def _quadratic(u: Any, p: Any) -> Any:
+    return anp.sum(SCALES * (u - p) ** 2)
+
+
+def _build_quadratic() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_quadratic)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C), rec
+
+
+def _rosenbrock(u: Any, p: Any) -> Any:
+    return (p[0] - u[0]) ** 2 + p[1] * (u[1] - u[0] ** 2) ** 2
+
+
+def _build_rosenbrock() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_rosenbrock)
+    return om.OptimizationProblem(rec, np.array([-1.2, 1.0]), p=(1.0, 10.0)), rec
+
+
+TREE_STAR = {"w": np.array([[1.0, 2.0], [3.0, 4.0]]), "b": [0.5, np.array([-1.0, 1.0])]}
+
+
+def _tree_loss(u: Any, p: Any) -> Any:
+    return anp.sum((u["w"] - p["w"]) ** 2) + 2.0 * (u["b"][0] - p["b"][0]) ** 2 + anp.sum((u["b"][1] - p["b"][1]) ** 2)
+
+
+def _build_tree() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_tree_loss)
+    u0 = {"w": np.zeros((2, 2)), "b": [0, np.zeros(2)]}  # an int leaf, promoted to float
+    return om.OptimizationProblem(rec, u0, p=TREE_STAR), rec
+
+
+def _concave(u: Any, p: Any) -> Any:
+    return 3.0 - anp.sum((u - p) ** 2)
+
+
+def _build_max() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_concave)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, sense="max"), rec
+
+
+BOX = (np.array([0.0, -1.0, 0.0]), np.array([2.0, 1.0, 0.25]))
+
+
+def _build_bounded() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_quadratic)
+    return om.OptimizationProblem(rec, np.full(3, 0.1), p=C, bounds=BOX), rec
+
+
+def _counting(u: Any, p: Any, state: dict[str, Any]) -> Any:
+    # The state changes (a counter, like BatchNorm's running statistics) but not the loss.
+    return anp.sum(SCALES * (u - p) ** 2), {"calls": state["calls"] + 1, "last": u}
+
+
+def _build_counter() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_counting)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, state={"calls": 0, "last": np.zeros(3)}), rec
+
+
+def _dropout_like(u: Any, p: Any, state: dict[str, Any]) -> Any:
+    # Random positive weights from the explicit key: the loss is noisy, yet every draw is
+    # minimised at p, so the known optimum is exact.
+    rng = np.random.default_rng(state["key"])
+    weights = rng.uniform(0.5, 1.5, size=3)
+    return anp.sum(weights * (u - p) ** 2), {"key": state["key"] + 1}
+
+
+def _build_keyed() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_dropout_like)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, state={"key": 0}), rec
+
+
+def _build_generator_state() -> tuple[om.OptimizationProblem, Recorder]:
+    def loss(u: Any, p: Any, state: dict[str, Any]) -> Any:
+        rng = state["rng"]
+        weights = rng.uniform(0.5, 1.5, size=3)
+        return anp.sum(weights * (u - p) ** 2), {"rng": rng, "n": state["n"] + 1}
+
+    rec = Recorder(loss)
+    state = {"rng": np.random.default_rng(7), "n": 0}
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, state=state), rec
+
+
+def _build_noisy() -> tuple[om.OptimizationProblem, Recorder]:
+    rng = np.random.default_rng(3)  # hidden state: the problem must declare itself stochastic
+
+    def loss(u: Any, p: Any) -> Any:
+        return anp.sum(rng.uniform(0.5, 1.5, size=3) * (u - p) ** 2)
+
+    rec = Recorder(loss)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, stochastic=True), rec
+
+
+STATEFUL_NEEDS = {"single_call_per_step": True, "tolerates_stochastic_loss": True}
+
+PROBLEMS: list[ProblemCase] = [
+    ProblemCase("quadratic", _build_quadratic, C, 0.0, {}),
+    ProblemCase("rosenbrock", _build_rosenbrock, np.ones(2), 0.0, {}, atol=2e-2),
+    ProblemCase("pytree", _build_tree, TREE_STAR, 0.0, {}),
+    ProblemCase("maximise", _build_max, C, 3.0, {}),
+    ProblemCase(
+        "bounded",
+        _build_bounded,
+        np.clip(C, *BOX),
+        float(np.sum(SCALES * (np.clip(C, *BOX) - C) ** 2)),
+        {"supports_bounds": True},
+    ),
+    ProblemCase("stateful_counter", _build_counter, C, 0.0, STATEFUL_NEEDS),
+    ProblemCase("stateful_key", _build_keyed, C, 0.0, STATEFUL_NEEDS),
+    ProblemCase("stateful_generator", _build_generator_state, C, 0.0, STATEFUL_NEEDS),
+    ProblemCase("stochastic", _build_noisy, C, 0.0, {"tolerates_stochastic_loss": True}),
+]
+
+ALGORITHMS: list[AlgorithmCase] = [
+    AlgorithmCase("SGD", om.SGD(lr=0.01), 3000),
+    AlgorithmCase("SGD-momentum", om.SGD(lr=0.005, momentum=0.9), 3000),
+    AlgorithmCase("SGD-nesterov", om.SGD(lr=0.005, momentum=0.9, nesterov=True), 3000),
+    AlgorithmCase("Adam", om.Adam(lr=0.02), 3000),
+    AlgorithmCase("BFGS", om.BFGS(), None),
+]
+
+
+def accepts(alg_case: AlgorithmCase, prob_case: ProblemCase) -> bool:
+    """Whether the algorithm has every trait value the problem needs (per this catalogue)."""
+    declared = om.traits(alg_case.alg)
+    return all(getattr(declared, trait) is value for trait, value in prob_case.needs.items())
+
+
+def pairs(compatible: bool) -> list[tuple[AlgorithmCase, ProblemCase]]:
+    return [(a, p) for a in ALGORITHMS for p in PROBLEMS if accepts(a, p) is compatible]
