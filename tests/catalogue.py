@@ -8,7 +8,6 @@ Objectives record every call (the point and the state received) for contract tes
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
