@@ -45,7 +45,7 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     Example:
         >>> import autograd.numpy as anp, numpy as np, optimeta as om
         >>> prob = om.OptimizationProblem(lambda u, p: anp.sum(u ** 2), np.ones(2))
-        >>> sol = om.solve(prob, om.SGD(lr=0.1, momentum=0.9), maxiters=200)
+        >>> sol = om.solve(prob, om.SGD(lr=0.1, momentum=0.9), maxiters=500)
         >>> bool(abs(sol.u).max() < 1e-6)
         True
 

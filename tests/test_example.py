@@ -1,0 +1,67 @@
+"""The stateful MLP example runs, learns, and returns its trained state."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from autograd.tracer import Box
+
+import optimeta as om
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mlp() -> ModuleType:
+    return _load("stateful_mlp")
+
+
+@pytest.fixture(scope="module")
+def result(mlp: ModuleType) -> dict:
+    return mlp.main(maxiters=300, seed=0)
+
+
+def test_state_advanced_once_per_step(result: dict) -> None:
+    sol = result["solution"]
+    assert sol.stats.iterations == sol.stats.fevals == 300
+    assert result["state"]["key"] == 300
+    assert sol.retcode is om.ReturnCode.MAXITERS
+
+
+def test_running_statistics_are_plain_and_learned(result: dict, mlp: ModuleType) -> None:
+    state = result["state"]
+    for name in ("mean", "var"):
+        assert type(state[name]) is np.ndarray and not isinstance(state[name], Box)
+        assert state[name].shape == (mlp.HIDDEN,) and np.isfinite(state[name]).all()
+    # BatchNorm started at mean 0 / var 1: the trained statistics moved away from them.
+    assert not np.allclose(state["var"], 1.0)
+
+
+def test_model_learns_in_inference_mode(result: dict) -> None:
+    assert result["test_mse"] < 0.25 * result["test_variance"]
+    assert result["test_mse"] < 0.25 * result["test_mse_untrained"]
+
+
+def test_inference_uses_the_trained_state(result: dict, mlp: ModuleType) -> None:
+    x, y = mlp.make_data(256, 1)
+    with_initial, _ = mlp.forward(result["params"], x, mlp.init_state(0), training=False)
+    assert np.mean((with_initial - y) ** 2) > result["test_mse"]
+
+
+def test_bfgs_refusal_is_shown(result: dict) -> None:
+    text = result["bfgs_error"]
+    assert "single_call_per_step" in text and "tolerates_stochastic_loss" in text
+    accepted = next(line for line in text.splitlines() if line.startswith("Algorithms that accept"))
+    assert "Adam" in accepted and "SGD" in accepted and "BFGS" not in accepted
