@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .._objective import Objective
 
 __all__ = [
+    "FIRST_ORDER_TRAITS",
     "Algorithm",
     "Box",
     "Evaluate",
@@ -63,6 +64,18 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
         """One step from ``x``: returns the new iterate, the new state and the loss evaluated."""
         raise NotImplementedError
+
+
+#: The traits of the first-order family: one value-and-gradient call per step, no test that
+#: trusts exact values, bounds by projection.
+FIRST_ORDER_TRAITS = Traits(
+    single_call_per_step=True,
+    tolerates_stochastic_loss=True,
+    requires_gradient=True,
+    supports_bounds=True,
+    requires_bounds=False,
+    supports_callback=True,
+)
 
 
 class FirstOrderAlgorithm(StepwiseAlgorithm[S]):

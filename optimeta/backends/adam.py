@@ -8,7 +8,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from ..traits import Traits, register
-from ._base import FirstOrderAlgorithm, check_fraction, check_positive
+from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
 
 __all__ = ["Adam", "AdamState"]
 
@@ -62,14 +62,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     b2: float = 0.999
     eps: float = 1e-8
 
-    traits: ClassVar[Traits] = Traits(
-        single_call_per_step=True,
-        tolerates_stochastic_loss=True,
-        requires_gradient=True,
-        supports_bounds=True,
-        requires_bounds=False,
-        supports_callback=True,
-    )
+    traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
