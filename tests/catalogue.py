@@ -186,10 +186,10 @@ PROBLEMS: list[ProblemCase] = [
 ]
 
 ALGORITHMS: list[AlgorithmCase] = [
-    AlgorithmCase("SGD", om.SGD(lr=0.01), 3000),
-    AlgorithmCase("SGD-momentum", om.SGD(lr=0.005, momentum=0.9), 3000),
-    AlgorithmCase("SGD-nesterov", om.SGD(lr=0.005, momentum=0.9, nesterov=True), 3000),
-    AlgorithmCase("Adam", om.Adam(lr=0.02), 3000),
+    AlgorithmCase("SGD", om.SGD(lr=0.01), 1500),
+    AlgorithmCase("SGD-momentum", om.SGD(lr=0.005, momentum=0.9), 1500),
+    AlgorithmCase("SGD-nesterov", om.SGD(lr=0.005, momentum=0.9, nesterov=True), 1500),
+    AlgorithmCase("Adam", om.Adam(lr=0.02), 1500),
     AlgorithmCase("BFGS", om.BFGS(), None),
 ]
 

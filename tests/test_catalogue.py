@@ -1,0 +1,157 @@
+"""Every catalogue pair: compatible ones reach the known optimum, incompatible ones are refused.
+
+Which pairs run and which are refused is computed from the catalogue's ``needs`` (written
+independently of ``optimeta.traits``), and a third test checks the library's own rules against
+that table for every registered algorithm class.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from catalogue import ALGORITHMS, PROBLEMS, AlgorithmCase, ProblemCase, accepts, pairs
+
+import optimeta as om
+from optimeta.traits import check_compatible, requirements
+
+BFGS_ATOL = 1e-5
+# The exact-objective contract holds at any iterate; a short run ends away from the optimum, where
+# f is not flat, and keeps the test fast.
+SHORT_RUN = 25
+
+
+def _ids(cases: list[tuple[AlgorithmCase, ProblemCase]]) -> list[str]:
+    return [f"{alg.name}-{prob.name}" for alg, prob in cases]
+
+
+COMPATIBLE = pairs(True)
+INCOMPATIBLE = pairs(False)
+DETERMINISTIC = [
+    (alg, prob)
+    for alg, prob in COMPATIBLE
+    if "tolerates_stochastic_loss" not in prob.needs and "single_call_per_step" not in prob.needs
+]
+
+
+def _structure(tree: Any) -> Any:
+    """Containers with their types, keys (in order) and lengths; leaves as array shapes or scalars."""
+    if isinstance(tree, dict):
+        return (type(tree), tuple((key, _structure(value)) for key, value in tree.items()))
+    if isinstance(tree, (list, tuple)):
+        return (type(tree), tuple(_structure(child) for child in tree))
+    if isinstance(tree, np.ndarray):
+        return ("array", tree.shape)
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return "scalar"
+    return ("unexpected leaf", type(tree))
+
+
+def _leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for child in tree for leaf in _leaves(child)]
+    return [tree]
+
+
+def _flat(tree: Any) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in _leaves(tree)])
+
+
+def _stepwise(alg_case: AlgorithmCase) -> bool:
+    return alg_case.maxiters is not None
+
+
+def _missing(declared: om.Traits, prob_case: ProblemCase) -> set[str]:
+    """The traits the catalogue says the problem needs and ``declared`` lacks."""
+    return {trait for trait, value in prob_case.needs.items() if getattr(declared, trait) is not value}
+
+
+@pytest.mark.parametrize(("alg_case", "prob_case"), COMPATIBLE, ids=_ids(COMPATIBLE))
+def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    prob, rec = prob_case.build()
+    sol = om.solve(prob, alg_case.alg, maxiters=alg_case.maxiters)
+
+    # Exactly the structure of u0 (and of the catalogue's u_star): containers, keys, lengths, shapes.
+    assert _structure(sol.u) == _structure(prob_case.u_star)
+    assert _structure(sol.u) == _structure(prob.u0)
+    for leaf in _leaves(sol.u):
+        if isinstance(leaf, np.ndarray):
+            assert leaf.dtype == np.float64
+        else:
+            assert type(leaf) is float, f"scalar leaf {leaf!r} should be a Python float"
+
+    atol = prob_case.atol if _stepwise(alg_case) else BFGS_ATOL
+    np.testing.assert_allclose(_flat(sol.u), _flat(prob_case.u_star), rtol=0, atol=atol)
+    assert type(sol.objective) is float
+    assert sol.objective == pytest.approx(prob_case.f_star, rel=0, abs=atol)
+
+    assert sol.stats.fevals == rec.calls
+    if _stepwise(alg_case):
+        assert sol.retcode is om.ReturnCode.MAXITERS
+        assert not sol.success
+        assert sol.stats.iterations == alg_case.maxiters
+        if prob_case.needs.get("tolerates_stochastic_loss"):
+            # Stateful or stochastic: no hidden extra call after the last step.
+            assert rec.calls == alg_case.maxiters
+    else:
+        assert sol.retcode is om.ReturnCode.SUCCESS, sol.message
+        assert sol.success
+
+
+@pytest.mark.parametrize(("alg_case", "prob_case"), INCOMPATIBLE, ids=_ids(INCOMPATIBLE))
+def test_incompatible_pair_is_refused_before_any_call(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    prob, rec = prob_case.build()
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        om.solve(prob, alg_case.alg, maxiters=alg_case.maxiters)
+    exc = info.value
+    assert isinstance(exc, ValueError)
+    assert rec.calls == 0
+
+    message = str(exc)
+    alg_name = type(alg_case.alg).__name__
+    assert re.search(rf"\b{alg_name}\b", message), message
+    missing = _missing(om.traits(alg_case.alg), prob_case)
+    assert missing, "the catalogue marks this pair incompatible, so some need must be unmet"
+    for trait in missing:
+        assert re.search(rf"\b{trait}\b", message), f"{trait} not named in:\n{message}"
+    assert sorted(v.trait for v in exc.violations) == sorted(missing)
+
+    accepting = {type(a.alg).__name__ for a in ALGORITHMS if accepts(a, prob_case)}
+    assert accepting, "every catalogue problem is accepted by some catalogue algorithm"
+    assert alg_name not in accepting
+    for name in accepting:
+        assert re.search(rf"\b{name}\b", message), f"alternative {name} not listed in:\n{message}"
+    assert accepting <= set(exc.alternatives)
+    assert alg_name not in exc.alternatives
+
+
+RULE_CASES = [(cls, prob_case) for cls in om.algorithms() for prob_case in PROBLEMS]
+
+
+@pytest.mark.parametrize(
+    ("cls", "prob_case"), RULE_CASES, ids=[f"{cls.__name__}-{prob.name}" for cls, prob in RULE_CASES]
+)
+def test_library_rules_agree_with_catalogue_needs(cls: type, prob_case: ProblemCase) -> None:
+    prob, rec = prob_case.build()
+    missing = _missing(om.traits(cls), prob_case)
+    req = requirements(prob)
+    if missing:
+        with pytest.raises(om.IncompatibleAlgorithmError) as info:
+            check_compatible(cls, req)
+        assert {v.trait for v in info.value.violations} == missing
+    else:
+        check_compatible(cls, req)
+    assert rec.calls == 0
+
+
+@pytest.mark.parametrize(("alg_case", "prob_case"), DETERMINISTIC, ids=_ids(DETERMINISTIC))
+def test_deterministic_objective_is_f_at_returned_u(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    prob, rec = prob_case.build()
+    assert prob.state is None and not prob.stochastic
+    maxiters = min(alg_case.maxiters, SHORT_RUN) if _stepwise(alg_case) else None
+    sol = om.solve(prob, alg_case.alg, maxiters=maxiters)
+    assert sol.objective == float(rec.fn(sol.u, prob.p))

@@ -1,0 +1,284 @@
+"""Traits: declared in full and frozen, the registry behind `algorithms()`, and the rules of `traits.py`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from typing import Any
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+
+import optimeta as om
+from optimeta.traits import check_compatible, register, requirements
+
+# `optimeta.traits` the attribute is the function `traits()`; the module lives in sys.modules.
+traits_mod = importlib.import_module("optimeta.traits")
+
+FIELDS = [f.name for f in dataclasses.fields(om.Traits)]
+ALL_TRUE = dict.fromkeys(FIELDS, True)
+
+INSTANCES = [om.SGD(lr=0.1), om.SGD(lr=0.1, momentum=0.5, nesterov=True), om.Adam(), om.BFGS(gtol=1e-3)]
+
+# Transcribed from the "Traits:" sections of the docstrings.
+FIRST_ORDER = om.Traits(
+    single_call_per_step=True,
+    tolerates_stochastic_loss=True,
+    requires_gradient=True,
+    supports_bounds=True,
+    requires_bounds=False,
+    supports_callback=True,
+)
+DECLARED = {
+    "SGD": (om.SGD, FIRST_ORDER),
+    "Adam": (om.Adam, FIRST_ORDER),
+    "BFGS": (
+        om.BFGS,
+        om.Traits(
+            single_call_per_step=False,
+            tolerates_stochastic_loss=False,
+            requires_gradient=True,
+            supports_bounds=False,
+            requires_bounds=False,
+            supports_callback=True,
+        ),
+    ),
+}
+
+
+class Declared:
+    """Stands for an algorithm with the given traits, for checks that need no run."""
+
+    def __init__(self, **values: bool) -> None:
+        self.traits = om.Traits(**{**dict.fromkeys(FIELDS, False), **values})
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private copy of the registry, so classes registered by a test do not outlive it."""
+    monkeypatch.setattr(traits_mod, "_REGISTRY", dict(traits_mod._REGISTRY))
+
+
+class Recorded:
+    """A stateful objective that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, u: Any, p: Any, state: dict[str, int]) -> Any:
+        self.calls += 1
+        return anp.sum((u - p) ** 2), {"key": state["key"] + 1}
+
+
+# traits() and Traits
+
+
+@pytest.mark.parametrize("alg", INSTANCES, ids=repr)
+def test_traits_of_instance_and_class_agree_and_are_frozen(alg: Any) -> None:
+    declared = om.traits(alg)
+    assert isinstance(declared, om.Traits)
+    assert declared == om.traits(type(alg))
+    before = dataclasses.asdict(declared)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        declared.single_call_per_step = not declared.single_call_per_step  # type: ignore[misc]
+    assert dataclasses.asdict(om.traits(type(alg))) == before
+
+
+@pytest.mark.parametrize("name", list(DECLARED))
+def test_declared_traits_match_docstrings(name: str) -> None:
+    cls, expected = DECLARED[name]
+    assert om.traits(cls) == expected
+
+
+@pytest.mark.parametrize("bad", [object(), 3, None, "BFGS", om.Traits], ids=["object", "int", "None", "str", "Traits"])
+def test_traits_of_non_algorithm_is_type_error(bad: Any) -> None:
+    with pytest.raises(TypeError):
+        om.traits(bad)
+
+
+@pytest.mark.parametrize("missing", FIELDS)
+def test_traits_requires_every_field(missing: str) -> None:
+    given = {name: True for name in FIELDS if name != missing}
+    with pytest.raises(TypeError, match=missing):
+        om.Traits(**given)
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("value", [1, 0, None, "True", 1.0], ids=["1", "0", "None", "str", "float"])
+def test_traits_rejects_non_bool(field: str, value: Any) -> None:
+    with pytest.raises(TypeError, match=field):
+        om.Traits(**{**ALL_TRUE, field: value})
+
+
+# algorithms() and the registry
+
+
+def test_algorithms_lists_registered_classes_sorted_by_name() -> None:
+    found = om.algorithms()
+    names = [cls.__name__ for cls in found]
+    assert names == sorted(names)
+    assert len(set(names)) == len(names)
+    assert {"SGD", "Adam", "BFGS"} <= set(names)
+    assert {om.SGD, om.Adam, om.BFGS} <= set(found)
+    for cls in found:
+        assert isinstance(cls, type)
+        assert isinstance(om.traits(cls), om.Traits)
+
+
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("name", FIELDS)
+def test_algorithms_filters_by_one_trait(name: str, value: bool) -> None:
+    expected = [cls for cls in om.algorithms() if getattr(om.traits(cls), name) is value]
+    assert om.algorithms(**{name: value}) == expected
+
+
+def test_algorithms_single_call_per_step() -> None:
+    assert om.algorithms(single_call_per_step=True) == [
+        cls for cls in om.algorithms() if om.traits(cls).single_call_per_step
+    ]
+    assert {om.SGD, om.Adam} <= set(om.algorithms(single_call_per_step=True))
+    assert om.BFGS not in om.algorithms(single_call_per_step=True)
+    assert om.BFGS in om.algorithms(single_call_per_step=False)
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        {"single_call_per_step": True, "supports_bounds": True},
+        {"single_call_per_step": False, "supports_callback": True},
+        {"single_call_per_step": True, "tolerates_stochastic_loss": False},
+        {"requires_gradient": True, "supports_bounds": False, "requires_bounds": False},
+        ALL_TRUE,
+    ],
+    ids=["stepwise-bounded", "multicall-callback", "contradictory", "three", "all-true"],
+)
+def test_algorithms_combined_filters(wanted: dict[str, bool]) -> None:
+    expected = [cls for cls in om.algorithms() if all(getattr(om.traits(cls), k) is v for k, v in wanted.items())]
+    assert om.algorithms(**wanted) == expected
+
+
+def test_algorithms_combined_filters_known_members() -> None:
+    both = om.algorithms(single_call_per_step=True, supports_bounds=True)
+    assert {om.SGD, om.Adam} <= set(both)
+    assert om.BFGS not in both
+    assert om.BFGS in om.algorithms(single_call_per_step=False, supports_callback=True)
+    assert om.BFGS not in om.algorithms(single_call_per_step=False, supports_bounds=True)
+
+
+@pytest.mark.parametrize("name", ["no_such_trait", "single_call_per_stp", "stochastic"])
+def test_algorithms_unknown_trait_is_value_error_naming_it(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        om.algorithms(**{name: True})
+
+
+@pytest.mark.parametrize("value", [1, 0, None, "True"], ids=["1", "0", "None", "str"])
+def test_algorithms_non_bool_value_is_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match="single_call_per_step"):
+        om.algorithms(single_call_per_step=value)
+
+
+def test_register_adds_a_class_in_name_order(registry: None) -> None:
+    @register
+    class AAAFake:
+        traits = om.Traits(**{**dict.fromkeys(FIELDS, False), "single_call_per_step": True})
+
+    found = om.algorithms()
+    assert found[0] is AAAFake
+    assert [cls.__name__ for cls in found] == sorted(cls.__name__ for cls in found)
+    assert AAAFake in om.algorithms(single_call_per_step=True)
+    assert AAAFake not in om.algorithms(requires_gradient=True)
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [None, dict(ALL_TRUE), "Traits(...)", FIRST_ORDER.__dict__],
+    ids=["absent", "dict", "str", "traits-dict"],
+)
+def test_register_refuses_class_without_traits(registry: None, declaration: Any) -> None:
+    before = om.algorithms()
+    body = {} if declaration is None else {"traits": declaration}
+    cls = type("NoTraits", (), body)
+    with pytest.raises(TypeError, match="NoTraits"):
+        register(cls)
+    assert om.algorithms() == before
+
+
+# requirements and the rules
+
+
+def _bounded_stateful(rec: Recorded, **kwargs: Any) -> om.OptimizationProblem:
+    box = (np.full(3, -5.0), np.full(3, 5.0))
+    return om.OptimizationProblem(rec, np.zeros(3), p=np.ones(3), state={"key": 0}, bounds=box, **kwargs)
+
+
+def test_every_violation_is_collected_at_once() -> None:
+    rec = Recorded()
+    prob = _bounded_stateful(rec)
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        om.solve(prob, om.BFGS(), callback=lambda info: None)
+    assert rec.calls == 0
+    expected = {"single_call_per_step", "tolerates_stochastic_loss", "supports_bounds"}
+    assert sorted(v.trait for v in info.value.violations) == sorted(expected)
+    assert all(v.needed is True for v in info.value.violations)
+    message = str(info.value)
+    for trait in expected:
+        assert re.search(rf"\b{trait}\b", message), message
+    assert "BFGS" in message
+    assert prob.state == {"key": 0}
+
+
+def test_requirements_of_stateful_bounded_problem_with_callback() -> None:
+    req = requirements(_bounded_stateful(Recorded()), callback=True)
+    assert (req.stateful, req.stochastic, req.bounded, req.callback) == (True, True, True, True)
+    assert req.stochastic_reason
+    assert not requirements(_bounded_stateful(Recorded())).callback
+
+
+def test_callback_needs_supports_callback() -> None:
+    req = requirements(_bounded_stateful(Recorded(), stochastic=False), callback=True)
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(single_call_per_step=True, supports_bounds=True), req)
+    assert [v.trait for v in info.value.violations] == ["supports_callback"]
+    check_compatible(Declared(single_call_per_step=True, supports_bounds=True, supports_callback=True), req)
+
+
+def test_requires_bounds_refuses_unbounded_problem() -> None:
+    prob = om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.zeros(2))
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(requires_bounds=True, supports_bounds=True), requirements(prob))
+    assert [v.trait for v in info.value.violations] == ["requires_bounds"]
+    assert info.value.violations[0].needed is False
+
+
+def _stateful_deterministic(rec: Recorded) -> om.OptimizationProblem:
+    return om.OptimizationProblem(rec, np.zeros(3), p=np.ones(3), state={"key": 0}, stochastic=False)
+
+
+def _stateless_stochastic(rec: Recorded) -> om.OptimizationProblem:
+    def loss(u: Any, p: Any) -> Any:
+        return rec(u, p, {"key": 0})[0]
+
+    return om.OptimizationProblem(loss, np.zeros(3), p=np.ones(3), stochastic=True)
+
+
+@pytest.mark.parametrize(
+    ("build", "only_need"),
+    [(_stateful_deterministic, "single_call_per_step"), (_stateless_stochastic, "tolerates_stochastic_loss")],
+    ids=["stateful-stochastic-False", "stateless-stochastic-True"],
+)
+def test_problem_needs_only_its_one_trait(build: Any, only_need: str) -> None:
+    rec = Recorded()
+    prob = build(rec)
+    req = requirements(prob)
+    check_compatible(Declared(**{only_need: True}), req)
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(**{name: True for name in FIELDS if name not in (only_need, "requires_bounds")}), req)
+    assert [v.trait for v in info.value.violations] == [only_need]
+
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        om.solve(prob, om.BFGS())
+    assert [v.trait for v in info.value.violations] == [only_need]
+    assert re.search(rf"\b{only_need}\b", str(info.value))
+    assert rec.calls == 0
