@@ -204,9 +204,12 @@ class Objective:
         return value, grad, new_state
 
     def _user_grad(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
-        # Both calls of one evaluation see the same state; the gradient's new state is committed.
+        # Both calls of one evaluation see the same state (f gets a copy, so that an in-place
+        # change such as drawing from a Generator cannot reach grad); grad's new state is committed.
         u = self._user_u(x)
-        loss, _ = self._split(self._call_f(u), "f")
+        self.fevals += 1
+        out = self._f(u, self._p, copy.deepcopy(self.state)) if self.stateful else self._f(u, self._p)
+        loss, _ = self._split(out, "f")
         value = _check_loss(loss, self.stateful)
         self.gevals += 1
         assert self._grad is not None

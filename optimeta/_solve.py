@@ -51,10 +51,10 @@ class _Monitor:
                 self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state)
             )
             answer = self.callback(info)
-            if answer is True:
-                return ReturnCode.TERMINATED
-            if answer is not None and answer is not False:
+            if answer is not None and not isinstance(answer, (bool, np.bool_)):
                 raise TypeError(f"callback must return True (stop), False or None, got {answer!r}")
+            if answer:
+                return ReturnCode.TERMINATED
         if self.maxiters is not None and self.iterations >= self.maxiters:
             return ReturnCode.MAXITERS
         if self.maxtime is not None and time.perf_counter() - self.start >= self.maxtime:
