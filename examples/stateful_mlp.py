@@ -111,7 +111,9 @@ if __name__ == "__main__":
     print(f"Adam: {sol.stats.iterations} steps, {sol.stats.fevals} objective calls, {sol.stats.time:.2f} s")
     print(f"state key advanced from 0 to {out['state']['key']} (once per call)")
     print(f"last training loss (with dropout): {out['train_loss']:.4f}")
-    print(f"test MSE in inference mode: {out['test_mse']:.4f} (untrained {out['test_mse_untrained']:.4f}, "
-          f"variance of y {out['test_variance']:.4f})")
+    print(
+        f"test MSE in inference mode: {out['test_mse']:.4f} (untrained {out['test_mse_untrained']:.4f}, "
+        f"variance of y {out['test_variance']:.4f})"
+    )
     print(f"BatchNorm running mean, first 4 units: {np.round(out['state']['mean'][:4], 3)}")
     print("\nsolve(prob, BFGS()) says:\n" + out["bfgs_error"])

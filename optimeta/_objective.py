@@ -87,19 +87,19 @@ class Layout:
 
         return tree_unflatten(self.treedef, fill)
 
-    def flatten(self, tree: Any, name: str) -> np.ndarray:
-        """Flatten a tree with this layout's structure; scalars broadcast over a leaf."""
+    def flatten(self, tree: Any, name: str, broadcast: bool = True) -> np.ndarray:
+        """Flatten a tree with this layout's structure; with `broadcast`, a scalar fills a leaf."""
         if self._single and not isinstance(tree, (dict, list, tuple)):
-            return self._leaf(self.treedef, tree, name)
+            return self._leaf(self.treedef, tree, name, broadcast)
         out = np.empty(self.size)
         for spec, leaf in match_structure(self.treedef, tree, name):
-            out[spec.start : spec.stop] = self._leaf(spec, leaf, name + spec.path)
+            out[spec.start : spec.stop] = self._leaf(spec, leaf, name + spec.path, broadcast)
         return out
 
     @staticmethod
-    def _leaf(spec: LeafSpec, leaf: Any, name: str) -> np.ndarray:
+    def _leaf(spec: LeafSpec, leaf: Any, name: str, broadcast: bool) -> np.ndarray:
         arr = real_array(leaf, name)
-        if arr.shape != spec.shape and arr.ndim != 0:
+        if arr.shape != spec.shape and not (broadcast and arr.ndim == 0):
             raise ValueError(f"{name} must have shape {spec.shape} like u0{spec.path}, got shape {arr.shape}")
         return np.broadcast_to(arr, spec.shape).ravel()
 
@@ -118,12 +118,20 @@ def strip_tracers(tree: Any) -> Any:
 
 
 def _check_loss(loss: Any, stateful: bool) -> float:
-    value = np.asarray(getval(loss)) if not isinstance(loss, (str, bytes)) else None
-    if value is None or value.ndim != 0 or value.dtype.kind not in "iuf":
-        what = f"shape {value.shape}" if value is not None and value.ndim else type(getval(loss)).__name__
-        hint = " as the first element of (loss, new_state)" if stateful else ""
-        raise TypeError(f"the objective must return a real scalar loss{hint}, got {what}: {loss!r}")
-    return float(value)
+    value = getval(loss)
+    arr = None
+    if not isinstance(value, (str, bytes, tuple, list, dict)):
+        try:
+            arr = np.asarray(value)
+        except Exception:  # a ragged sequence or an object NumPy cannot read
+            arr = None
+    if arr is not None and arr.ndim == 0 and arr.dtype.kind in "iuf":
+        return float(arr)
+    shown = f"an array of shape {arr.shape}" if arr is not None and arr.ndim else type(value).__name__
+    hint = " as the first element of (loss, new_state)" if stateful else ""
+    if not stateful and isinstance(value, tuple) and len(value) == 2:
+        hint = "; to return (loss, new_state), give the problem its initial state with state="
+    raise TypeError(f"the objective must return a real scalar loss{hint}, got {shown}: {strip_tracers(value)!r}")
 
 
 class Objective:
@@ -158,7 +166,7 @@ class Objective:
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(
                 f"{what} must return a pair (value, new_state) when the problem has a state "
-                f"(state= was given), got {type(out).__name__}: {out!r}"
+                f"(state= was given), got {type(getval(out)).__name__}: {strip_tracers(out)!r}"
             )
         return out
 
@@ -193,15 +201,16 @@ class Objective:
 
         def traced(flat: Any) -> Any:
             loss, new_state = self._split(self._call_f(self.layout.unflatten(flat)), "f")
-            side.append(new_state)
-            return loss
+            side.append((_check_loss(loss, self.stateful), new_state))
+            # A loss that does not depend on u has a zero gradient: return a box all the same,
+            # so that autograd does not warn.
+            return loss if isbox(loss) else flat[0] * 0.0
 
-        vjp, loss = make_vjp(traced, np.array(x, dtype=np.float64))
-        value = _check_loss(loss, self.stateful)
+        vjp, _ = make_vjp(traced, np.asarray(x, dtype=np.float64))
+        value, new_state = side[0]
         self.gevals += 1
         grad = np.asarray(vjp(1.0), dtype=np.float64)
-        new_state = strip_tracers(side[0]) if self.stateful else None
-        return value, grad, new_state
+        return value, grad, strip_tracers(new_state) if self.stateful else None
 
     def _user_grad(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
         # Both calls of one evaluation see the same state (f gets a copy, so that an in-place
@@ -215,5 +224,5 @@ class Objective:
         assert self._grad is not None
         out = self._grad(u, self._p, self.state) if self.stateful else self._grad(u, self._p)
         grad_tree, new_state = self._split(out, "grad")
-        grad = self.layout.flatten(grad_tree, "the gradient returned by grad")
+        grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, new_state

@@ -125,7 +125,7 @@ class OptimizationProblem:
             for side, name, fill in ((bounds[0], "lb", -np.inf), (bounds[1], "ub", np.inf)):
                 if side is None:
                     flat.append(np.full(layout.size, fill))
-                elif np.ndim(side) == 0 and not isinstance(side, (dict, list, tuple)):
+                elif not isinstance(side, (dict, list, tuple)) and np.ndim(side) == 0:
                     flat.append(_flat_side(side, f"bounds {name}", layout.size))
                 else:
                     flat.append(layout.flatten(side, f"bounds {name}"))
@@ -149,8 +149,8 @@ class OptimizationProblem:
 
 def _flat_side(side: Any, name: str, size: int) -> np.ndarray:
     arr = real_array(side, name)
-    if arr.ndim == 0:
-        return np.full(size, float(arr))
+    if arr.size == 1:  # scipy's Bounds stores a scalar side as an array of shape (1,)
+        return np.full(size, float(arr.reshape(())))
     if arr.shape != (size,):
         raise ValueError(
             f"{name} must be a scalar or have shape ({size},) like the flattened u0, got shape {arr.shape}"

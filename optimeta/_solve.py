@@ -96,9 +96,9 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any) -> None
     ):
         raise ValueError(f"maxiters must be a positive integer or None, got {maxiters!r}")
     if maxtime is not None and (
-        isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not float(maxtime) > 0
+        isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not 0 < float(maxtime) < math.inf
     ):
-        raise ValueError(f"maxtime must be a positive number of seconds or None, got {maxtime!r}")
+        raise ValueError(f"maxtime must be a positive, finite number of seconds or None, got {maxtime!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
 
