@@ -29,7 +29,7 @@ def real_array(value: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a real number or array, got {value!r}")
     try:
         arr = np.asarray(value)
-    except Exception as exc:  # e.g. ragged nested sequences
+    except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
         raise TypeError(f"{name} must be a real number or array, got {value!r}") from exc
     if arr.dtype.kind not in "iuf":
         what = {"b": "bool", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
@@ -123,7 +123,7 @@ def _check_loss(loss: Any, stateful: bool) -> float:
     if not isinstance(value, (str, bytes, tuple, list, dict)):
         try:
             arr = np.asarray(value)
-        except Exception:  # a ragged sequence or an object NumPy cannot read
+        except (TypeError, ValueError):  # a ragged sequence or an object NumPy cannot read
             arr = None
     if arr is not None and arr.ndim == 0 and arr.dtype.kind in "iuf":
         return float(arr)
