@@ -2,8 +2,9 @@
 
 It owns everything between an algorithm, which sees a flat float64 vector, and the user's `f`,
 which sees the parameter tree: the pytree <-> flat mapping, value and gradient in one evaluation
-(reverse-mode autograd or the user's `grad`), threading of the explicit state with autograd
-tracer boxes stripped from it, the sign flip for maximisation, and the call counts.
+(reverse-mode autograd, the user's `grad`, or finite differences), the explicit state (threaded,
+committed per call or per step, checked when constant, stripped of autograd tracer boxes), the
+sign flip for maximisation, and the call counts.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.optimize
 from autograd.core import make_vjp
 from autograd.tracer import getval, isbox
 
+from ._state import StateMutationError, first_difference
 from ._tree import LeafSpec, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
 if TYPE_CHECKING:
@@ -117,6 +120,10 @@ def strip_tracers(tree: Any) -> Any:
     return tree_map(plain, tree)
 
 
+#: Relative step of finite differences: the square root of float64's machine epsilon.
+_FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+
+
 def _check_loss(loss: Any, stateful: bool) -> float:
     value = getval(loss)
     arr = None
@@ -137,11 +144,23 @@ def _check_loss(loss: Any, stateful: bool) -> float:
 class Objective:
     """The user's objective seen as a function of a flat vector, always to be minimised.
 
-    `state` is the committed state: every evaluation receives it, and by default the state the
-    call returns is committed at once (the contract of single-call-per-step algorithms).
+    ``state`` is the committed state. How calls see it is fixed once per solve:
+
+    * per-call commit (``per_step_commit=False``, for single-call-per-step algorithms): every
+      evaluation receives the committed state, and the state it returns is committed at once;
+    * per-step commit: every evaluation receives a copy of the committed snapshot; the states
+      returned wait, keyed by the point, until `commit_at` commits the one returned at the
+      step's accepted point;
+    * a constant state (``state_mode="constant"``): every call receives a copy, and a returned
+      state that differs from it raises `StateMutationError`.
+
+    One evaluation is one call of ``f`` under autograd, a call of ``f`` and one of ``grad``, or
+    the n + 1 calls of a finite-difference gradient, which all see the same state and batch.
+    ``fevals`` counts calls of ``f``, ``gevals`` gradients, ``probe_fevals`` the calls of the
+    determinism probe (never committed). ``p`` is what calls receive; a minibatch driver sets it.
     """
 
-    def __init__(self, prob: OptimizationProblem) -> None:
+    def __init__(self, prob: OptimizationProblem, *, per_step_commit: bool = False) -> None:
         self.layout: Layout = prob._layout
         self.x0: np.ndarray = prob._x0
         self.lb: np.ndarray | None = prob._lb
@@ -149,58 +168,88 @@ class Objective:
         self.sign = 1.0 if prob.sense == "min" else -1.0
         self.stateful = prob.state is not None
         self.state: Any = copy.deepcopy(prob.state)
+        self.p: Any = prob.p
         self.fevals = 0
         self.gevals = 0
+        self.probe_fevals = 0
         self._f = prob.f
-        self._grad = prob.grad
-        self._p = prob.p
+        self._grad = prob.grad if callable(prob.grad) else None
+        self._finite_difference = prob.grad == "finite-difference"
+        self._constant = self.stateful and prob.state_mode == "constant"
+        self._per_step = self.stateful and per_step_commit and not self._constant
+        self._pending: dict[bytes, Any] = {}
+        self._probing = False
+
+    # -- the calls ---------------------------------------------------------------------------
 
     def _user_u(self, x: np.ndarray) -> Any:
         view = x.view()
         view.flags.writeable = False  # the algorithm owns x: the objective may read it only
         return self.layout.unflatten(view)
 
-    def _split(self, out: Any, what: str) -> tuple[Any, Any]:
+    def _call(self, fn: Any, what: str, u: Any, state: Any) -> tuple[Any, Any]:
+        """One call of the user's `f` or `grad`: (value, new state), counted and checked."""
+        if what == "f":
+            if self._probing:
+                self.probe_fevals += 1
+            else:
+                self.fevals += 1
         if not self.stateful:
-            return out, None
+            return fn(u, self.p), None
+        out = fn(u, self.p, state)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(
                 f"{what} must return a pair (value, new_state) when the problem has a state "
                 f"(state= was given), got {type(getval(out)).__name__}: {strip_tracers(out)!r}"
             )
+        if self._constant:
+            changed = first_difference(self.state, strip_tracers(out[1]))
+            if changed is not None:
+                raise StateMutationError(self.fevals + self.probe_fevals, changed)
         return out
 
-    def _call_f(self, u: Any) -> Any:
-        self.fevals += 1
-        return self._f(u, self._p, self.state) if self.stateful else self._f(u, self._p)
+    def _state_for_call(self) -> Any:
+        if self._constant or self._per_step:
+            return copy.deepcopy(self.state)
+        return self.state
+
+    def _keep(self, x: np.ndarray, new_state: Any) -> None:
+        if self._per_step:
+            self._pending[x.tobytes()] = new_state
+        elif self.stateful and not self._constant:
+            self.state = new_state
+
+    # -- evaluations ---------------------------------------------------------------------------
 
     def value(self, x: np.ndarray) -> float:
-        """f at `x` (minimisation sense), without a gradient; commits the returned state."""
-        loss, new_state = self._split(self._call_f(self._user_u(x)), "f")
+        """f at `x` (minimisation sense), without a gradient."""
+        loss, new_state = self._call(self._f, "f", self._user_u(x), self._state_for_call())
         value = self.sign * _check_loss(loss, self.stateful)
-        if self.stateful:
-            self.state = new_state
+        self._keep(x, new_state)
         return value
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """f and its gradient at `x` from one evaluation; commits the returned state."""
-        if self._grad is None:
-            loss, grad, new_state = self._autograd(x)
+        """f and its gradient at `x` (minimisation sense), from one evaluation."""
+        state = self._state_for_call()
+        if self._grad is not None:
+            loss, grad, new_state = self._user_grad(x, state)
+        elif self._finite_difference:
+            loss, grad, new_state = self._differences(x, state)
         else:
-            loss, grad, new_state = self._user_grad(x)
-        if self.stateful:
-            self.state = new_state
+            loss, grad, new_state = self._autograd(x, state)
+        self.gevals += 1
+        self._keep(x, new_state)
         if self.sign < 0:
             return -loss, -grad
         return loss, grad
 
-    def _autograd(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
+    def _autograd(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
         # autograd's own aux support refuses ints and Generators in the aux output, so the new
         # state leaves the traced function through this side channel instead.
         side: list[Any] = []
 
         def traced(flat: Any) -> Any:
-            loss, new_state = self._split(self._call_f(self.layout.unflatten(flat)), "f")
+            loss, new_state = self._call(self._f, "f", self.layout.unflatten(flat), state)
             side.append((_check_loss(loss, self.stateful), new_state))
             # A loss that does not depend on u has a zero gradient: return a box all the same,
             # so that autograd does not warn.
@@ -208,21 +257,57 @@ class Objective:
 
         vjp, _ = make_vjp(traced, np.asarray(x, dtype=np.float64))
         value, new_state = side[0]
-        self.gevals += 1
         grad = np.asarray(vjp(1.0), dtype=np.float64)
         return value, grad, strip_tracers(new_state) if self.stateful else None
 
-    def _user_grad(self, x: np.ndarray) -> tuple[float, np.ndarray, Any]:
-        # Both calls of one evaluation see the same state (f gets a copy, so that an in-place
-        # change such as drawing from a Generator cannot reach grad); grad's new state is committed.
+    def _user_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+        # Both calls see the same state (f gets a copy, so that an in-place change such as a
+        # draw from a Generator cannot reach grad); the state grad returns is the one kept.
         u = self._user_u(x)
-        self.fevals += 1
-        out = self._f(u, self._p, copy.deepcopy(self.state)) if self.stateful else self._f(u, self._p)
-        loss, _ = self._split(out, "f")
+        loss, _ = self._call(self._f, "f", u, copy.deepcopy(state))
         value = _check_loss(loss, self.stateful)
-        self.gevals += 1
-        assert self._grad is not None
-        out = self._grad(u, self._p, self.state) if self.stateful else self._grad(u, self._p)
-        grad_tree, new_state = self._split(out, "grad")
+        grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, new_state
+
+    def _differences(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+        # Every call of one gradient gets a copy of the same state; scipy's first call is at x
+        # itself, and the state returned there is the one kept.
+        at_x: list[tuple[float, Any]] = []
+
+        def fun(xi: np.ndarray) -> float:
+            loss, new_state = self._call(self._f, "f", self._user_u(xi), copy.deepcopy(state))
+            value = _check_loss(loss, self.stateful)
+            if not at_x:
+                at_x.append((value, new_state))
+            return value
+
+        step = _FD_STEP * np.maximum(1.0, np.abs(x))
+        grad = np.asarray(scipy.optimize.approx_fprime(x, fun, step), dtype=np.float64)
+        value, new_state = at_x[0]
+        return value, grad, new_state
+
+    # -- per-step commit and the probe ---------------------------------------------------------
+
+    def commit_at(self, x: np.ndarray) -> None:
+        """Per-step commit: commit the state returned at `x`, the accepted point of this step.
+
+        If `x` was not evaluated during the step, it is evaluated now (one counted call, on the
+        same snapshot). Without per-step commit this does nothing.
+        """
+        if not self._per_step:
+            return
+        key = x.tobytes()
+        if key not in self._pending:
+            self.value(x)
+        self.state = self._pending[key]
+        self._pending.clear()
+
+    def probe(self, x: np.ndarray, state: Any) -> tuple[float, Any]:
+        """f at `x` on a copy of `state`: (loss in the user's sense, new state), never committed."""
+        self._probing = True
+        try:
+            loss, new_state = self._call(self._f, "f", self._user_u(x), copy.deepcopy(state))
+            return _check_loss(loss, self.stateful), strip_tracers(new_state)
+        finally:
+            self._probing = False

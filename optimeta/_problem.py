@@ -15,6 +15,10 @@ from ._tree import tree_map
 __all__ = ["OptimizationProblem"]
 
 
+#: The gradient methods that can be named instead of passing a callable.
+GRAD_METHODS = ("autograd", "finite-difference")
+
+
 def _readonly(x: np.ndarray) -> np.ndarray:
     x.flags.writeable = False
     return x
@@ -44,9 +48,12 @@ class OptimizationProblem:
             Given, it makes the problem stateful: ``solve`` deep-copies it once, threads it
             through every call and returns the final state in ``Solution.state``. Never
             differentiated.
-        grad: Optional gradient, ``grad(u, p) -> g`` or ``grad(u, p, state) -> (g, new_state)``
-            with ``g`` shaped like ``u0``. By default the gradient comes from reverse-mode
-            autograd in the same evaluation as the value.
+        grad: How gradients are made. ``None`` or ``"autograd"`` (the default): reverse-mode
+            autograd, in the same evaluation as the value. ``"finite-difference"``: forward
+            differences by ``scipy.optimize.approx_fprime`` (n + 1 calls of ``f`` per gradient,
+            all on one state snapshot and one batch; the state returned at ``u`` itself is the
+            one kept). Or a callable ``grad(u, p) -> g`` / ``grad(u, p, state) -> (g, new_state)``
+            with ``g`` shaped like ``u0``.
         bounds: Box constraints ``lb <= u <= ub``: a pair ``(lb, ub)`` whose members have the
             structure of ``u0`` (a scalar or None also stands for a whole leaf or side), or a
             ``scipy.optimize.Bounds`` over the flattened ``u``. ``u0`` must lie in the box.
@@ -55,6 +62,10 @@ class OptimizationProblem:
             values (minibatches, a global RNG); ``False`` that they never do; ``None`` (the
             default) declares nothing: a stateless problem is then taken as deterministic and a
             stateful one as possibly stochastic, since its state may drive the loss.
+        state_mode: ``"evolving"`` (the default): calls of ``f`` advance the state.
+            ``"constant"``: the state must come back unchanged from every call (BatchNorm in
+            inference mode, a model inside an ODE right-hand side); every algorithm accepts such
+            a problem, and ``solve`` raises `StateMutationError` at the first call that changes it.
 
     Raises:
         TypeError: ``f`` or ``grad`` not callable; ``u0`` or bounds holding strings, booleans,
@@ -76,10 +87,11 @@ class OptimizationProblem:
     _: KW_ONLY
     p: Any = None
     state: Any = None
-    grad: Callable[..., Any] | None = None
+    grad: Callable[..., Any] | Literal["autograd", "finite-difference"] | None = None
     bounds: Any = None
     sense: Literal["min", "max"] = "min"
     stochastic: bool | None = None
+    state_mode: Literal["evolving", "constant"] = "evolving"
     _layout: Layout = field(init=False, repr=False)
     _x0: np.ndarray = field(init=False, repr=False)
     _lb: np.ndarray | None = field(init=False, repr=False)
@@ -88,8 +100,19 @@ class OptimizationProblem:
     def __post_init__(self) -> None:
         if not callable(self.f):
             raise TypeError(f"f must be callable as f(u, p) or f(u, p, state), got {self.f!r}")
-        if self.grad is not None and not callable(self.grad):
-            raise TypeError(f"grad must be None or a callable grad(u, p[, state]), got {self.grad!r}")
+        if (
+            self.grad is not None
+            and not callable(self.grad)
+            and not (isinstance(self.grad, str) and self.grad in GRAD_METHODS)
+        ):
+            raise TypeError(
+                f"grad must be a callable grad(u, p[, state]), one of {', '.join(map(repr, GRAD_METHODS))}, "
+                f"or None, got {self.grad!r}"
+            )
+        if self.state_mode not in ("evolving", "constant"):
+            raise ValueError(f"state_mode must be 'evolving' or 'constant', got {self.state_mode!r}")
+        if self.state_mode == "constant" and self.state is None:
+            raise ValueError("state_mode='constant' declares how a state behaves, but no state= was given")
         if self.sense not in ("min", "max"):
             raise ValueError(f"sense must be 'min' or 'max', got {self.sense!r}")
         if self.stochastic is not None and not isinstance(self.stochastic, bool):

@@ -36,15 +36,20 @@ class Stats:
 
     Attributes:
         iterations: Steps the algorithm completed.
-        fevals: Calls of the objective ``f`` (a value, or a value and gradient together).
-        gevals: Gradient computations (autograd passes or calls of the user's ``grad``).
-        time: Wall-clock seconds spent in the run, trait check excluded.
+        fevals: Calls of the objective ``f`` made by the run (a value, a value and gradient
+            together, or one point of a finite-difference gradient).
+        gevals: Gradients computed (autograd passes, calls of the user's ``grad``, or
+            finite-difference gradients).
+        time: Wall-clock seconds spent in the run, trait check and probe excluded.
+        probe_fevals: Calls of ``f`` made by the determinism probe before the run; they never
+            advance the committed state.
     """
 
     iterations: int
     fevals: int
     gevals: int
     time: float
+    probe_fevals: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,15 @@ class IterationInfo:
         objective: The loss the step evaluated, in the user's sense. For first-order algorithms
             it is the loss at the iterate *before* this step's update, as in every training loop.
         state: A copy of the committed state after this step, or None for a stateless problem.
+        epoch: With minibatches (``data=``), the pass over the data this step belongs to,
+            counted from 1; otherwise None.
     """
 
     iteration: int
     u: Any
     objective: float
     state: Any
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,8 @@ import copy
 import math
 import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ._objective import Objective
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from .backends._base import Algorithm, StepwiseAlgorithm, WholeRunAlgorithm
-from .traits import check_compatible, requirements
+from .traits import Requirements, check_compatible, requirements, traits
 
 __all__ = ["solve"]
 
@@ -41,14 +42,16 @@ class _Monitor:
         self.maxtime = maxtime
         self.callback = callback
         self.iterations = 0
+        self.epoch: int | None = None
         self.start = time.perf_counter()
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
+        obj = self.objective
+        obj.commit_at(x)
         if self.callback is not None:
-            obj = self.objective
             info = IterationInfo(
-                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state)
+                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state), self.epoch
             )
             answer = self.callback(info)
             if answer is not None and not isinstance(answer, (bool, np.bool_)):
@@ -62,10 +65,21 @@ class _Monitor:
         return None
 
 
+def _batches(data: Iterable[Any] | None, epochs: int, p: Any) -> Iterator[tuple[int | None, Any]]:
+    """(epoch, p) for each step: the minibatches of every epoch in order, or `p` forever."""
+    if data is None:
+        while True:
+            yield None, p
+    for epoch in range(1, epochs + 1):
+        for batch in data:
+            yield epoch, batch
+
+
 def _drive(
-    alg: StepwiseAlgorithm[Any], objective: Objective, monitor: _Monitor
+    alg: StepwiseAlgorithm[Any], objective: Objective, monitor: _Monitor, schedule: Iterator[tuple[int | None, Any]]
 ) -> tuple[np.ndarray, float, ReturnCode]:
-    """The driver loop: step until the monitor stops the run or an evaluation is not finite."""
+    """The driver loop: one step per batch until the monitor stops the run, the data runs out,
+    or an evaluation is not finite."""
 
     def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
         loss, grad = objective.value_and_grad(x)
@@ -74,9 +88,10 @@ def _drive(
         return loss, grad
 
     x = objective.x0.copy()
+    loss = math.nan
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
     opt_state = alg.init(x)
-    while True:
+    for monitor.epoch, objective.p in schedule:
         try:
             x, opt_state, loss = alg.step(evaluate, x, opt_state, box)
         except _NonFinite as exc:
@@ -84,16 +99,44 @@ def _drive(
         retcode = monitor.after_step(x, loss)
         if retcode is not None:
             return x, loss, retcode
+    return x, loss, ReturnCode.MAXITERS
 
 
-def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any) -> None:
+def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
+    """Refuse an objective that hides state from an algorithm that trusts exact values.
+
+    Two calls at u0 on copies of one state snapshot must agree; for an evolving state declared
+    ``stochastic=False``, a call with the state the first call returned must agree too.
+    """
+    x0 = objective.x0
+    first, after = objective.probe(x0, objective.state)
+    second, _ = objective.probe(x0, objective.state)
+    if first != second:
+        reason = (
+            f"f returned {first!r} and then {second!r} at u0 with copies of the same state, so it "
+            "hides state of its own (a global RNG, a mutable closure, a Ref-style holder); make that "
+            "state explicit with state=, or declare stochastic=True"
+        )
+    elif req.evolving_state:
+        third, _ = objective.probe(x0, after)
+        if third == first:
+            return
+        reason = (
+            f"the problem declares stochastic=False, yet f returned {first!r} at u0 with the initial "
+            f"state and {third!r} with the state the first call returned, so the state drives the loss; "
+            "do not declare stochastic=False for it"
+        )
+    else:
+        return
+    check_compatible(alg, replace(req, stochastic=True, stochastic_reason=reason))
+
+
+def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: Any, epochs: Any) -> None:
     if isinstance(alg, type) and issubclass(alg, Algorithm):
         raise TypeError(f"alg must be an algorithm instance, e.g. {alg.__name__}(), got the class {alg.__name__}")
     if not isinstance(alg, Algorithm):
         raise TypeError(f"alg must be an optimeta algorithm such as om.Adam() or om.BFGS(), got {alg!r}")
-    if maxiters is not None and (
-        isinstance(maxiters, bool) or not isinstance(maxiters, numbers.Integral) or int(maxiters) < 1
-    ):
+    if maxiters is not None and not _positive_int(maxiters):
         raise ValueError(f"maxiters must be a positive integer or None, got {maxiters!r}")
     if maxtime is not None and (
         isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not 0 < float(maxtime) < math.inf
@@ -101,6 +144,23 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any) -> None
         raise ValueError(f"maxtime must be a positive, finite number of seconds or None, got {maxtime!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
+    if not _positive_int(epochs):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if data is None:
+        if epochs != 1:
+            raise ValueError(f"epochs={epochs!r} needs data= (an iterable of minibatches)")
+        return
+    if not isinstance(data, Iterable) or isinstance(data, (str, bytes)):
+        raise TypeError(f"data must be an iterable of minibatches, got {data!r}")
+    if epochs > 1 and iter(data) is data:
+        raise ValueError(
+            f"data is a one-shot iterator ({type(data).__name__}), which epochs={epochs} would exhaust after "
+            "the first epoch: pass a list, or any iterable that can be iterated again"
+        )
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 1
 
 
 def solve(
@@ -110,17 +170,26 @@ def solve(
     maxiters: int | None = None,
     maxtime: float | None = None,
     callback: Callback | None = None,
+    data: Iterable[Any] | None = None,
+    epochs: int = 1,
+    check_determinism: bool = True,
 ) -> Solution:
     """Solve ``prob`` with ``alg``, threading the problem's state through every call.
 
     First the problem is checked against ``traits(alg)``: every violated rule is collected and
-    reported in one `IncompatibleAlgorithmError` before the objective is ever called. Then the
-    algorithm runs. For a stateful problem, the state is deep-copied once; every call receives
-    the state the previous call returned, and ``Solution.state`` is the state the last call
-    returned. An algorithm with ``single_call_per_step`` makes exactly one call per step, so with
-    ``maxiters=N`` the state advances exactly N times. For a deterministic stateless problem, a
-    first-order run ends with one counted evaluation at the final iterate, so that
-    ``Solution.objective == f(Solution.u, p)``.
+    reported in one `IncompatibleAlgorithmError` before the objective is ever called. For an
+    algorithm that trusts exact values (no ``tolerates_stochastic_loss``) on a problem not
+    declared stochastic, a determinism probe then calls ``f`` at ``u0`` on copies of one state
+    snapshot and refuses an objective whose values differ (it hides state); the probe never
+    advances the state and is counted in ``Stats.probe_fevals``.
+
+    The state is deep-copied once. With a ``single_call_per_step`` algorithm every call receives
+    the state the previous call returned, so ``maxiters=N`` advances it exactly N times; with a
+    ``commits_state_per_step`` algorithm every call of a step receives a copy of one snapshot and
+    the state returned at the step's accepted point is committed once per step. A constant state
+    (``state_mode="constant"``) is checked after every call. ``Solution.state`` is the committed
+    state at the end. For a deterministic stateless problem, a first-order run ends with one
+    counted evaluation at the final iterate, so that ``Solution.objective == f(Solution.u, p)``.
 
     Args:
         prob: The problem.
@@ -130,13 +199,22 @@ def solve(
             (``ReturnCode.MAXTIME``).
         callback: ``callback(info: IterationInfo) -> bool | None``, called after every step with
             copies of the iterate and state; returning True stops with ``ReturnCode.TERMINATED``.
+        data: Minibatches: step i receives the i-th batch as ``p``. Makes the problem stochastic,
+            so only ``tolerates_stochastic_loss`` algorithms accept it; all calls of one step see
+            the same batch. The run lasts ``epochs * len(data)`` steps (``MAXITERS``), or fewer
+            with ``maxiters``/``maxtime``.
+        epochs: Passes over ``data``; more than 1 needs ``data`` that can be iterated again.
+        check_determinism: Run the determinism probe described above (default True).
 
     Returns:
         The `Solution`.
 
     Raises:
-        IncompatibleAlgorithmError: The algorithm's traits do not fit the problem.
-        ValueError: A bad budget, or a first-order algorithm without ``maxiters`` or ``maxtime``.
+        IncompatibleAlgorithmError: The algorithm's traits do not fit the problem, or the probe
+            found the objective not deterministic.
+        StateMutationError: A state declared constant came back changed.
+        ValueError: A bad budget, ``epochs`` or ``data``, or a first-order algorithm without
+            ``maxiters``, ``maxtime`` or ``data``.
         TypeError: ``prob`` or ``alg`` of the wrong type, or a callback that is not callable or
             returns something other than a bool or None.
 
@@ -150,22 +228,30 @@ def solve(
     """
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
-    _check_options(alg, maxiters, maxtime, callback)
-    check_compatible(alg, requirements(prob, callback=callback is not None))
-    if isinstance(alg, StepwiseAlgorithm) and maxiters is None and maxtime is None:
+    _check_options(alg, maxiters, maxtime, callback, data, epochs)
+    req = requirements(prob, callback=callback is not None, data=data is not None)
+    check_compatible(alg, req)
+    if data is not None and isinstance(alg, WholeRunAlgorithm):
+        raise ValueError(f"data= feeds one minibatch per step, and {type(alg).__name__} runs as one whole solve")
+    if isinstance(alg, StepwiseAlgorithm) and maxiters is None and maxtime is None and data is None:
         name = type(alg).__name__
         raise ValueError(
             f"{name} has no convergence test and runs until a budget is used up: pass maxiters= or "
-            f"maxtime= to solve, e.g. solve(prob, {name}(...), maxiters=1000)"
+            f"maxtime= (or data=) to solve, e.g. solve(prob, {name}(...), maxiters=1000)"
         )
 
-    objective = Objective(prob)
+    declared = traits(alg)
+    objective = Objective(prob, per_step_commit=not declared.single_call_per_step)
+    if check_determinism and not declared.tolerates_stochastic_loss and not req.stochastic:
+        _probe(alg, req, objective)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     original = None
     if isinstance(alg, StepwiseAlgorithm):
-        x, loss, retcode = _drive(alg, objective, monitor)
+        x, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p))
         message = retcode.message
-        deterministic = prob.state is None and not prob.stochastic
+        if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != maxiters:
+            message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
+        deterministic = not req.stochastic and not req.evolving_state
         if deterministic and retcode is not ReturnCode.NONFINITE:
             loss = objective.value(x)
     elif isinstance(alg, WholeRunAlgorithm):
@@ -180,7 +266,7 @@ def solve(
         state=objective.state,
         retcode=retcode,
         message=message,
-        stats=Stats(monitor.iterations, objective.fevals, objective.gevals, elapsed),
+        stats=Stats(monitor.iterations, objective.fevals, objective.gevals, elapsed, objective.probe_fevals),
         algorithm=alg,
         original=original,
     )

@@ -37,6 +37,8 @@ class Traits:
     Attributes:
         single_call_per_step: Each step evaluates the objective (value and gradient together)
             exactly once, so a stateful objective advances its state once per step.
+        commits_state_per_step: Every call within one step receives a copy of the same state
+            snapshot, and once per step the state returned at the accepted point is committed.
         tolerates_stochastic_loss: Converges in expectation when repeated calls at one point
             return different values (no line search or other test that trusts exact values).
         requires_gradient: Needs the gradient (autograd or the user's ``grad``).
@@ -46,6 +48,7 @@ class Traits:
     """
 
     single_call_per_step: bool
+    commits_state_per_step: bool
     tolerates_stochastic_loss: bool
     requires_gradient: bool
     supports_bounds: bool
@@ -66,44 +69,48 @@ class Requirements:
     """What a problem (with the options of one solve) needs from an algorithm.
 
     Attributes:
-        stateful: The objective carries an explicit state that each call advances.
+        evolving_state: The objective has an explicit state that its calls advance
+            (``state=`` given, ``state_mode="evolving"``).
         stochastic: Repeated calls at one point may return different values: declared with
-            ``stochastic=True``, or assumed for a stateful problem that does not declare
-            ``stochastic=False`` (its state may drive the loss).
+            ``stochastic=True``, implied by minibatches (``data=``), or assumed for an evolving
+            state unless the problem declares ``stochastic=False`` (the state may drive the loss).
         stochastic_reason: Why ``stochastic`` holds, for error messages.
         bounded: The problem has box constraints.
         callback: A callback was given to ``solve``.
     """
 
-    stateful: bool
+    evolving_state: bool
     stochastic: bool
     stochastic_reason: str
     bounded: bool
     callback: bool
 
 
-def requirements(prob: OptimizationProblem, *, callback: bool = False) -> Requirements:
+def requirements(prob: OptimizationProblem, *, callback: bool = False, data: bool = False) -> Requirements:
     """Derive what `prob` needs from an algorithm: the only place problem needs are decided.
 
     Args:
         prob: The problem.
         callback: Whether the solve passes a callback.
+        data: Whether the solve feeds minibatches (``data=``).
 
     Returns:
         The problem's `Requirements`.
     """
-    stateful = prob.state is not None
+    evolving = prob.state is not None and prob.state_mode == "evolving"
     if prob.stochastic:
         reason = "the problem declares stochastic=True"
-    elif stateful and prob.stochastic is None:
+    elif data:
+        reason = "data= gives each step another minibatch, so the loss changes from step to step"
+    elif evolving and prob.stochastic is None:
         reason = (
-            "the problem is stateful and does not declare stochastic=False, so its state may "
+            "the problem's state evolves and it does not declare stochastic=False, so the state may "
             "drive the loss (an RNG key, a hidden state) and repeated calls at one point may differ"
         )
     else:
         reason = ""
     return Requirements(
-        stateful=stateful,
+        evolving_state=evolving,
         stochastic=bool(reason),
         stochastic_reason=reason,
         bounded=prob.bounds is not None,
@@ -113,30 +120,31 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False) -> Requir
 
 @dataclass(frozen=True)
 class Rule:
-    """One compatibility rule: when `applies` to a problem, the algorithm must be `satisfied`."""
+    """One compatibility rule: when it `applies` to a problem, one of `traits` must be `wanted`."""
 
-    trait: str
+    traits: tuple[str, ...]
     wanted: bool
     applies: Callable[[Requirements], bool]
     why: Callable[[Requirements], str]
 
     def violated(self, req: Requirements, declared: Traits) -> bool:
-        return self.applies(req) and getattr(declared, self.trait) is not self.wanted
+        return self.applies(req) and all(getattr(declared, t) is not self.wanted for t in self.traits)
 
 
 RULES: tuple[Rule, ...] = (
     Rule(
-        "single_call_per_step",
+        ("single_call_per_step", "commits_state_per_step"),
         True,
-        lambda r: r.stateful,
+        lambda r: r.evolving_state,
         lambda r: (
-            "the problem is stateful (state= was given): every call of f advances the state, and "
-            "an algorithm that calls f several times per step (line-search trial points) would "
-            "advance it on points it then discards"
+            "the problem's state evolves (state= was given): every call of f advances it, so an "
+            "algorithm that calls f several times per step (line-search trial points) would advance "
+            "it on points it then discards, unless it gives every call of a step the same snapshot "
+            "and commits once per step"
         ),
     ),
     Rule(
-        "tolerates_stochastic_loss",
+        ("tolerates_stochastic_loss",),
         True,
         lambda r: r.stochastic,
         lambda r: (
@@ -145,19 +153,19 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        "supports_bounds",
+        ("supports_bounds",),
         True,
         lambda r: r.bounded,
         lambda r: "the problem has bounds, and an algorithm without them would leave the box",
     ),
     Rule(
-        "requires_bounds",
+        ("requires_bounds",),
         False,
         lambda r: not r.bounded,
         lambda r: "the algorithm searches a box, and the problem gives no bounds",
     ),
     Rule(
-        "supports_callback",
+        ("supports_callback",),
         True,
         lambda r: r.callback,
         lambda r: "a callback was passed to solve, and the algorithm cannot report its steps",
@@ -167,19 +175,25 @@ RULES: tuple[Rule, ...] = (
 
 @dataclass(frozen=True)
 class Violation:
-    """One failed rule: the trait, the value the problem needs, and why."""
+    """One failed rule: the traits (any one would do), the value the problem needs, and why."""
 
-    trait: str
+    traits: tuple[str, ...]
     needed: bool
     why: str
 
+    @property
+    def trait(self) -> str:
+        """The failing trait's name, or the alternatives joined by "or"."""
+        return " or ".join(self.traits)
+
     def __str__(self) -> str:
-        return f"{self.trait}: the problem needs {self.trait}={self.needed}. Why: {self.why}."
+        need = " or ".join(f"{t}={self.needed}" for t in self.traits)
+        return f"{self.trait}: the problem needs {need}. Why: {self.why}."
 
 
 def violations(req: Requirements, declared: Traits) -> list[Violation]:
     """Every rule that `declared` breaks for a problem with requirements `req`."""
-    return [Violation(r.trait, r.wanted, r.why(req)) for r in RULES if r.violated(req, declared)]
+    return [Violation(r.traits, r.wanted, r.why(req)) for r in RULES if r.violated(req, declared)]
 
 
 class IncompatibleAlgorithmError(ValueError):
@@ -196,11 +210,12 @@ class IncompatibleAlgorithmError(ValueError):
         self.violations = violations
         self.alternatives = alternatives
         lines = [f"{algorithm!r} cannot solve this problem (the objective was not called):"]
+        declared = traits(algorithm)
+        name = algorithm.__name__ if isinstance(algorithm, type) else type(algorithm).__name__
         for v in violations:
-            has = getattr(traits(algorithm), v.trait)
-            lines.append(
-                f"  - {v.trait}: the problem needs {v.trait}={v.needed}, {type(algorithm).__name__} has {has}. Why: {v.why}."
-            )
+            need = " or ".join(f"{t}={v.needed}" for t in v.traits)
+            has = ", ".join(f"{t}={getattr(declared, t)}" for t in v.traits)
+            lines.append(f"  - {v.trait}: the problem needs {need}, {name} has {has}. Why: {v.why}.")
         if alternatives:
             lines.append(f"Algorithms that accept this problem: {', '.join(alternatives)}.")
         else:

@@ -42,7 +42,7 @@ class ProblemCase:
         build: Makes ``(problem, recorder)``: a fresh problem whose objective records its calls.
         u_star: The optimum, with the structure of ``u0``.
         f_star: The optimal objective value, in the user's sense.
-        needs: Trait values an algorithm must have to accept the problem.
+        needs: Trait values an algorithm must have to accept the problem ("a or b": either).
         atol: Tolerance on ``u`` for first-order algorithms (quasi-Newton is held to 1e-5).
     """
 
@@ -165,7 +165,9 @@ def _build_noisy() -> tuple[om.OptimizationProblem, Recorder]:
     return om.OptimizationProblem(rec, np.zeros(3), p=C, stochastic=True), rec
 
 
-STATEFUL_NEEDS = {"single_call_per_step": True, "tolerates_stochastic_loss": True}
+#: A need written "a or b" is met by an algorithm with either trait.
+STATE_COMMIT = "single_call_per_step or commits_state_per_step"
+STATEFUL_NEEDS = {STATE_COMMIT: True, "tolerates_stochastic_loss": True}
 
 PROBLEMS: list[ProblemCase] = [
     ProblemCase("quadratic", _build_quadratic, C, 0.0, {}),
@@ -194,10 +196,18 @@ ALGORITHMS: list[AlgorithmCase] = [
 ]
 
 
+def unmet(declared: om.Traits, prob_case: ProblemCase) -> set[str]:
+    """The needs of the problem (per this catalogue) that traits `declared` do not meet."""
+    return {
+        need
+        for need, value in prob_case.needs.items()
+        if all(getattr(declared, trait) is not value for trait in need.split(" or "))
+    }
+
+
 def accepts(alg_case: AlgorithmCase, prob_case: ProblemCase) -> bool:
     """Whether the algorithm has every trait value the problem needs (per this catalogue)."""
-    declared = om.traits(alg_case.alg)
-    return all(getattr(declared, trait) is value for trait, value in prob_case.needs.items())
+    return not unmet(om.traits(alg_case.alg), prob_case)
 
 
 def pairs(compatible: bool) -> list[tuple[AlgorithmCase, ProblemCase]]:

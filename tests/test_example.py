@@ -62,6 +62,7 @@ def test_inference_uses_the_trained_state(result: dict, mlp: ModuleType) -> None
 
 def test_bfgs_refusal_is_shown(result: dict) -> None:
     text = result["bfgs_error"]
-    assert "single_call_per_step" in text and "tolerates_stochastic_loss" in text
+    # The dropout key makes the loss noisy: BFGS's line search cannot take it.
+    assert "tolerates_stochastic_loss" in text and "state evolves" in text
     accepted = next(line for line in text.splitlines() if line.startswith("Algorithms that accept"))
     assert "Adam" in accepted and "SGD" in accepted and "BFGS" not in accepted

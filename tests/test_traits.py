@@ -25,6 +25,7 @@ INSTANCES = [om.SGD(lr=0.1), om.SGD(lr=0.1, momentum=0.5, nesterov=True), om.Ada
 # Transcribed from the "Traits:" sections of the docstrings.
 FIRST_ORDER = om.Traits(
     single_call_per_step=True,
+    commits_state_per_step=False,
     tolerates_stochastic_loss=True,
     requires_gradient=True,
     supports_bounds=True,
@@ -38,6 +39,7 @@ DECLARED = {
         om.BFGS,
         om.Traits(
             single_call_per_step=False,
+            commits_state_per_step=True,
             tolerates_stochastic_loss=False,
             requires_gradient=True,
             supports_bounds=False,
@@ -219,7 +221,8 @@ def test_every_violation_is_collected_at_once() -> None:
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
         om.solve(prob, om.BFGS(), callback=lambda info: None)
     assert rec.calls == 0
-    expected = {"single_call_per_step", "tolerates_stochastic_loss", "supports_bounds"}
+    # BFGS commits its state once per step, so only the noise and the bounds refuse it.
+    expected = {"tolerates_stochastic_loss", "supports_bounds"}
     assert sorted(v.trait for v in info.value.violations) == sorted(expected)
     assert all(v.needed is True for v in info.value.violations)
     message = str(info.value)
@@ -229,9 +232,22 @@ def test_every_violation_is_collected_at_once() -> None:
     assert prob.state == {"key": 0}
 
 
+def test_an_algorithm_without_any_state_commit_gets_every_violation() -> None:
+    req = requirements(_bounded_stateful(Recorded()), callback=True)
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(), req)
+    assert [v.trait for v in info.value.violations] == [
+        "single_call_per_step or commits_state_per_step",
+        "tolerates_stochastic_loss",
+        "supports_bounds",
+        "supports_callback",
+    ]
+    assert "single_call_per_step=True or commits_state_per_step=True" in str(info.value)
+
+
 def test_requirements_of_stateful_bounded_problem_with_callback() -> None:
     req = requirements(_bounded_stateful(Recorded()), callback=True)
-    assert (req.stateful, req.stochastic, req.bounded, req.callback) == (True, True, True, True)
+    assert (req.evolving_state, req.stochastic, req.bounded, req.callback) == (True, True, True, True)
     assert req.stochastic_reason
     assert not requirements(_bounded_stateful(Recorded())).callback
 
@@ -264,21 +280,29 @@ def _stateless_stochastic(rec: Recorded) -> om.OptimizationProblem:
 
 
 @pytest.mark.parametrize(
-    ("build", "only_need"),
-    [(_stateful_deterministic, "single_call_per_step"), (_stateless_stochastic, "tolerates_stochastic_loss")],
+    ("build", "alternatives"),
+    [
+        (_stateful_deterministic, ("single_call_per_step", "commits_state_per_step")),
+        (_stateless_stochastic, ("tolerates_stochastic_loss",)),
+    ],
     ids=["stateful-stochastic-False", "stateless-stochastic-True"],
 )
-def test_problem_needs_only_its_one_trait(build: Any, only_need: str) -> None:
+def test_problem_needs_only_its_one_rule(build: Any, alternatives: tuple[str, ...]) -> None:
     rec = Recorded()
     prob = build(rec)
     req = requirements(prob)
-    check_compatible(Declared(**{only_need: True}), req)
+    for trait in alternatives:
+        check_compatible(Declared(**{trait: True}), req)
+    others = {name: True for name in FIELDS if name not in (*alternatives, "requires_bounds")}
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
-        check_compatible(Declared(**{name: True for name in FIELDS if name not in (only_need, "requires_bounds")}), req)
-    assert [v.trait for v in info.value.violations] == [only_need]
+        check_compatible(Declared(**others), req)
+    assert [v.trait for v in info.value.violations] == [" or ".join(alternatives)]
+    assert rec.calls == 0
 
+
+def test_bfgs_refuses_a_declared_stochastic_problem_before_any_call() -> None:
+    rec = Recorded()
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
-        om.solve(prob, om.BFGS())
-    assert [v.trait for v in info.value.violations] == [only_need]
-    assert re.search(rf"\b{only_need}\b", str(info.value))
+        om.solve(_stateless_stochastic(rec), om.BFGS())
+    assert [v.trait for v in info.value.violations] == ["tolerates_stochastic_loss"]
     assert rec.calls == 0

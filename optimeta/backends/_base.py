@@ -70,6 +70,7 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
 #: trusts exact values, bounds by projection.
 FIRST_ORDER_TRAITS = Traits(
     single_call_per_step=True,
+    commits_state_per_step=False,
     tolerates_stochastic_loss=True,
     requires_gradient=True,
     supports_bounds=True,

@@ -56,6 +56,7 @@ class BFGS(WholeRunAlgorithm):
 
     traits: ClassVar[Traits] = Traits(
         single_call_per_step=False,
+        commits_state_per_step=True,
         tolerates_stochastic_loss=False,
         requires_gradient=True,
         supports_bounds=False,

@@ -1,0 +1,76 @@
+"""Comparing states, and the error raised when a state declared constant changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._tree import children, is_container
+
+__all__ = ["StateMutationError", "first_difference"]
+
+
+class StateMutationError(RuntimeError):
+    """A state declared constant (``state_mode="constant"``) came back changed from a call of f.
+
+    Attributes:
+        call: The number of the objective call (1 for the first) that changed the state.
+        path: The path of the first changed leaf, e.g. ``state['mean']``.
+    """
+
+    def __init__(self, call: int, path: str) -> None:
+        self.call = call
+        self.path = path
+        super().__init__(
+            f"call {call} of f changed {path}, but the problem declares its state constant "
+            f"(state_mode='constant'): f must return the state it was given unchanged. If the state "
+            f"is meant to change during the solve (running statistics, an RNG key), build the problem "
+            f"with state_mode='evolving' and pick an algorithm that accepts an evolving state."
+        )
+
+
+def first_difference(old: Any, new: Any, path: str = "state") -> str | None:
+    """The path of the first leaf where `new` differs from `old`, or None when they are equal.
+
+    Containers must match in type, keys and length; arrays in shape, dtype and values (NaN
+    equals NaN); a ``np.random.Generator`` by its bit generator's state; anything else by ``==``.
+    """
+    if is_container(old) or is_container(new):
+        if type(old) is not type(new):
+            return path
+        if isinstance(old, dict):
+            if old.keys() != new.keys():
+                return path
+            pairs = ((f"[{k!r}]", old[k], new[k]) for k in old)
+        else:
+            if len(old) != len(new):
+                return path
+            pairs = ((suffix, a, b) for (suffix, a), b in zip(children(old), new))
+        for suffix, a, b in pairs:
+            found = first_difference(a, b, path + suffix)
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, np.random.Generator) or isinstance(new, np.random.Generator):
+        same = (
+            isinstance(old, np.random.Generator)
+            and isinstance(new, np.random.Generator)
+            and first_difference(old.bit_generator.state, new.bit_generator.state) is None
+        )
+        return None if same else path
+    if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        a, b = np.asarray(old), np.asarray(new)
+        same = a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        return None if same else path
+    if _is_nan(old) and _is_nan(new):
+        return None
+    try:
+        same = bool(old == new)
+    except (TypeError, ValueError):
+        same = old is new
+    return None if same else path
+
+
+def _is_nan(x: Any) -> bool:
+    return isinstance(x, (float, np.floating)) and bool(np.isnan(x))
