@@ -128,7 +128,7 @@ def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
         )
     else:
         return
-    check_compatible(alg, replace(req, stochastic=True, stochastic_reason=reason))
+    check_compatible(alg, replace(req, stochastic=True, stochastic_reason=reason), probed=True)
 
 
 def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: Any, epochs: Any) -> None:

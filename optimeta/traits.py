@@ -205,11 +205,14 @@ class IncompatibleAlgorithmError(ValueError):
         alternatives: Names of the registered algorithms that accept the problem.
     """
 
-    def __init__(self, algorithm: Any, violations: list[Violation], alternatives: list[str]) -> None:
+    def __init__(
+        self, algorithm: Any, violations: list[Violation], alternatives: list[str], *, probed: bool = False
+    ) -> None:
         self.algorithm = algorithm
         self.violations = violations
         self.alternatives = alternatives
-        lines = [f"{algorithm!r} cannot solve this problem (the objective was not called):"]
+        when = "(found by the determinism probe at u0)" if probed else "(the objective was not called)"
+        lines = [f"{algorithm!r} cannot solve this problem {when}:"]
         declared = traits(algorithm)
         name = algorithm.__name__ if isinstance(algorithm, type) else type(algorithm).__name__
         for v in violations:
@@ -223,12 +226,13 @@ class IncompatibleAlgorithmError(ValueError):
         super().__init__("\n".join(lines))
 
 
-def check_compatible(alg: Any, req: Requirements) -> None:
+def check_compatible(alg: Any, req: Requirements, *, probed: bool = False) -> None:
     """Raise `IncompatibleAlgorithmError` listing every rule `alg` breaks for `req`.
 
     Args:
         alg: An algorithm instance.
         req: The problem's requirements, from `requirements`.
+        probed: The requirements come from the determinism probe, which called the objective.
 
     Raises:
         IncompatibleAlgorithmError: At least one rule fails; the message names each failing trait,
@@ -237,7 +241,7 @@ def check_compatible(alg: Any, req: Requirements) -> None:
     found = violations(req, traits(alg))
     if found:
         accepted = [name for name, cls in sorted(_REGISTRY.items()) if not violations(req, cls.traits)]
-        raise IncompatibleAlgorithmError(alg, found, accepted)
+        raise IncompatibleAlgorithmError(alg, found, accepted, probed=probed)
 
 
 _REGISTRY: dict[str, Any] = {}
