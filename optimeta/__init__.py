@@ -8,13 +8,15 @@ a problem/algorithm pair that cannot work before the objective is ever called.
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import solve
-from .backends import BFGS, SGD, Adam
+from ._state import StateMutationError
+from .backends import BFGS, OLBFGS, SGD, Adam
 from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BFGS",
+    "OLBFGS",
     "SGD",
     "Adam",
     "IncompatibleAlgorithmError",
@@ -22,6 +24,7 @@ __all__ = [
     "OptimizationProblem",
     "ReturnCode",
     "Solution",
+    "StateMutationError",
     "Stats",
     "Traits",
     "__version__",

@@ -192,6 +192,7 @@ ALGORITHMS: list[AlgorithmCase] = [
     AlgorithmCase("SGD-momentum", om.SGD(lr=0.005, momentum=0.9), 1500),
     AlgorithmCase("SGD-nesterov", om.SGD(lr=0.005, momentum=0.9, nesterov=True), 1500),
     AlgorithmCase("Adam", om.Adam(lr=0.02), 1500),
+    AlgorithmCase("OLBFGS", om.OLBFGS(lr=0.5), 300),
     AlgorithmCase("BFGS", om.BFGS(), None),
 ]
 

@@ -65,4 +65,5 @@ def test_bfgs_refusal_is_shown(result: dict) -> None:
     # The dropout key makes the loss noisy: BFGS's line search cannot take it.
     assert "tolerates_stochastic_loss" in text and "state evolves" in text
     accepted = next(line for line in text.splitlines() if line.startswith("Algorithms that accept"))
-    assert "Adam" in accepted and "SGD" in accepted and "BFGS" not in accepted
+    names = accepted.split(":", 1)[1].strip(" .").split(", ")
+    assert "Adam" in names and "SGD" in names and "OLBFGS" in names and "BFGS" not in names
