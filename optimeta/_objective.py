@@ -18,7 +18,7 @@ from autograd.core import make_vjp
 from autograd.tracer import getval, isbox
 
 from ._state import StateMutationError, first_difference
-from ._tree import LeafSpec, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
+from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
 if TYPE_CHECKING:
     from ._problem import OptimizationProblem
@@ -92,7 +92,8 @@ class Layout:
 
     def flatten(self, tree: Any, name: str, broadcast: bool = True) -> np.ndarray:
         """Flatten a tree with this layout's structure; with `broadcast`, a scalar fills a leaf."""
-        if self._single and not isinstance(tree, (dict, list, tuple)):
+        # Containers are never read as arrays: bounds=[(lo, hi), ...] must not pass for (lb, ub).
+        if self._single and not is_container(tree):
             return self._leaf(self.treedef, tree, name, broadcast)
         out = np.empty(self.size)
         for spec, leaf in match_structure(self.treedef, tree, name):
@@ -113,7 +114,7 @@ def strip_tracers(tree: Any) -> Any:
     def plain(leaf: Any) -> Any:
         while isbox(leaf):
             leaf = getval(leaf)
-            if isinstance(leaf, (dict, list, tuple)):
+            if is_container(leaf):
                 return strip_tracers(leaf)
         return leaf
 
@@ -127,7 +128,7 @@ _FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 def _check_loss(loss: Any, stateful: bool) -> float:
     value = getval(loss)
     arr = None
-    if not isinstance(value, (str, bytes, tuple, list, dict)):
+    if not isinstance(value, (str, bytes)) and not is_container(value):
         try:
             arr = np.asarray(value)
         except (TypeError, ValueError):  # a ragged sequence or an object NumPy cannot read
@@ -268,7 +269,7 @@ class Objective:
         value = _check_loss(loss, self.stateful)
         grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
-        return value, grad, new_state
+        return value, grad, strip_tracers(new_state) if self.stateful else None
 
     def _differences(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
         # Every call of one gradient gets a copy of the same state; scipy's first call is at x

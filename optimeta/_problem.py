@@ -10,7 +10,7 @@ import numpy as np
 import scipy.optimize
 
 from ._objective import Layout, real_array
-from ._tree import tree_map
+from ._tree import is_container, tree_map
 
 __all__ = ["OptimizationProblem"]
 
@@ -133,8 +133,9 @@ class OptimizationProblem:
         set_(self, "_lb", lb)
         set_(self, "_ub", ub)
         set_(self, "u0", _readonly_tree(layout, x0))
-        if lb is not None and ub is not None:
-            set_(self, "bounds", (_readonly_tree(layout, lb), _readonly_tree(layout, ub)))
+        # Normalised: None when no side bounds anything, else read-only copies shaped like u0.
+        box = None if lb is None or ub is None else (_readonly_tree(layout, lb), _readonly_tree(layout, ub))
+        set_(self, "bounds", box)
 
     def _flat_bounds(self, layout: Layout, x0: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         bounds = self.bounds
@@ -148,7 +149,7 @@ class OptimizationProblem:
             for side, name, fill in ((bounds[0], "lb", -np.inf), (bounds[1], "ub", np.inf)):
                 if side is None:
                     flat.append(np.full(layout.size, fill))
-                elif not isinstance(side, (dict, list, tuple)) and np.ndim(side) == 0:
+                elif not is_container(side) and np.ndim(side) == 0:
                     flat.append(_flat_side(side, f"bounds {name}", layout.size))
                 else:
                     flat.append(layout.flatten(side, f"bounds {name}"))

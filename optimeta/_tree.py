@@ -7,6 +7,7 @@ list of leaves and put back together with the same container types, keys and ord
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -55,7 +56,12 @@ def children(tree: Any) -> Iterator[tuple[str, Any]]:
 def rebuild(template: Any, values: list[Any]) -> Any:
     """A container of the same type (and keys) as `template`, holding `values`."""
     if isinstance(template, dict):
-        return type(template)(zip(template.keys(), values))
+        if type(template) is dict:
+            return dict(zip(template.keys(), values))
+        rebuilt = copy.copy(template)  # keeps what a subclass carries, e.g. a default_factory
+        rebuilt.clear()
+        rebuilt.update(zip(template.keys(), values))
+        return rebuilt
     if is_namedtuple(template):
         return type(template)(*values)
     return type(template)(values)

@@ -186,10 +186,6 @@ class Violation:
         """The failing trait's name, or the alternatives joined by "or"."""
         return " or ".join(self.traits)
 
-    def __str__(self) -> str:
-        need = " or ".join(f"{t}={self.needed}" for t in self.traits)
-        return f"{self.trait}: the problem needs {need}. Why: {self.why}."
-
 
 def violations(req: Requirements, declared: Traits) -> list[Violation]:
     """Every rule that `declared` breaks for a problem with requirements `req`."""
@@ -253,6 +249,12 @@ def register(cls: A) -> A:
     """Class decorator: add an algorithm class to the registry behind `algorithms`."""
     if not isinstance(cls.__dict__.get("traits"), Traits):
         raise TypeError(f"{cls.__name__} must declare `traits = Traits(...)` as class data to be registered")
+    taken = _REGISTRY.get(cls.__name__)
+    if taken is not None and taken is not cls:
+        raise ValueError(
+            f"an algorithm named {cls.__name__} is already registered ({taken.__module__}.{taken.__qualname__}); "
+            "give the new one another name"
+        )
     _REGISTRY[cls.__name__] = cls
     return cls
 

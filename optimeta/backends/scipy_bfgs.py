@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import scipy.optimize
 
 from .._solution import ReturnCode
@@ -89,4 +90,7 @@ class BFGS(WholeRunAlgorithm):
         )
         if stopped:
             return RunResult(res.x, float(res.fun), stopped[0], stopped[0].message, res)
+        if not (np.isfinite(res.fun) and np.isfinite(res.jac).all()):
+            # scipy calls a line search that ran into -inf or NaN a loss of precision (status 2).
+            return RunResult(res.x, float(res.fun), ReturnCode.NONFINITE, str(res.message), res)
         return RunResult(res.x, float(res.fun), _STATUS.get(res.status, ReturnCode.FAILURE), str(res.message), res)
