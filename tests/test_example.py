@@ -67,3 +67,25 @@ def test_bfgs_refusal_is_shown(result: dict) -> None:
     accepted = next(line for line in text.splitlines() if line.startswith("Algorithms that accept"))
     names = accepted.split(":", 1)[1].strip(" .").split(", ")
     assert "Adam" in names and "SGD" in names and "OLBFGS" in names and "BFGS" not in names
+
+
+def test_batchnorm_bfgs_advances_statistics_once_per_iteration() -> None:
+    out = _load("batchnorm_bfgs").main(seed=0)
+    sol = out["solution"]
+    assert sol.retcode is om.ReturnCode.SUCCESS
+    assert out["updates"] == sol.stats.iterations > 0
+    assert sol.stats.fevals > sol.stats.iterations, "the line search made trial calls"
+    assert out["test_mse"] < 0.05 * out["test_variance"]
+    for name in ("mean", "var"):
+        assert type(sol.state[name]) is np.ndarray and np.isfinite(sol.state[name]).all()
+
+
+def test_ode_fit_recovers_parameters_and_shows_the_mutation_error() -> None:
+    module = _load("ode_fit")
+    out = module.main()
+    sol = out["solution"]
+    assert sol.retcode is om.ReturnCode.SUCCESS
+    assert out["r"] == pytest.approx(module.TRUE["r"], rel=1e-4)
+    assert out["K"] == pytest.approx(module.TRUE["K"], rel=1e-4)
+    assert sol.state == {"scale": 100.0}
+    assert out["error"].startswith("call 1 of f changed state['scale']")
