@@ -30,6 +30,9 @@ class StateMutationError(RuntimeError):
         )
 
 
+StateMutationError.__module__ = "optimeta"  # shown as optimeta.StateMutationError, where users import it
+
+
 def first_difference(old: Any, new: Any, path: str = "state") -> str | None:
     """The path of the first leaf where `new` differs from `old`, or None when they are equal.
 
