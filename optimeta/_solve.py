@@ -111,7 +111,7 @@ def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
     x0 = objective.x0
     first, after = objective.probe(x0, objective.state)
     second, _ = objective.probe(x0, objective.state)
-    if first != second:
+    if not _same_value(first, second):
         reason = (
             f"f returned {first!r} and then {second!r} at u0 with copies of the same state, so it "
             "hides state of its own (a global RNG, a mutable closure, a Ref-style holder); make that "
@@ -119,7 +119,7 @@ def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
         )
     elif req.evolving_state:
         third, _ = objective.probe(x0, after)
-        if third == first:
+        if _same_value(third, first):
             return
         reason = (
             f"the problem declares stochastic=False, yet f returned {first!r} at u0 with the initial "
@@ -129,6 +129,11 @@ def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
     else:
         return
     check_compatible(alg, replace(req, stochastic=True, stochastic_reason=reason), probed=True)
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Equal, counting NaN as equal to NaN: a loss that is NaN every time hides no state."""
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: Any, epochs: Any) -> None:
