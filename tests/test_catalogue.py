@@ -15,9 +15,10 @@ import pytest
 from catalogue import ALGORITHMS, PROBLEMS, STATE_COMMIT, AlgorithmCase, ProblemCase, accepts, pairs, unmet
 
 import optimeta as om
+from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 from optimeta.traits import check_compatible, requirements
 
-BFGS_ATOL = 1e-5
+BFGS_ATOL = 1e-5  # whole-run algorithms run to their own convergence test (gtol 1e-5)
 # The exact-objective contract holds at any iterate; a short run ends away from the optimum, where
 # f is not flat, and keeps the test fast.
 SHORT_RUN = 25
@@ -62,7 +63,40 @@ def _flat(tree: Any) -> np.ndarray:
 
 
 def _stepwise(alg_case: AlgorithmCase) -> bool:
-    return alg_case.maxiters is not None
+    """Driven step by step by solve's loop until its budget is used up (no convergence test)."""
+    return isinstance(alg_case.alg, StepwiseAlgorithm)
+
+
+# Objective calls per step of the step-wise algorithms that evaluate more than once per step, as
+# each one documents it (OLBFGS: the gradient at u_k and at u_{k+1}).
+CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
+
+
+def _calls_per_step(alg_case: AlgorithmCase) -> int:
+    """The exact number of objective calls each step of a step-wise algorithm makes."""
+    assert _stepwise(alg_case)
+    if om.traits(alg_case.alg).single_call_per_step:
+        return 1
+    assert type(alg_case.alg) in CALLS_PER_STEP, f"add {type(alg_case.alg).__name__} to CALLS_PER_STEP"
+    return CALLS_PER_STEP[type(alg_case.alg)]
+
+
+def _counters(state: Any, path: str = "") -> list[tuple[str, int]]:
+    """``(path, value)`` of every int leaf of a state: the catalogue's stateful problems count calls in one."""
+    if isinstance(state, dict):
+        return [found for key, child in state.items() for found in _counters(child, f"{path}[{key!r}]")]
+    if isinstance(state, (list, tuple)):
+        return [found for i, child in enumerate(state) for found in _counters(child, f"{path}[{i}]")]
+    return [(path, state)] if type(state) is int else []
+
+
+def test_every_algorithm_has_one_shape() -> None:
+    for alg_case in ALGORITHMS:
+        assert isinstance(alg_case.alg, StepwiseAlgorithm) != isinstance(alg_case.alg, WholeRunAlgorithm)
+        # A step-wise algorithm runs until its budget is used up, so the catalogue must give it one.
+        assert (alg_case.maxiters is not None) == _stepwise(alg_case), alg_case.name
+        if _stepwise(alg_case):
+            assert _calls_per_step(alg_case) >= 1
 
 
 def _missing(declared: om.Traits, prob_case: ProblemCase) -> set[str]:
@@ -96,10 +130,22 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
         assert sol.stats.iterations == alg_case.maxiters
         if prob_case.needs.get("tolerates_stochastic_loss"):
             # Stateful or stochastic: no hidden extra call after the last step.
-            assert rec.calls == alg_case.maxiters
+            assert rec.calls == sol.stats.fevals == _calls_per_step(alg_case) * alg_case.maxiters
     else:
         assert sol.retcode is om.ReturnCode.SUCCESS, sol.message
         assert sol.success
+    if prob.state is not None:
+        # The state advanced exactly once per step, whether committed per call or per step; with a
+        # fixed number of calls per step, step k's calls all received the state of k committed steps.
+        probes = sol.stats.probe_fevals
+        counters = _counters(prob.state)
+        assert counters, "every stateful catalogue problem counts its calls in an int leaf of its state"
+        assert _counters(sol.state) == [(path, start + sol.stats.iterations) for path, start in counters]
+        if _stepwise(alg_case):
+            per = _calls_per_step(alg_case)
+            for path, start in counters:
+                seen = [dict(_counters(state))[path] for state in rec.states[probes:]]
+                assert seen == [start + k for k in range(alg_case.maxiters) for _ in range(per)]
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), INCOMPATIBLE, ids=_ids(INCOMPATIBLE))

@@ -2,15 +2,18 @@
 
 Every test here measures a promise of DESIGN.md ("State threading" above all) instead of only
 looking at a result: objective calls are counted, the state each call receives is compared with
-the state the previous call returned, inputs are compared byte for byte before and after a solve,
-and the first-order arithmetic is compared with a hand-written NumPy reference. Which pairs run is
-computed from the catalogue and from the algorithms' traits.
+the state the previous call returned (one call per step) or with the snapshot its step committed
+from (per-step commit), inputs are compared byte for byte before and after a solve, and the
+first-order arithmetic is compared with a hand-written NumPy reference. Which pairs run, and which
+contract each must meet, is computed from the catalogue, the algorithms' traits and their shape
+(step-wise or whole-run), never from their names.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -19,9 +22,19 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd.tracer import Box, getval
-from catalogue import ALGORITHMS, PROBLEMS, STATEFUL_NEEDS, AlgorithmCase, ProblemCase, Recorder, accepts, pairs
+from catalogue import (
+    ALGORITHMS,
+    PROBLEMS,
+    STATE_COMMIT,
+    STATEFUL_NEEDS,
+    AlgorithmCase,
+    ProblemCase,
+    Recorder,
+    accepts,
+)
 
 import optimeta as om
+from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 
 N = 7  # steps of the short step-wise runs
 K = 2  # the step at which a callback halts a run (BFGS needs only 2 steps on the catalogue's concave problem)
@@ -200,17 +213,64 @@ def _single_call(alg_case: AlgorithmCase) -> bool:
     return om.traits(alg_case.alg).single_call_per_step
 
 
+def _commits_per_step(alg_case: AlgorithmCase) -> bool:
+    return om.traits(alg_case.alg).commits_state_per_step
+
+
+def _stepwise(alg_case: AlgorithmCase) -> bool:
+    """Advanced step by step by solve's driver loop, which runs exactly the budget it is given."""
+    return isinstance(alg_case.alg, StepwiseAlgorithm)
+
+
+def _whole_run(alg_case: AlgorithmCase) -> bool:
+    """Runs an external solver (scipy) from start to end, with its own convergence test."""
+    return isinstance(alg_case.alg, WholeRunAlgorithm)
+
+
+# Objective calls per step of the step-wise algorithms that evaluate more than once per step, as
+# each one documents it (OLBFGS: the gradient at u_k and at u_{k+1}). A single-call-per-step
+# algorithm makes exactly one; a whole-run algorithm as many as its line search needs.
+CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
+
+
+def _calls_per_step(alg_case: AlgorithmCase) -> int | None:
+    """The exact number of objective calls per step, or None when it varies (a line search)."""
+    if _single_call(alg_case):
+        return 1
+    if _stepwise(alg_case):
+        assert type(alg_case.alg) in CALLS_PER_STEP, f"add {type(alg_case.alg).__name__} to CALLS_PER_STEP"
+        return CALLS_PER_STEP[type(alg_case.alg)]
+    return None
+
+
 def _budget(alg_case: AlgorithmCase, steps: int = N) -> int | None:
     """Short budgets for step-wise algorithms; the others run to their own convergence test."""
-    return min(steps, alg_case.maxiters) if _single_call(alg_case) and alg_case.maxiters else alg_case.maxiters
+    return min(steps, alg_case.maxiters) if _stepwise(alg_case) and alg_case.maxiters else alg_case.maxiters
 
 
 def _ids(cases: list[tuple[AlgorithmCase, ProblemCase]]) -> list[str]:
     return [f"{alg.name}-{prob.name}" for alg, prob in cases]
 
 
-COMPATIBLE = pairs(True)
-STEPWISE = [(a, p) for a, p in COMPATIBLE if _single_call(a)]
+def _counting_rosenbrock(u: Any, p: Any, state: dict[str, Any]) -> Any:
+    # The state changes (a call counter and the last point, like BatchNorm's running statistics)
+    # but never the loss. Rosenbrock keeps BFGS iterating well beyond N steps.
+    return (p[0] - u[0]) ** 2 + p[1] * (u[1] - u[0] ** 2) ** 2, {"calls": state["calls"] + 1, "last": u}
+
+
+def _build_declared_counter() -> tuple[om.OptimizationProblem, Recorder]:
+    rec = Recorder(_counting_rosenbrock)
+    state = {"calls": 0, "last": np.zeros(2)}
+    return om.OptimizationProblem(rec, np.array([-1.2, 1.0]), p=(1.0, 10.0), state=state, stochastic=False), rec
+
+
+# An evolving state declared not to drive the loss: besides the single-call algorithms, the ones
+# that commit the state once per step accept it, including those that trust exact values (BFGS).
+DECLARED_CASE = ProblemCase("declared_counter", _build_declared_counter, np.ones(2), 0.0, {STATE_COMMIT: True})
+CONTRACT_PROBLEMS = [*PROBLEMS, DECLARED_CASE]
+
+COMPATIBLE = [(a, p) for a in ALGORITHMS for p in CONTRACT_PROBLEMS if accepts(a, p)]
+STEPWISE = [(a, p) for a, p in COMPATIBLE if _stepwise(a)]
 STATEFUL = [(a, p) for a, p in COMPATIBLE if _stateful(p)]
 NOT_REPEATABLE = [(a, p) for a, p in STEPWISE if not _deterministic(p)]
 DETERMINISTIC = [(a, p) for a, p in COMPATIBLE if _deterministic(p)]
@@ -227,7 +287,16 @@ def test_selections_are_not_empty() -> None:
     # Guards the computed parametrisations: an empty list would make its tests vanish silently.
     for selection in (STEPWISE, STATEFUL, NOT_REPEATABLE, DETERMINISTIC, REPRODUCIBLE, MAXIMISE, BOUNDED):
         assert selection
-    assert any(not _single_call(a) for a, _ in DETERMINISTIC)
+    assert any(_whole_run(a) for a, _ in DETERMINISTIC)
+    assert any(_stepwise(a) and not _single_call(a) for a, _ in DETERMINISTIC)
+    # Both ways of handling an evolving state, and per-step commit in both algorithm shapes.
+    assert any(_single_call(a) for a, _ in STATEFUL)
+    assert any(_commits_per_step(a) and _stepwise(a) for a, _ in STATEFUL)
+    assert any(_commits_per_step(a) and _whole_run(a) for a, _ in STATEFUL)
+    for alg_case in ALGORITHMS:
+        assert _stepwise(alg_case) != _whole_run(alg_case), f"{alg_case.name} has no single algorithm shape"
+        if _stepwise(alg_case):
+            assert _calls_per_step(alg_case) >= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,31 +304,138 @@ def test_selections_are_not_empty() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _counters(state: Any) -> list[tuple[tuple[Any, ...], int]]:
+    """``(path, value)`` of every int leaf: the catalogue's stateful problems count their calls in one."""
+    return [(path, leaf) for path, leaf in _paths(state) if type(leaf) is int]
+
+
+def _same_point(u: Any, v: Any) -> bool:
+    """Bit-identical points (the objective sees NumPy scalars where the solution holds floats)."""
+    return _flat(u).tobytes() == _flat(v).tobytes()
+
+
+def _step_calls(alg_case: AlgorithmCase, spy: Spy, sol: om.Solution, infos: list[om.IterationInfo]) -> list[list[int]]:
+    """For each step, the indices (into the spy's records) of the objective calls it made.
+
+    Probe calls (first) and a final evaluation (last) belong to no step. A step-wise algorithm
+    makes a fixed number of calls per step; a line search a varying one, told apart by the state
+    each call receives (committed once per step) or, without a state, by the step's accepted
+    point (its line search ends there).
+    """
+    first = sol.stats.probe_fevals
+    steps = sol.stats.iterations
+    per = _calls_per_step(alg_case)
+    if per is not None:
+        return [list(range(first + k * per, first + (k + 1) * per)) for k in range(steps)]
+    if spy.received:
+        path, start = _counters(spy.received[first])[0]
+        done = [_at(state, path) - start for state in spy.received[first:]]
+        return [[first + j for j, d in enumerate(done) if d == k] for k in range(steps)]
+    groups: list[list[int]] = []
+    begin = first
+    for info in infos:
+        end = next(j for j in range(begin, len(spy.points)) if _same_point(spy.points[j], info.u))
+        groups.append(list(range(begin, end + 1)))
+        begin = end + 1
+    return groups
+
+
+def _committing_calls(
+    alg_case: AlgorithmCase, groups: list[list[int]], spy: Spy, infos: list[om.IterationInfo]
+) -> list[int]:
+    """For each step, the call whose loss the step reports and whose returned state it commits:
+    the step's only call for a single-call algorithm, else its last call at the accepted point."""
+    if _single_call(alg_case):
+        assert all(len(group) == 1 for group in groups)
+        return [group[0] for group in groups]
+    out = []
+    for group, info in zip(groups, infos):
+        at = [j for j in group if _same_point(spy.points[j], info.u)]
+        assert at, f"step {info.iteration} never evaluated the point it accepted"
+        out.append(at[-1])
+    return out
+
+
 @pytest.mark.parametrize(("alg_case", "prob_case"), STATEFUL, ids=_ids(STATEFUL))
-def test_state_is_threaded_through_exactly_n_calls(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
-    assert _single_call(alg_case), "only single-call-per-step algorithms may accept a stateful problem"
+def test_state_is_threaded_through_exactly_n_steps(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    assert _single_call(alg_case) or _commits_per_step(alg_case), (
+        "only algorithms that call f once per step or commit the state once per step may accept a stateful problem"
+    )
     prob, rec = prob_case.build()
     prob, spy = _spied(prob)
     initial = _snap(prob.state)
-    counters = [(path, leaf) for path, leaf in _paths(prob.state) if type(leaf) is int]
+    counters = _counters(prob.state)
     assert counters, "every stateful catalogue problem counts its calls in an int leaf of its state"
 
-    sol = om.solve(prob, alg_case.alg, maxiters=N)
+    infos: list[om.IterationInfo] = []
+    sol = om.solve(prob, alg_case.alg, maxiters=N, callback=infos.append)
 
-    assert rec.calls == len(spy.received) == N
-    assert _snap(spy.received[0]) == initial
-    for k in range(1, N):
-        assert _snap(spy.received[k]) == _snap(spy.returned[k - 1]), f"call {k + 1} did not get call {k}'s state"
-    assert _snap(sol.state) == _snap(spy.returned[-1])
-    for path, start in counters:
-        assert [_at(state, path) for state in rec.states] == list(range(start, start + N))
-        assert _at(sol.state, path) == start + N
-    assert sol.stats.iterations == N
-    assert sol.stats.fevals == N
-    assert sol.stats.gevals == N
+    # Probe calls (before the run, for algorithms that trust exact values) are counted apart.
+    probes = sol.stats.probe_fevals
+    if om.traits(alg_case.alg).tolerates_stochastic_loss:
+        assert probes == 0
+    else:
+        # Two calls at u0 on copies of one snapshot, one with the state the first returned.
+        assert prob.stochastic is False and probes == 3
+        assert [_snap(s) for s in spy.received[:probes]] == [initial, initial, _snap(spy.returned[0])]
+    assert rec.calls == len(spy.received) == probes + sol.stats.fevals
+    received, returned, losses = spy.received[probes:], spy.returned[probes:], spy.losses[probes:]
+    assert sol.stats.iterations == len(infos) == N
     assert sol.retcode is om.ReturnCode.MAXITERS
     assert sol.success is False
-    assert sol.objective == spy.losses[-1]
+    for where, state in [("sol.state", sol.state)] + [(f"call {k + 1}", s) for k, s in enumerate(spy.received)]:
+        assert _boxes(state) == [], f"autograd boxes leaked into the state of {where}"
+
+    if _single_call(alg_case):
+        # Per-call commit: call k + 1 receives the state call k returned.
+        assert len(received) == N
+        assert _snap(received[0]) == initial
+        for k in range(1, N):
+            assert _snap(received[k]) == _snap(returned[k - 1]), f"call {k + 1} did not get call {k}'s state"
+        assert _snap(sol.state) == _snap(returned[-1])
+        for path, start in counters:
+            assert [_at(state, path) for state in rec.states[probes:]] == list(range(start, start + N))
+            assert _at(sol.state, path) == start + N
+        assert sol.stats.fevals == N
+        assert sol.stats.gevals == N
+        assert sol.objective == losses[-1]
+        return
+
+    # Per-step commit: every call of step k receives a copy of one snapshot, the state committed by
+    # step k - 1 (the probe's calls commit nothing); step k commits the state returned by its call
+    # at the accepted point, so the state advances exactly once per step.
+    path, start = counters[0]
+    done = [_at(state, path) - start for state in received]
+    assert done[0] == 0 and done[-1] == N - 1, done
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(done)), (
+        f"the committed state went back or skipped: {done}"
+    )
+    per = _calls_per_step(alg_case)
+    if per is None:
+        assert sol.stats.fevals == sol.original.nfev
+        assert sol.stats.gevals <= sol.stats.fevals
+        assert sol.stats.fevals > N, "no step made a trial call: the per-step commit went untested"
+    else:
+        # The snapshots received, step by step: [s0] * per + [s1] * per + ...
+        assert done == [k for k in range(N) for _ in range(per)]
+        assert sol.stats.fevals == sol.stats.gevals == per * N
+    groups = _step_calls(alg_case, spy, sol, infos)
+    assert [j - probes for group in groups for j in group] == list(range(len(received)))
+    committing = _committing_calls(alg_case, groups, spy, infos)
+    snapshot = initial
+    for k, (group, info) in enumerate(zip(groups, infos)):
+        for j in group:
+            assert _snap(spy.received[j]) == snapshot, f"call {j + 1} of step {k + 1} did not get the step's snapshot"
+        snapshot = _snap(spy.returned[committing[k]])
+        assert _snap(info.state) == snapshot, f"step {k + 1} did not commit the state returned at its accepted point"
+    assert _snap(sol.state) == snapshot
+    for path, start in counters:
+        assert [_at(state, path) for state in rec.states[probes:]] == [start + d for d in done]
+        assert _at(sol.state, path) == start + N
+    assert sol.objective == spy.losses[committing[-1]]
+    if _stepwise(alg_case):
+        # No hidden extra call: the last call is the last step's evaluation at the accepted point.
+        assert committing[-1] == len(spy.losses) - 1
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), NOT_REPEATABLE, ids=_ids(NOT_REPEATABLE))
@@ -267,7 +443,8 @@ def test_stateful_or_stochastic_run_makes_no_extra_call(alg_case: AlgorithmCase,
     prob, rec = prob_case.build()
     prob, spy = _spied(prob)
     sol = om.solve(prob, alg_case.alg, maxiters=N)
-    assert rec.calls == sol.stats.fevals == sol.stats.gevals == sol.stats.iterations == N
+    assert sol.stats.iterations == N
+    assert rec.calls == sol.stats.fevals == sol.stats.gevals == _calls_per_step(alg_case) * N
     # The reported objective is the loss of the last call the algorithm made.
     assert sol.objective == spy.losses[-1]
 
@@ -280,10 +457,11 @@ def test_deterministic_objective_is_f_at_u_and_counted(alg_case: AlgorithmCase, 
     assert sol.stats.fevals + sol.stats.probe_fevals == calls
     # The determinism probe runs for algorithms that trust exact values, and only for them.
     assert sol.stats.probe_fevals == (0 if om.traits(alg_case.alg).tolerates_stochastic_loss else 2)
-    if _single_call(alg_case):
+    if _stepwise(alg_case):
+        per = _calls_per_step(alg_case)
         assert sol.stats.iterations == N
-        assert sol.stats.gevals == N
-        assert calls == N + 1, "a step-wise run ends with one (counted) evaluation at the returned u"
+        assert sol.stats.gevals == per * N
+        assert calls == per * N + 1, "a step-wise run ends with one (counted) evaluation at the returned u"
     assert type(sol.objective) is float
     assert sol.objective == float(rec.fn(sol.u, prob.p))
 
@@ -353,23 +531,44 @@ def test_state_computed_under_autograd_comes_back_plain(alg_case: AlgorithmCase)
     infos: list[om.IterationInfo] = []
     sol = om.solve(dataclasses.replace(prob, f=loss), alg_case.alg, maxiters=N, callback=infos.append)
 
-    assert len(received) == N and len(infos) == N
+    probes = sol.stats.probe_fevals  # calls before the run, never committed
+    received, points = received[probes:], points[probes:]
+    assert len(infos) == sol.stats.iterations == N
     for where, state in [("sol.state", sol.state)] + [(f"call {k + 1}", s) for k, s in enumerate(received)]:
         assert _boxes(state) == [], f"autograd boxes leaked into the state of {where}"
     for info in infos:
         assert _boxes(info.state) == [], f"autograd boxes leaked into IterationInfo.state at step {info.iteration}"
 
-    # The running statistics, recomputed by hand from the points the objective saw.
+    # Each call's step, from the steps committed before it ("n"); a fixed number of calls per step.
+    steps = [state["n"] for state in received]
+    assert all(type(n) is int for n in steps)
+    per = _calls_per_step(alg_case)
+    if per is not None:
+        assert steps == [k for k in range(N) for _ in range(per)]
+
+    # The running statistics, recomputed by hand from the points the objective saw: every call of a
+    # step receives the statistics committed so far, and the step commits those computed at one
+    # point: its only call's (single call per step) or its accepted point's (per-step commit).
     mean, coords = 0.0, np.zeros(3)
+    committed_point = None
     for k in range(N):
-        state = received[k]
-        assert state["mean"] == mean
-        np.testing.assert_array_equal(state["coords"].mean, coords)
-        assert type(state["n"]) is int and state["n"] == k
-        assert type(state["coords"].count) is int and state["coords"].count == k
-        mean = 0.9 * mean + 0.1 * np.mean(points[k])
-        coords = 0.9 * coords + 0.1 * points[k]
+        calls = [j for j, n in enumerate(steps) if n == k]
+        assert calls, f"step {k + 1} made no call"
+        for j in calls:
+            state = received[j]
+            assert state["mean"] == mean
+            np.testing.assert_array_equal(state["coords"].mean, coords)
+            assert type(state["coords"].count) is int and state["coords"].count == k
         info = infos[k]
+        if _single_call(alg_case):
+            assert len(calls) == 1
+            committed_point = points[calls[0]]
+        else:
+            accepted = [j for j in calls if np.array_equal(points[j], info.u)]
+            assert accepted, f"step {k + 1} never evaluated the point it accepted"
+            committed_point = points[accepted[-1]]
+        mean = 0.9 * mean + 0.1 * np.mean(committed_point)
+        coords = 0.9 * coords + 0.1 * committed_point
         assert info.state["mean"] == mean and info.state["n"] == k + 1
     final = sol.state
     assert isinstance(final["mean"], (float, np.floating)) and final["mean"] == mean
@@ -379,10 +578,11 @@ def test_state_computed_under_autograd_comes_back_plain(alg_case: AlgorithmCase)
     assert type(final["n"]) is int and final["n"] == N
     assert type(final["trace"]) is list and type(final["trace"][0]) is tuple
     assert final["trace"][0][0] == mean
-    np.testing.assert_array_equal(final["trace"][0][1], points[-1])
+    np.testing.assert_array_equal(final["trace"][0][1], committed_point)
     assert type(final["chunks"]) is list and all(type(chunk) is np.ndarray for chunk in final["chunks"])
-    np.testing.assert_array_equal(np.concatenate(final["chunks"]), points[-1])
-    # The generator was threaded, not copied per call: it drew exactly N times.
+    np.testing.assert_array_equal(np.concatenate(final["chunks"]), committed_point)
+    # The generator was threaded through the committed states: it drew exactly once per step, N times
+    # (per-step commit: the calls of a step drew from copies of one snapshot, one of them committed).
     reference = np.random.default_rng(BN_SEED)
     for _ in range(N):
         reference.uniform(0.5, 1.5, size=3)
@@ -449,13 +649,13 @@ WRITE_SHAPES = {
     "tree": (_tree_quadratic, _tree_quadratic_grad, lambda: {"w": np.zeros(3), "s": 0.0}),
 }
 # The value-only path runs on every call with a user gradient, and for the final evaluation of a
-# step-wise run; a BFGS run with autograd never takes it.
+# step-wise run; a whole-run (scipy) algorithm with autograd never takes it.
 WRITE_CASES = [
     (a, shape, with_grad)
     for a in ALGORITHMS
     for shape in WRITE_SHAPES
     for with_grad in (False, True)
-    if with_grad or _single_call(a)
+    if with_grad or _stepwise(a)
 ]
 
 
@@ -569,7 +769,7 @@ def test_pytree_u0_round_trips(alg_case: AlgorithmCase) -> None:
     # Every coordinate moved towards its own target: the leaves were not shuffled on the way.
     start, target, end = _flat(u0), _flat(TREE_TARGET), _flat(sol.u)
     assert np.all(np.abs(end - target) < np.abs(start - target))
-    if not _single_call(alg_case):
+    if _whole_run(alg_case):  # run to its own convergence test
         np.testing.assert_allclose(end, target, atol=1e-5)
 
 
@@ -645,9 +845,10 @@ def test_user_gradient_matches_autograd(alg_case: AlgorithmCase, prob_case: Prob
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
     assert sol.stats.fevals == reference.stats.fevals
     assert sol.stats.gevals == len(grad_calls) == reference.stats.gevals
-    if _single_call(alg_case):
-        assert len(grad_calls) == N
-        assert rec.calls == N + _deterministic(prob_case)
+    if _stepwise(alg_case):
+        per = _calls_per_step(alg_case)
+        assert len(grad_calls) == per * N
+        assert rec.calls == per * N + _deterministic(prob_case)
     else:
         assert sol.stats.fevals == sol.original.nfev
 
@@ -667,16 +868,20 @@ def test_callback_sees_every_step(alg_case: AlgorithmCase, prob_case: ProblemCas
     assert [info.iteration for info in infos] == list(range(1, sol.stats.iterations + 1))
     assert infos, "the callback was never called"
     assert _snap(infos[-1].u) == _snap(sol.u)
+    groups = _step_calls(alg_case, spy, sol, infos)
+    committing = _committing_calls(alg_case, groups, spy, infos)
     for k, info in enumerate(infos):
         assert type(info.objective) is float
-        if _single_call(alg_case):
-            assert info.objective == spy.losses[k]
-        else:
+        # The loss the step evaluated: its only call's, or (several calls) the one at the accepted point.
+        assert info.objective == spy.losses[committing[k]]
+        if not _single_call(alg_case) and _deterministic(prob_case):
             assert info.objective == float(rec.fn(info.u, prob.p))
         if prob.state is None:
             assert info.state is None
         elif k + 1 < len(infos):
-            assert _snap(info.state) == _snap(spy.received[k + 1]), "IterationInfo.state is the committed state"
+            # IterationInfo.state is the committed state: what every call of the next step receives.
+            for j in groups[k + 1]:
+                assert _snap(info.state) == _snap(spy.received[j]), "IterationInfo.state is the committed state"
     if prob.state is not None:
         assert _snap(infos[-1].state) == _snap(sol.state)
 
@@ -726,8 +931,8 @@ def test_callback_returning_true_stops_at_that_step(alg_case: AlgorithmCase, pro
     assert _snap(sol.state) == _snap(reference.state)
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
     assert sol.stats.fevals == reference.stats.fevals
-    if _single_call(alg_case):
-        assert rec.calls == K + _deterministic(prob_case)
+    if _stepwise(alg_case):
+        assert rec.calls == _calls_per_step(alg_case) * K + _deterministic(prob_case)
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), EVERY_ALGORITHM, ids=_ids(EVERY_ALGORITHM))
@@ -763,10 +968,17 @@ def test_tiny_maxtime_stops_after_one_step(alg_case: AlgorithmCase, prob_case: P
     assert sol.success is False
     assert sol.stats.iterations == 1
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
-    if _single_call(alg_case):
-        assert rec.calls == 1 + _deterministic(prob_case)
+    if _stepwise(alg_case):
+        assert rec.calls == _calls_per_step(alg_case) + _deterministic(prob_case)
     if prob.state is not None:
-        assert len(rec.states) == 1
+        # Only the first step's calls, all on the initial state: it advanced once.
+        run_states = rec.states[sol.stats.probe_fevals :]
+        assert len(run_states) == sol.stats.fevals
+        if _single_call(alg_case):
+            assert len(run_states) == 1
+        assert all(_snap(state) == _snap(prob.state) for state in run_states)
+        for path, start in _counters(prob.state):
+            assert _at(sol.state, path) == start + 1
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), STEPWISE, ids=_ids(STEPWISE))
