@@ -102,6 +102,9 @@ class Layout:
 
     @staticmethod
     def _leaf(spec: LeafSpec, leaf: Any, name: str, broadcast: bool) -> np.ndarray:
+        if type(leaf) is np.ndarray and leaf.dtype == np.float64 and leaf.shape == spec.shape:
+            flat: np.ndarray = leaf.reshape(-1).copy()  # the common case: the hot path of user gradients
+            return flat
         arr = real_array(leaf, name)
         if arr.shape != spec.shape and not (broadcast and arr.ndim == 0):
             raise ValueError(f"{name} must have shape {spec.shape} like u0{spec.path}, got shape {arr.shape}")
@@ -126,6 +129,8 @@ _FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 
 
 def _check_loss(loss: Any, stateful: bool) -> float:
+    if type(loss) is float or type(loss) is np.float64:
+        return float(loss)
     value = getval(loss)
     arr = None
     if not isinstance(value, (str, bytes)) and not is_container(value):
@@ -180,6 +185,12 @@ class Objective:
         self._per_step = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
         self._probing = False
+        if self._grad is not None:
+            self._gradient_method = self._user_grad
+        elif self._finite_difference:
+            self._gradient_method = self._differences
+        else:
+            self._gradient_method = self._autograd
 
     # -- the calls ---------------------------------------------------------------------------
 
@@ -210,6 +221,8 @@ class Objective:
         return out
 
     def _state_for_call(self) -> Any:
+        if not self.stateful:
+            return None
         if self._constant or self._per_step:
             return copy.deepcopy(self.state)
         return self.state
@@ -231,15 +244,10 @@ class Objective:
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f and its gradient at `x` (minimisation sense), from one evaluation."""
-        state = self._state_for_call()
-        if self._grad is not None:
-            loss, grad, new_state = self._user_grad(x, state)
-        elif self._finite_difference:
-            loss, grad, new_state = self._differences(x, state)
-        else:
-            loss, grad, new_state = self._autograd(x, state)
+        loss, grad, new_state = self._gradient_method(x, self._state_for_call())
         self.gevals += 1
-        self._keep(x, new_state)
+        if self.stateful:
+            self._keep(x, new_state)
         if self.sign < 0:
             return -loss, -grad
         return loss, grad
@@ -265,7 +273,7 @@ class Objective:
         # Both calls see the same state (f gets a copy, so that an in-place change such as a
         # draw from a Generator cannot reach grad); the state grad returns is the one kept.
         u = self._user_u(x)
-        loss, _ = self._call(self._f, "f", u, copy.deepcopy(state))
+        loss, _ = self._call(self._f, "f", u, copy.deepcopy(state) if self.stateful else None)
         value = _check_loss(loss, self.stateful)
         grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)

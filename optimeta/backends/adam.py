@@ -75,8 +75,13 @@ class Adam(FirstOrderAlgorithm[AdamState]):
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
         count = state.step + 1
-        mu = self.b1 * state.mu + (1.0 - self.b1) * grad
-        nu = self.b2 * state.nu + (1.0 - self.b2) * (grad * grad)
-        mu_hat = mu / (1.0 - self.b1**count)
-        nu_hat = nu / (1.0 - self.b2**count)
-        return x - self.lr * mu_hat / (np.sqrt(nu_hat) + self.eps), AdamState(count, mu, nu)
+        b1, b2 = self.b1, self.b2
+        mu = b1 * state.mu + (1.0 - b1) * grad
+        nu = b2 * state.nu + (1.0 - b2) * (grad * grad)
+        # (m / c1) / (sqrt(v / c2) + eps), with the temporaries reused in place.
+        denom = nu / (1.0 - b2**count)
+        np.sqrt(denom, out=denom)
+        denom += self.eps
+        step = mu / denom
+        step *= self.lr / (1.0 - b1**count)
+        return x - step, AdamState(count, mu, nu)
