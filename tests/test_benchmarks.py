@@ -31,3 +31,72 @@ def test_passes_to_tolerance_is_the_first_crossing() -> None:
     trace = bench.Trace(passes=[1.0, 2.0, 3.0, 4.0], gaps=[0.5, 0.009, 0.02, 0.001])
     assert bench.passes_to(trace, 0.01) == 2.0
     assert bench.passes_to(trace, 1e-4) == math.inf
+
+
+def test_suite_runs_a_tiny_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "bench"
+    problems = "rosenbrock-2,noisy-quadratic"
+    assert (
+        main(["--problems", problems, "--algorithms", "BFGS,Adam,scipy:BFGS", "--out", str(out), "--no-progress"]) == 0
+    )
+    rows = json.loads((out / "results.json").read_text())
+    ran = {(r["problem"], r["solver"]): r for r in rows}
+    assert set(ran) == {(p, s) for p in problems.split(",") for s in ("Adam", "BFGS", "scipy:BFGS")}
+    bfgs = ran[("rosenbrock-2", "BFGS")]
+    peer = ran[("rosenbrock-2", "scipy:BFGS")]
+    assert bfgs["status"] == peer["status"] == "ok" and bfgs["success"] and bfgs["gap"] < 1e-10
+    # optimeta's BFGS is scipy's: the same iterations and evaluations as the peer called directly.
+    assert (bfgs["iterations"], bfgs["fevals"]) == (peer["iterations"], peer["fevals"])
+    adam = ran[("rosenbrock-2", "Adam")]
+    assert adam["iterations"] == adam["gevals"] == 2000 and adam["history"]["evaluations"][-1] <= adam["fevals"]
+    refused = ran[("noisy-quadratic", "BFGS")]
+    assert refused["status"] == "refused" and refused["refused_by"] == ["tolerates_stochastic_loss"]
+    assert ran[("noisy-quadratic", "scipy:BFGS")]["status"] == "not applicable"
+    table = (out / "results.md").read_text()
+    assert "| noisy-quadratic | BFGS | refused: tolerates_stochastic_loss |" in table
+    assert table in capsys.readouterr().out
+    for problem in problems.split(","):
+        assert (out / f"{problem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_problem_is_an_error() -> None:
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--problems", "no-such-problem", "--no-progress"])
+
+
+def test_perf_measurements_run(tmp_path: Path) -> None:
+    from benchmarks import perf
+
+    front = perf.front_end(repeats=1)
+    counts = front["detail"].split(" (")[0].split()
+    assert counts[0] == "evaluations" and counts[1] == counts[3], front["detail"]
+    assert "same x: True" in front["detail"]
+    loop = perf.driver(steps=300, repeats=1)
+    assert loop["detail"].endswith("same iterate: True")
+    for row in (front, loop):
+        assert row["optimeta_s"] > 0 and row["peer_s"] > 0 and math.isfinite(row["ratio"])
+
+
+def test_torch_peers_match_optimetas_first_order_iterates() -> None:
+    # CI installs torch (the CPU wheel) so that the peers run; Adam and SGD follow torch's
+    # conventions, so on one problem, start and budget the iterates agree.
+    from dataclasses import replace
+
+    import optimeta as om
+    from benchmarks.peers import available_peers
+    from benchmarks.problems import make_problems
+    from benchmarks.suite import run_algorithm, run_peer
+
+    problem = replace(next(p for p in make_problems() if p.name == "beale"), maxiters=200)
+    peers = {peer.name: peer for peer in available_peers()}
+    for name, cls in (("SGD", om.SGD), ("Adam", om.Adam)):
+        ours = run_algorithm(problem, name, cls)
+        theirs = run_peer(problem, peers[f"torch:{name}"])
+        assert theirs.status == "ok", theirs.message
+        assert theirs.objective == pytest.approx(ours.objective, rel=1e-9, abs=1e-15)
+    lbfgs = run_peer(problem, peers["torch:LBFGS"])
+    assert lbfgs.status == "ok" and lbfgs.gap is not None and lbfgs.gap < 1e-8

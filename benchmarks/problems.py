@@ -1,0 +1,203 @@
+"""The benchmark problems: each with its known optimum, its budget and the step sizes it suits.
+
+The Moré-Garbow-Hillstrom problems follow Moré, Garbow & Hillstrom (1981), "Testing
+Unconstrained Optimization Software", ACM TOMS 7(1), with their standard starting points.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import autograd.numpy as anp
+import numpy as np
+
+import optimeta as om
+
+
+@dataclass(frozen=True)
+class BenchProblem:
+    """One benchmark problem.
+
+    Attributes:
+        name: Its name on the command line and in the tables.
+        f: The objective, ``f(u, p)`` or ``f(u, p, state)``, written with autograd.numpy.
+        u0: The standard starting point.
+        f_star: The optimal value, or None where it is not known.
+        maxiters: The budget every algorithm and peer gets (steps or iterations).
+        rates: Step sizes for the first-order algorithms, by algorithm name.
+        p: Constants passed to ``f``.
+        options: Extra problem options (state, stochastic, ...).
+        solve_options: Extra ``solve`` options (data, epochs).
+        quick: Part of the quick suite.
+        exact: The noise-free objective of a stochastic problem, to score its final iterate.
+    """
+
+    name: str
+    f: Callable[..., Any]
+    u0: np.ndarray
+    f_star: float | None
+    maxiters: int
+    rates: dict[str, float]
+    p: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    solve_options: dict[str, Any] = field(default_factory=dict)
+    quick: bool = True
+    exact: Callable[[Any], float] | None = None
+
+    def problem(self, f: Callable[..., Any] | None = None) -> om.OptimizationProblem:
+        """A fresh `OptimizationProblem`, optionally with `f` standing in for the objective."""
+        return om.OptimizationProblem(f or self.f, self.u0, p=self.p, **self.options)
+
+    @property
+    def plain(self) -> bool:
+        """Stateless and deterministic, with no minibatches: every peer can run it."""
+        return "state" not in self.options and not self.options.get("stochastic") and not self.solve_options
+
+
+def rosenbrock(u: Any, p: Any) -> Any:
+    return anp.sum(100.0 * (u[1:] - u[:-1] ** 2) ** 2 + (1.0 - u[:-1]) ** 2)
+
+
+def extended_rosenbrock(u: Any, p: Any) -> Any:
+    odd, even = u[0::2], u[1::2]
+    return anp.sum(100.0 * (even - odd**2) ** 2 + (1.0 - odd) ** 2)
+
+
+def beale(u: Any, p: Any) -> Any:
+    x, y = u[0], u[1]
+    return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
+
+
+def powell_singular(u: Any, p: Any) -> Any:
+    return (u[0] + 10.0 * u[1]) ** 2 + 5.0 * (u[2] - u[3]) ** 2 + (u[1] - 2.0 * u[2]) ** 4 + 10.0 * (u[0] - u[3]) ** 4
+
+
+def wood(u: Any, p: Any) -> Any:
+    return (
+        100.0 * (u[1] - u[0] ** 2) ** 2
+        + (1.0 - u[0]) ** 2
+        + 90.0 * (u[3] - u[2] ** 2) ** 2
+        + (1.0 - u[2]) ** 2
+        + 10.0 * (u[1] + u[3] - 2.0) ** 2
+        + 0.1 * (u[1] - u[3]) ** 2
+    )
+
+
+def brown_badly_scaled(u: Any, p: Any) -> Any:
+    return (u[0] - 1e6) ** 2 + (u[1] - 2e-6) ** 2 + (u[0] * u[1] - 2.0) ** 2
+
+
+def quadratic(u: Any, p: Any) -> Any:
+    return 0.5 * anp.sum(p * u**2)
+
+
+def logistic(w: Any, batch: Any) -> Any:
+    x, y = batch
+    z = anp.dot(x, w)
+    return anp.mean(anp.logaddexp(0.0, z) - y * z) + 0.5e-3 * anp.sum(w**2)
+
+
+def _logistic_data(n: int = 2000, dim: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)) * rng.uniform(0.5, 2.0, size=dim)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-x @ rng.normal(size=dim)))).astype(float)
+    return x, y
+
+
+def _noisy_quadratic() -> Callable[[Any, Any], Any]:
+    rng = np.random.default_rng(0)  # hidden noise: the problem declares stochastic=True
+
+    def f(u: Any, p: Any) -> Any:
+        return anp.sum(p * (u - 1.0) ** 2 * rng.uniform(0.5, 1.5, size=u.shape))
+
+    return f
+
+
+def _mlp_example() -> Any:
+    path = Path(__file__).resolve().parent.parent / "examples" / "stateful_mlp.py"
+    spec = importlib.util.spec_from_file_location("stateful_mlp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reference_optimum(f: Callable[..., Any], u0: np.ndarray, p: Any) -> float:
+    return om.solve(om.OptimizationProblem(f, u0, p=p), om.BFGS(gtol=1e-10)).objective
+
+
+def rosen_start(n: int) -> np.ndarray:
+    """The standard start of the n-dim Rosenbrock functions: (-1.2, 1, -1.2, 1, ...)."""
+    return np.array([-1.2, 1.0] * (n // 2))
+
+
+def make_problems() -> list[BenchProblem]:
+    """Every benchmark problem (the logistic optimum is computed here, once)."""
+    data = _logistic_data()
+    x, y = data
+    batches = [(x[i : i + 100], y[i : i + 100]) for i in range(0, len(x), 100)]
+    logistic_star = _reference_optimum(logistic, np.zeros(x.shape[1]), data)
+    scales = np.logspace(0, 4, 20)
+    mlp = _mlp_example()
+    train = mlp.make_data(512, 0)
+    first_order = {"SGD": 1e-3, "Adam": 1e-2, "OLBFGS": 0.1}
+    return [
+        BenchProblem("rosenbrock-2", rosenbrock, rosen_start(2), 0.0, 2000, first_order),
+        BenchProblem("rosenbrock-10", rosenbrock, rosen_start(10), 0.0, 2000, first_order),
+        BenchProblem("rosenbrock-100", rosenbrock, rosen_start(100), 0.0, 5000, first_order, quick=False),
+        BenchProblem("extended-rosenbrock-10", extended_rosenbrock, rosen_start(10), 0.0, 2000, first_order),
+        BenchProblem("beale", beale, np.array([1.0, 1.0]), 0.0, 2000, {"SGD": 1e-2, "Adam": 1e-2, "OLBFGS": 0.1}),
+        BenchProblem("powell-singular", powell_singular, np.array([3.0, -1.0, 0.0, 1.0]), 0.0, 2000, first_order),
+        BenchProblem("wood", wood, np.array([-3.0, -1.0, -3.0, -1.0]), 0.0, 2000, {**first_order, "SGD": 1e-4}),
+        BenchProblem(
+            "brown-badly-scaled", brown_badly_scaled, np.array([1.0, 1.0]), 0.0, 2000, {**first_order, "Adam": 1e3}
+        ),
+        BenchProblem(
+            "ill-conditioned-quadratic",
+            quadratic,
+            np.ones(20),
+            0.0,
+            2000,
+            {"SGD": 1.0 / scales[-1], "Adam": 1e-2, "OLBFGS": 0.5},
+            p=scales,
+        ),
+        BenchProblem(
+            "logistic-full", logistic, np.zeros(x.shape[1]), logistic_star, 500, {**first_order, "SGD": 1.0}, p=data
+        ),
+        BenchProblem(
+            "logistic-minibatch",
+            logistic,
+            np.zeros(x.shape[1]),
+            logistic_star,
+            400,
+            {"SGD": 0.5, "Adam": 0.02, "OLBFGS": 0.1},
+            p=data,
+            solve_options={"data": batches, "epochs": 20},
+            exact=lambda w: float(logistic(w, data)),
+        ),
+        BenchProblem(
+            "noisy-quadratic",
+            _noisy_quadratic(),
+            np.zeros(10),
+            0.0,
+            2000,
+            {"SGD": 1e-2, "Adam": 1e-2, "OLBFGS": 0.1},
+            p=np.linspace(1.0, 10.0, 10),
+            options={"stochastic": True},
+            exact=lambda u: float(np.sum(np.linspace(1.0, 10.0, 10) * (u - 1.0) ** 2)),
+        ),
+        BenchProblem(
+            "stateful-mlp",
+            mlp.loss,
+            mlp.init_params(0),
+            None,
+            300,
+            {"SGD": 0.05, "Adam": 1e-2, "OLBFGS": 0.05},
+            p=train,
+            options={"state": mlp.init_state(0)},
+        ),
+    ]

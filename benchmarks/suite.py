@@ -1,0 +1,262 @@
+"""Every registered algorithm, and the peers, on every benchmark problem.
+
+A compatible pair runs; an incompatible one is recorded as refused, with the traits named by the
+`IncompatibleAlgorithmError` that `solve` raised. Every run gets its objective wrapped in one
+`Counter`, the same for optimeta and for the peers, which counts calls and records the best value
+seen against evaluations and time for the convergence plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import autograd
+import numpy as np
+
+import optimeta as om
+
+from .peers import Peer
+from .problems import BenchProblem
+
+#: How each registered algorithm is configured for a problem (step sizes come from the problem).
+CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
+    "SGD": lambda prob: om.SGD(lr=prob.rates["SGD"]),
+    "Adam": lambda prob: om.Adam(lr=prob.rates["Adam"]),
+    "OLBFGS": lambda prob: om.OLBFGS(lr=prob.rates["OLBFGS"]),
+    "BFGS": lambda prob: om.BFGS(),
+}
+
+
+@dataclass
+class Result:
+    """One row of the results: a solver on a problem."""
+
+    problem: str
+    solver: str
+    source: str  # "optimeta" or "peer"
+    status: str  # "ok", "refused", "not configured" or "error"
+    refused_by: list[str] = field(default_factory=list)
+    objective: float | None = None
+    gap: float | None = None
+    fevals: int | None = None
+    gevals: int | None = None
+    iterations: int | None = None
+    time: float | None = None
+    success: bool | None = None
+    message: str = ""
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Counter:
+    """Counts objective calls and records the best objective seen, with evaluations and time."""
+
+    def __init__(self, f_star: float | None) -> None:
+        self.f_star = f_star
+        self.calls = 0
+        self.best = math.inf
+        self.start = time.perf_counter()
+        self.evals: list[float] = []
+        self.times: list[float] = []
+        self.values: list[float] = []
+
+    def record(self, value: Any) -> None:
+        self.calls += 1
+        value = float(getattr(value, "_value", value))  # an autograd box holds the value
+        if value < self.best:
+            self.best = value
+            self.evals.append(self.calls)
+            self.times.append(time.perf_counter() - self.start)
+            self.values.append(value if self.f_star is None else max(value - self.f_star, 0.0))
+
+    def wrap(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            out = f(*args)
+            self.record(out[0] if isinstance(out, tuple) else out)
+            return out
+
+        return counted
+
+    def history(self) -> dict[str, list[float]]:
+        return {"evaluations": self.evals, "time": self.times, "value": self.values}
+
+
+def _score(problem: BenchProblem, u: Any, objective: float) -> tuple[float, float | None]:
+    """The objective to report (noise-free where known) and its gap to the optimum."""
+    if problem.exact is not None:
+        objective = problem.exact(u)
+    gap = None if problem.f_star is None else objective - problem.f_star
+    return objective, gap
+
+
+def run_algorithm(problem: BenchProblem, name: str, cls: type) -> Result:
+    config = CONFIGS.get(name)
+    if config is None:
+        return Result(problem.name, name, "optimeta", "not configured")
+    counter = Counter(problem.f_star)
+    prob = problem.problem(counter.wrap(problem.f))
+    start = time.perf_counter()
+    try:
+        sol = om.solve(prob, config(problem), maxiters=problem.maxiters, **problem.solve_options)
+    except om.IncompatibleAlgorithmError as exc:
+        traits = sorted({t for v in exc.violations for t in v.traits})
+        return Result(problem.name, name, "optimeta", "refused", refused_by=traits, message=str(exc).splitlines()[1])
+    objective, gap = _score(problem, sol.u, sol.objective)
+    return Result(
+        problem.name,
+        name,
+        "optimeta",
+        "ok",
+        objective=objective,
+        gap=gap,
+        fevals=sol.stats.fevals,
+        gevals=sol.stats.gevals,
+        iterations=sol.stats.iterations,
+        time=time.perf_counter() - start,
+        success=sol.success,
+        message=sol.retcode.name,
+        history=counter.history(),
+    )
+
+
+def run_peer(problem: BenchProblem, peer: Peer) -> Result:
+    if not peer.applies(problem):
+        return Result(problem.name, peer.name, "peer", "not applicable")
+    counter = Counter(problem.f_star)
+    value_and_grad = autograd.value_and_grad(lambda x: problem.f(x, problem.p))
+    calls = [0]
+
+    def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        calls[0] += 1
+        value, grad = value_and_grad(x)
+        counter.record(value)
+        return float(value), np.asarray(grad, dtype=np.float64)
+
+    start = time.perf_counter()
+    try:
+        out = peer.run(problem, fg)
+    except Exception as exc:  # noqa: BLE001 - a peer's failure is data for the table, not a crash
+        return Result(problem.name, peer.name, "peer", "error", message=f"{type(exc).__name__}: {exc}")
+    elapsed = time.perf_counter() - start
+    objective, gap = _score(problem, out.x, float(problem.f(out.x, problem.p)))
+    return Result(
+        problem.name,
+        peer.name,
+        "peer",
+        "ok",
+        objective=objective,
+        gap=gap,
+        fevals=calls[0],
+        gevals=calls[0],
+        iterations=out.iterations,
+        time=elapsed,
+        success=out.success,
+        message=out.message,
+        history=counter.history(),
+    )
+
+
+def _progress(items: list[Any], enabled: bool) -> Iterable[Any]:
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return items
+        return tqdm(items, desc="benchmarks", unit="run")
+    return items
+
+
+def run_suite(
+    problems: list[BenchProblem], algorithms: list[str] | None, peers: list[Peer], progress: bool = True
+) -> list[Result]:
+    registered = {cls.__name__: cls for cls in om.algorithms()}
+    names = [n for n in registered if algorithms is None or n in algorithms]
+    chosen_peers = [p for p in peers if algorithms is None or p.name in algorithms]
+    jobs: list[tuple[BenchProblem, str | Peer]] = [(p, n) for p in problems for n in names]
+    jobs += [(p, peer) for p in problems for peer in chosen_peers]
+    results = []
+    # Divergent runs overflow on purpose-built hard problems; their NONFINITE rows say so.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for problem, solver in _progress(jobs, progress):
+            if isinstance(solver, str):
+                results.append(run_algorithm(problem, solver, registered[solver]))
+            else:
+                results.append(run_peer(problem, solver))
+    return results
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown(results: list[Result]) -> str:
+    """One table: a row per solver and problem, refused pairs with the traits that refuse them."""
+    lines = [
+        "| problem | solver | status | objective | gap | f evals | g evals | iterations | time (s) | success |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.status == "not applicable":
+            continue
+        status = r.status if r.status != "refused" else "refused: " + ", ".join(r.refused_by)
+        if r.status == "ok":
+            status = r.message
+        lines.append(
+            f"| {r.problem} | {r.solver} | {status} | {_fmt(r.objective, '.6g')} | {_fmt(r.gap)} | "
+            f"{_fmt(r.fevals, 'd')} | {_fmt(r.gevals, 'd')} | {_fmt(r.iterations, 'd')} | {_fmt(r.time, '.3f')} | "
+            f"{'' if r.success is None else ('yes' if r.success else 'no')} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], out: Path) -> list[Path]:
+    """One PNG per problem: best gap (or objective) against evaluations and against time."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    for problem in dict.fromkeys(r.problem for r in results):
+        runs = [r for r in results if r.problem == problem and r.status == "ok" and r.history.get("value")]
+        if not runs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for r in runs:
+            values = np.maximum(np.asarray(r.history["value"]), 1e-16)
+            style = "-" if r.source == "optimeta" else "--"
+            axes[0].step(r.history["evaluations"], values, style, where="post", label=r.solver)
+            axes[1].step(r.history["time"], values, style, where="post", label=r.solver)
+        ylabel = "best objective" if runs[0].gap is None else "best objective - optimum"
+        for ax, xlabel in zip(axes, ("objective evaluations", "time (s)")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.suptitle(problem)
+        fig.tight_layout()
+        path = out / f"{problem}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write(results: list[Result], out: Path) -> dict[str, Any]:
+    """Write results.md, results.json and the plots into `out`; return what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(results)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return {"table": table, "plots": plot(results, out)}
