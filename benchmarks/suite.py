@@ -31,6 +31,7 @@ CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
     "Adam": lambda prob: om.Adam(lr=prob.rates["Adam"]),
     "OLBFGS": lambda prob: om.OLBFGS(lr=prob.rates["OLBFGS"]),
     "BFGS": lambda prob: om.BFGS(),
+    "LBFGS": lambda prob: om.LBFGS(),
 }
 
 

@@ -9,13 +9,14 @@ from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import solve
 from ._state import StateMutationError
-from .backends import BFGS, OLBFGS, SGD, Adam
+from .backends import BFGS, LBFGS, OLBFGS, SGD, Adam
 from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BFGS",
+    "LBFGS",
     "OLBFGS",
     "SGD",
     "Adam",

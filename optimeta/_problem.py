@@ -152,6 +152,8 @@ class OptimizationProblem:
                 elif not is_container(side) and np.ndim(side) == 0:
                     flat.append(_flat_side(side, f"bounds {name}", layout.size))
                 else:
+                    # None stands for an unbounded leaf as it does for a whole side.
+                    side = tree_map(lambda leaf, fill=fill: fill if leaf is None else leaf, side)
                     flat.append(layout.flatten(side, f"bounds {name}"))
         else:
             raise TypeError(f"bounds must be a pair (lb, ub) shaped like u0 or a scipy.optimize.Bounds, got {bounds!r}")

@@ -15,20 +15,12 @@ import numpy as np
 from ._objective import Objective
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
-from .backends._base import Algorithm, StepwiseAlgorithm, WholeRunAlgorithm
+from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm
 from .traits import Requirements, check_compatible, requirements, traits
 
 __all__ = ["solve"]
 
 Callback = Callable[[IterationInfo], "bool | None"]
-
-
-class _NonFinite(Exception):
-    """The objective or its gradient was not finite at the point just evaluated."""
-
-    def __init__(self, loss: float) -> None:
-        super().__init__(loss)
-        self.loss = loss
 
 
 class _Monitor:
@@ -81,24 +73,21 @@ def _drive(
     """The driver loop: one step per batch until the monitor stops the run, the data runs out,
     or an evaluation is not finite."""
 
-    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
-        loss, grad = objective.value_and_grad(x)
-        if not (math.isfinite(loss) and np.isfinite(grad).all()):
-            raise _NonFinite(loss)
-        return loss, grad
-
     x = objective.x0.copy()
     loss = math.nan
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
     opt_state = alg.init(x)
     for monitor.epoch, objective.p in schedule:
         try:
-            x, opt_state, loss = alg.step(evaluate, x, opt_state, box)
-        except _NonFinite as exc:
+            x, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
+        except NonFiniteEvaluation as exc:
             return x, exc.loss, ReturnCode.NONFINITE
-        retcode = monitor.after_step(x, loss)
-        if retcode is not None:
-            return x, loss, retcode
+        ended = alg.terminate(opt_state)
+        stopped = monitor.after_step(x, loss)
+        if ended is not None:
+            return x, loss, ended
+        if stopped is not None:
+            return x, loss, stopped
     return x, loss, ReturnCode.MAXITERS
 
 
@@ -238,7 +227,13 @@ def solve(
     check_compatible(alg, req)
     if data is not None and isinstance(alg, WholeRunAlgorithm):
         raise ValueError(f"data= feeds one minibatch per step, and {type(alg).__name__} runs as one whole solve")
-    if isinstance(alg, StepwiseAlgorithm) and maxiters is None and maxtime is None and data is None:
+    if (
+        isinstance(alg, StepwiseAlgorithm)
+        and alg.needs_budget
+        and maxiters is None
+        and maxtime is None
+        and data is None
+    ):
         name = type(alg).__name__
         raise ValueError(
             f"{name} has no convergence test and runs until a budget is used up: pass maxiters= or "
@@ -257,7 +252,7 @@ def solve(
         if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != maxiters:
             message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
         deterministic = not req.stochastic and not req.evolving_state
-        if deterministic and retcode is not ReturnCode.NONFINITE:
+        if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
             loss = objective.value(x)
     elif isinstance(alg, WholeRunAlgorithm):
         result = alg.run(objective, monitor)

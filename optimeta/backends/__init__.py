@@ -1,8 +1,9 @@
 """The algorithms. Importing this package registers every one of them."""
 
 from .adam import Adam
+from .bfgs import BFGS
 from .olbfgs import OLBFGS
-from .scipy_bfgs import BFGS
+from .scipy_minimize import LBFGS
 from .sgd import SGD
 
-__all__ = ["BFGS", "OLBFGS", "SGD", "Adam"]
+__all__ = ["BFGS", "LBFGS", "OLBFGS", "SGD", "Adam"]

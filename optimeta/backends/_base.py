@@ -33,11 +33,13 @@ __all__ = [
     "Evaluate",
     "FirstOrderAlgorithm",
     "Monitor",
+    "NonFiniteEvaluation",
     "RunResult",
     "StepwiseAlgorithm",
     "WholeRunAlgorithm",
     "check_fraction",
     "check_positive",
+    "require_finite",
 ]
 
 S = TypeVar("S")
@@ -54,16 +56,49 @@ class Algorithm:
     traits: ClassVar[Traits]
 
 
+class NonFiniteEvaluation(Exception):
+    """The objective or its gradient was not finite at a point a step had to use."""
+
+    def __init__(self, loss: float) -> None:
+        super().__init__(loss)
+        self.loss = loss
+
+
+def require_finite(loss: float, grad: np.ndarray) -> tuple[float, np.ndarray]:
+    """`(loss, grad)` unchanged, or `NonFiniteEvaluation` when either is NaN or infinite."""
+    if not (math.isfinite(loss) and np.isfinite(grad).all()):
+        raise NonFiniteEvaluation(loss)
+    return loss, grad
+
+
 class StepwiseAlgorithm(Algorithm, Generic[S]):
-    """An algorithm advanced one step at a time by the driver loop in ``_solve.py``."""
+    """An algorithm advanced one step at a time by the driver loop in ``_solve.py``.
+
+    Class data:
+        needs_budget: The algorithm has no convergence test of its own, so ``solve`` needs
+            ``maxiters``, ``maxtime`` or ``data``.
+        loss_at_new_iterate: ``step`` reports the loss at the iterate it returns, so a
+            deterministic problem needs no final evaluation.
+    """
+
+    needs_budget: ClassVar[bool] = True
+    loss_at_new_iterate: ClassVar[bool] = False
 
     def init(self, x0: np.ndarray) -> S:
         """The algorithm's state before the first step."""
         raise NotImplementedError
 
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
-        """One step from ``x``: returns the new iterate, the new state and the loss evaluated."""
+        """One step from ``x``: returns the new iterate, the new state and the loss evaluated.
+
+        ``evaluate`` returns values as they are; a step that cannot use a non-finite one raises
+        `NonFiniteEvaluation` (see `require_finite`).
+        """
         raise NotImplementedError
+
+    def terminate(self, state: S) -> ReturnCode | None:
+        """After a step: a return code to end the run (convergence, failure), or None."""
+        return None
 
 
 #: The traits of the first-order family: one value-and-gradient call per step, no test that
@@ -90,7 +125,7 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         raise NotImplementedError
 
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
-        loss, grad = evaluate(x)
+        loss, grad = require_finite(*evaluate(x))
         x_new, state = self.update(grad, x, state)
         if box is not None:
             x_new = np.clip(x_new, box[0], box[1])

@@ -10,7 +10,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from ..traits import Traits, register
-from ._base import Box, Evaluate, StepwiseAlgorithm, check_positive
+from ._base import Box, Evaluate, StepwiseAlgorithm, check_positive, require_finite
 
 __all__ = ["OLBFGS", "OLBFGSState"]
 
@@ -74,6 +74,7 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     reg: float = 0.0
     decay: float = 0.0
 
+    loss_at_new_iterate: ClassVar[bool] = True
     traits: ClassVar[Traits] = Traits(
         single_call_per_step=False,
         commits_state_per_step=True,
@@ -99,12 +100,12 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     def step(
         self, evaluate: Evaluate, x: np.ndarray, state: OLBFGSState, box: Box | None
     ) -> tuple[np.ndarray, OLBFGSState, float]:
-        _, grad = evaluate(x)
+        _, grad = require_finite(*evaluate(x))
         eta = self.lr / (1.0 + self.decay * state.step)
         x_new = x + eta * self._direction(grad, state)
         if box is not None:
             x_new = np.clip(x_new, box[0], box[1])
-        loss_new, grad_new = evaluate(x_new)
+        loss_new, grad_new = require_finite(*evaluate(x_new))
         s = x_new - x
         y = grad_new - grad + self.reg * s
         pairs_s, pairs_y = state.s, state.y

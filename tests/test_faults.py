@@ -1,0 +1,599 @@
+"""Fault paths and edge contracts found untested by review.
+
+BFGS's mapping of scipy's outcomes onto `ReturnCode`; NONFINITE for every step-wise algorithm;
+the user-gradient path (whose state is committed, no tracer leaks); bounds that bound nothing;
+dict subclasses in trees; duplicate registry names; and a property test of pytree round trips.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from collections import OrderedDict, defaultdict
+from typing import Any
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import pytest
+import scipy.optimize
+from autograd.tracer import Box, getval
+from catalogue import Recorder
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import optimeta as om
+from optimeta.backends._base import StepwiseAlgorithm
+
+# `optimeta.traits` the attribute is the function `traits()`; the module lives in sys.modules.
+traits_mod = importlib.import_module("optimeta.traits")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def configured(cls: type, lr: float = 0.1) -> Any:
+    """An instance of a registered algorithm class: `lr` when it has one, defaults otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    required = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name != "lr"
+    ]
+    if required:
+        pytest.fail(f"tests/test_faults.py does not know how to configure {cls.__name__} (needs {required})")
+    return cls(lr=lr) if "lr" in fields else cls()
+
+
+STEPWISE = [cls for cls in om.algorithms() if issubclass(cls, StepwiseAlgorithm)]
+#: Algorithms that accept an evolving state declared not to drive the loss (stochastic=False).
+STATE_COMMITTING = [
+    cls for cls in om.algorithms() if cls.traits.single_call_per_step or cls.traits.commits_state_per_step
+]
+ALL = om.algorithms()
+
+
+def ids(cls: type) -> str:
+    return cls.__name__
+
+
+def boxes_in(tree: Any, path: str = "state") -> list[str]:
+    """Paths of every autograd Box in `tree`, looking through dicts, lists, tuples and object arrays."""
+    if isinstance(tree, Box):
+        return [path]
+    found: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found += boxes_in(value, f"{path}[{key!r}]")
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            found += boxes_in(value, f"{path}[{i}]")
+    elif isinstance(tree, np.ndarray) and tree.dtype == object:
+        for i, value in enumerate(tree.ravel()):
+            found += boxes_in(value, f"{path}.flat[{i}]")
+    return found
+
+
+def rosenbrock(u: Any, p: Any) -> Any:
+    return (1.0 - u[0]) ** 2 + 100.0 * (u[1] - u[0] ** 2) ** 2
+
+
+def square_norm(u: Any, p: Any) -> Any:
+    return anp.sum((u - 1.0) ** 2)
+
+
+# -- 1. BFGS: scipy's outcome -> ReturnCode ------------------------------------------------------
+
+
+def test_bfgs_convergence_is_success() -> None:
+    prob = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]))
+    sol = om.solve(prob, om.BFGS())
+    assert sol.retcode is om.ReturnCode.SUCCESS
+    assert sol.success is True
+    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    assert sol.original.status == 0
+    assert sol.message == sol.original.message
+    np.testing.assert_allclose(sol.u, [1.0, 1.0], atol=1e-4)
+    assert sol.stats.iterations == sol.original.nit
+
+
+def test_bfgs_iteration_limit_is_maxiters() -> None:
+    prob = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]))
+    sol = om.solve(prob, om.BFGS(), maxiters=2)
+    assert sol.retcode is om.ReturnCode.MAXITERS
+    assert sol.success is False
+    assert sol.stats.iterations == 2
+    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    assert sol.original.nit == 2
+    np.testing.assert_array_equal(sol.u, sol.original.x)
+
+
+def test_bfgs_line_search_failure_is_failure_with_scipys_message() -> None:
+    # A user gradient with the wrong sign: every search direction goes uphill, so the Wolfe line
+    # search cannot find a decrease and scipy stops with status 2 ("precision loss").
+    prob = om.OptimizationProblem(square_norm, np.zeros(2), grad=lambda u, p: -2.0 * (u - 1.0))
+    sol = om.solve(prob, om.BFGS())
+    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    assert sol.original.status == 2
+    assert sol.retcode is om.ReturnCode.FAILURE
+    assert sol.success is False
+    assert sol.message == sol.original.message
+    assert "precision loss" in sol.message
+    assert np.isfinite(sol.objective)
+
+
+def _minus_exp(u: Any, p: Any) -> Any:
+    return -anp.exp(anp.sum(u))
+
+
+def _nan_beyond_radius(u: Any, p: Any) -> Any:
+    loss = -anp.sum(u)  # unbounded below: the line search walks out to the NaN region
+    return loss + np.nan if np.max(np.abs(getval(u))) > 5.0 else loss
+
+
+def _minus_inf_beyond_radius(u: Any, p: Any) -> Any:
+    loss = -anp.sum(u)
+    return loss - np.inf if np.max(np.abs(getval(u))) > 5.0 else loss
+
+
+def _nan_towards_minimum(u: Any, p: Any) -> Any:
+    loss = anp.sum((u - 10.0) ** 2)  # the minimum lies in the NaN region
+    return loss + np.nan if np.max(np.abs(getval(u))) > 2.0 else loss
+
+
+def _nan_at_u0(u: Any, p: Any) -> Any:
+    return anp.sum(u**2) + np.nan
+
+
+def _minus_inf_at_u0(u: Any, p: Any) -> Any:
+    return anp.sum(u**2) - np.inf  # zero gradient at u0 = 0: scipy stops at once, "successfully"
+
+
+def _minus_inf_at_u0_sloped(u: Any, p: Any) -> Any:
+    return -anp.sum(u) - np.inf  # nonzero gradient: scipy's line search starts from -inf
+
+
+NONFINITE_LOSSES = [
+    pytest.param(_minus_exp, id="minus-exp"),
+    pytest.param(_nan_beyond_radius, id="nan-beyond-radius"),
+    pytest.param(_minus_inf_beyond_radius, id="minus-inf-beyond-radius"),
+    pytest.param(_nan_towards_minimum, id="nan-towards-minimum"),
+    pytest.param(_nan_at_u0, id="nan-at-u0"),
+    pytest.param(_minus_inf_at_u0, id="minus-inf-at-u0"),
+    pytest.param(_minus_inf_at_u0_sloped, id="minus-inf-at-u0-sloped"),
+]
+
+
+@pytest.mark.parametrize("loss", NONFINITE_LOSSES)
+def test_bfgs_nonfinite_loss_is_nonfinite(loss: Any) -> None:
+    prob = om.OptimizationProblem(loss, np.zeros(2))
+    with np.errstate(over="ignore"):  # exp's own overflow in the user's objective
+        sol = om.solve(prob, om.BFGS())
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert sol.success is False
+    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    # The human message must not contradict the return code.
+    assert "success" not in sol.message.lower(), sol.message
+
+
+# -- 2. step-wise algorithms: NONFINITE ----------------------------------------------------------
+
+
+def test_stepwise_list_is_complete() -> None:
+    names = {cls.__name__ for cls in STEPWISE}
+    assert {"SGD", "Adam", "OLBFGS"} <= names
+    assert om.BFGS not in STEPWISE
+
+
+U0 = np.array([0.5, -1.0, 2.0])
+
+
+def _bad_at_u0(kind: str) -> om.OptimizationProblem:
+    bad = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[kind.split("-", 1)[1]]
+    if kind.startswith("loss"):
+        return om.OptimizationProblem(lambda u, p: anp.sum(u**2) + bad, U0)
+    return om.OptimizationProblem(lambda u, p: anp.sum(u**2), U0, grad=lambda u, p: 2.0 * u + bad)
+
+
+@pytest.mark.parametrize("kind", ["loss-nan", "loss-inf", "loss--inf", "grad-nan", "grad-inf", "grad--inf"])
+@pytest.mark.parametrize("cls", STEPWISE, ids=ids)
+def test_stepwise_nonfinite_at_u0_stops_at_once(cls: type, kind: str) -> None:
+    prob = _bad_at_u0(kind)
+    sol = om.solve(prob, configured(cls), maxiters=20)
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert sol.success is False
+    assert sol.stats.iterations == 0
+    np.testing.assert_array_equal(sol.u, U0)
+
+
+@pytest.mark.parametrize("cls", STEPWISE, ids=ids)
+def test_stepwise_nonfinite_at_u0_stateful(cls: type) -> None:
+    rec = Recorder(lambda u, p, s: (anp.sum(u**2) + np.nan, {"n": s["n"] + 1}))
+    prob = om.OptimizationProblem(rec, U0, state={"n": 0})
+    sol = om.solve(prob, configured(cls), maxiters=20)
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert sol.stats.iterations == 0
+    assert rec.calls == 1
+    np.testing.assert_array_equal(sol.u, U0)
+
+
+RADIUS = 3.5
+
+
+def _bad_beyond_radius(kind: str) -> om.OptimizationProblem:
+    # -sum(u) has a constant gradient, so every step-wise method walks out steadily (~lr per step).
+    def far(u: Any) -> bool:
+        return bool(np.max(np.abs(getval(u))) > RADIUS)
+
+    if kind == "loss-nan":
+        return om.OptimizationProblem(lambda u, p: -anp.sum(u) + (np.nan if far(u) else 0.0), np.zeros(2))
+    if kind == "loss-inf":
+        return om.OptimizationProblem(lambda u, p: -anp.sum(u) - (np.inf if far(u) else 0.0), np.zeros(2))
+    return om.OptimizationProblem(
+        lambda u, p: -anp.sum(u), np.zeros(2), grad=lambda u, p: -np.ones(2) * (np.nan if far(u) else 1.0)
+    )
+
+
+@pytest.mark.parametrize("kind", ["loss-nan", "loss-inf", "grad-nan"])
+@pytest.mark.parametrize("cls", STEPWISE, ids=ids)
+def test_stepwise_nonfinite_mid_run_stops(cls: type, kind: str) -> None:
+    prob = _bad_beyond_radius(kind)
+    maxiters = 100
+    sol = om.solve(prob, configured(cls, lr=1.0), maxiters=maxiters)
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert sol.success is False
+    assert 1 <= sol.stats.iterations < maxiters
+    assert np.isfinite(sol.u).all()
+
+
+def test_sgd_quadratic_diverging_into_nan_stops() -> None:
+    # The scenario of the review: a loss that is NaN beyond a radius, and a step size that diverges.
+    def loss(u: Any, p: Any) -> Any:
+        return anp.sum(u**2) + (np.nan if np.max(np.abs(getval(u))) > 10.0 else 0.0)
+
+    prob = om.OptimizationProblem(loss, np.array([1.0, -0.5]))
+    sol = om.solve(prob, om.SGD(lr=1.5), maxiters=100)  # u_{k+1} = -2 u_k
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert sol.success is False
+    assert 1 <= sol.stats.iterations < 100
+    assert np.isfinite(sol.u).all()
+
+
+# -- 3. the user-gradient path ---------------------------------------------------------------------
+
+
+def _who_problem() -> tuple[om.OptimizationProblem, Recorder, Recorder]:
+    def f(u: Any, p: Any, state: dict[str, Any]) -> Any:
+        return anp.sum((u - 1.0) ** 2), {"who": "f", "n": -1}
+
+    def grad(u: Any, p: Any, state: dict[str, Any]) -> Any:
+        return 2.0 * (u - 1.0), {"who": "grad", "n": state["n"] + 1}
+
+    f_rec, g_rec = Recorder(f), Recorder(grad)
+    prob = om.OptimizationProblem(f_rec, np.zeros(3), state={"who": "init", "n": 0}, grad=g_rec, stochastic=False)
+    return prob, f_rec, g_rec
+
+
+@pytest.mark.parametrize("cls", STATE_COMMITTING, ids=ids)
+def test_user_grad_state_is_the_one_committed(cls: type) -> None:
+    prob, f_rec, g_rec = _who_problem()
+    sol = om.solve(prob, configured(cls), maxiters=4, check_determinism=False)
+    assert sol.state["who"] == "grad"
+    assert g_rec.states[0] == {"who": "init", "n": 0}
+    assert f_rec.states[0] == {"who": "init", "n": 0}
+    for received in f_rec.states + g_rec.states:
+        assert received["who"] in ("init", "grad"), received
+    # Only grad's states are ever committed: n counts committed states, f's would reset it to -1.
+    assert sol.state["n"] >= 1
+    assert all(s["n"] >= 0 for s in f_rec.states + g_rec.states)
+    if cls.traits.single_call_per_step:
+        assert sol.state["n"] == 4
+        assert [s["n"] for s in g_rec.states] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("cls", STATE_COMMITTING, ids=ids)
+def test_user_grad_under_autograd_leaks_no_box(cls: type) -> None:
+    received: list[list[str]] = []
+
+    def f(u: Any, p: Any, state: dict[str, Any]) -> Any:
+        received.append(boxes_in(state))
+        return anp.sum((u - 1.0) ** 2), state
+
+    def grad(u: Any, p: Any, state: dict[str, Any]) -> Any:
+        received.append(boxes_in(state))
+        captured: dict[str, Any] = {}
+
+        def inner(v: Any) -> Any:
+            loss = anp.sum((v - 1.0) ** 2)
+            # A state computed under tracing: boxes at several depths and in several containers.
+            captured["state"] = {
+                "loss": loss,
+                "mean": anp.mean(v),
+                "nested": [v * 2.0, (loss, {"deep": anp.sum(v)})],
+                "n": state["n"] + 1,
+            }
+            return loss
+
+        g = autograd.grad(inner)(u)
+        assert boxes_in(captured["state"]), "the test must hand back traced values"
+        return g, captured["state"]
+
+    prob = om.OptimizationProblem(f, np.zeros(3), state={"n": 0}, grad=grad, stochastic=False)
+    sol = om.solve(prob, configured(cls), maxiters=3, check_determinism=False)
+    assert boxes_in(sol.state) == []
+    assert received and all(found == [] for found in received), received
+    assert isinstance(sol.state["loss"], float | np.floating | np.ndarray)
+    assert isinstance(sol.state["nested"][1], tuple)
+
+
+# -- 4. bounds that bound nothing -----------------------------------------------------------------
+
+
+UNBOUNDED = [
+    pytest.param((None, None), id="None-None"),
+    pytest.param((-np.inf, np.inf), id="inf-scalars"),
+    pytest.param((np.full(3, -np.inf), np.full(3, np.inf)), id="inf-arrays"),
+    pytest.param((-np.inf, None), id="inf-None"),
+    pytest.param([None, np.inf], id="list"),
+    pytest.param(scipy.optimize.Bounds(), id="Bounds()"),
+    pytest.param(scipy.optimize.Bounds(-np.inf, np.inf), id="Bounds(-inf,inf)"),
+    pytest.param(scipy.optimize.Bounds(np.full(3, -np.inf), np.full(3, np.inf)), id="Bounds(arrays)"),
+]
+
+
+@pytest.mark.parametrize("bounds", UNBOUNDED)
+def test_unbounded_bounds_are_none_and_accepted_by_bfgs(bounds: Any) -> None:
+    assert not om.traits(om.BFGS).supports_bounds
+    prob = om.OptimizationProblem(square_norm, np.zeros(3), bounds=bounds)
+    assert prob.bounds is None
+    sol = om.solve(prob, om.BFGS())
+    assert sol.retcode is om.ReturnCode.SUCCESS
+    np.testing.assert_allclose(sol.u, 1.0, atol=1e-6)
+
+
+def _tree_loss(u: Any, p: Any) -> Any:
+    return anp.sum(u["a"] ** 2) + anp.sum(u["b"][0] ** 2)
+
+
+TREE_U0 = {"a": np.zeros(2), "b": [np.zeros((2, 2))]}
+
+
+def test_unbounded_bounds_on_a_pytree_are_none() -> None:
+    bounds = ({"a": -np.inf, "b": [np.full((2, 2), -np.inf)]}, {"a": np.full(2, np.inf), "b": [np.inf]})
+    prob = om.OptimizationProblem(_tree_loss, TREE_U0, bounds=bounds)
+    assert prob.bounds is None
+    assert om.solve(prob, om.BFGS()).success
+
+
+def test_unbounded_bounds_with_none_leaves_are_none() -> None:
+    # The docstring of OptimizationProblem: "a scalar or None also stands for a whole leaf or side".
+    bounds = ({"a": None, "b": [-np.inf]}, {"a": np.full(2, np.inf), "b": [None]})
+    prob = om.OptimizationProblem(_tree_loss, TREE_U0, bounds=bounds)
+    assert prob.bounds is None
+    assert om.solve(prob, om.BFGS()).success
+
+
+def _assert_readonly_like(side: Any, like: Any) -> None:
+    if isinstance(like, dict):
+        assert type(side) is type(like) and list(side) == list(like)
+        for key in like:
+            _assert_readonly_like(side[key], like[key])
+    elif isinstance(like, (list, tuple)):
+        assert type(side) is type(like) and len(side) == len(like)
+        for a, b in zip(side, like):
+            _assert_readonly_like(a, b)
+    else:
+        assert isinstance(side, np.ndarray)
+        assert side.shape == np.shape(like)
+        assert side.dtype == np.float64
+        assert not side.flags.writeable
+        with pytest.raises(ValueError):
+            side[...] = 0.0
+
+
+REAL_BOUNDS = [
+    pytest.param((0.0, 5.0), id="scalars"),
+    pytest.param((-1.0, None), id="lower-only"),
+    pytest.param((None, np.array([3.0, 4.0, 5.0])), id="upper-array"),
+    pytest.param(scipy.optimize.Bounds(-1.0, 2.0), id="Bounds"),
+    pytest.param(scipy.optimize.Bounds([-np.inf, 0.0, -np.inf], np.inf), id="Bounds-one-finite"),
+]
+
+
+@pytest.mark.parametrize("bounds", REAL_BOUNDS)
+def test_real_bounds_are_readonly_arrays_shaped_like_u0(bounds: Any) -> None:
+    u0 = np.array([0.5, 1.0, 1.5])
+    prob = om.OptimizationProblem(square_norm, u0, bounds=bounds)
+    assert isinstance(prob.bounds, tuple) and len(prob.bounds) == 2
+    for side in prob.bounds:
+        _assert_readonly_like(side, u0)
+    with pytest.raises(om.IncompatibleAlgorithmError, match="supports_bounds"):
+        om.solve(prob, om.BFGS())
+
+
+def test_real_bounds_on_a_pytree_come_back_shaped_like_u0() -> None:
+    u0 = {"w": np.zeros((2, 3)), "b": (np.zeros(2), [np.zeros(1)])}
+    prob = om.OptimizationProblem(lambda u, p: anp.sum(u["w"] ** 2), u0, bounds=(-1.0, None))
+    lb, ub = prob.bounds
+    _assert_readonly_like(lb, u0)
+    _assert_readonly_like(ub, u0)
+    assert np.all(lb["w"] == -1.0) and np.all(np.isposinf(ub["b"][1][0]))
+
+
+# -- 5. dict subclasses round-trip -----------------------------------------------------------------
+
+
+def _subclass_u0() -> Any:
+    inner = OrderedDict([("z", np.array([1.0, 2.0])), ("a", np.array(3.0))])
+    return defaultdict(list, {"second": inner, "first": np.ones((2, 2))})
+
+
+def _assert_same_tree_types(got: Any, want: Any, path: str = "") -> None:
+    """The same containers (types, default factories, key order); leaves are not compared."""
+    if not isinstance(want, (dict, list, tuple)):
+        return
+    assert type(got) is type(want), f"{path}: {type(got).__name__} != {type(want).__name__}"
+    if isinstance(want, defaultdict):
+        assert got.default_factory is want.default_factory, path
+    if isinstance(want, dict):
+        assert list(got) == list(want), path
+        for key in want:
+            _assert_same_tree_types(got[key], want[key], f"{path}[{key!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), path
+        for i, (a, b) in enumerate(zip(got, want)):
+            _assert_same_tree_types(a, b, f"{path}[{i}]")
+
+
+def _subclass_loss(u: Any, p: Any) -> Any:
+    return anp.sum((u["first"] - 1.0) ** 2) + anp.sum(u["second"]["z"] ** 2) + (u["second"]["a"] - 2.0) ** 2
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_dict_subclasses_in_u0_round_trip(cls: type) -> None:
+    u0 = _subclass_u0()
+    prob = om.OptimizationProblem(_subclass_loss, u0)
+    _assert_same_tree_types(prob.u0, u0)
+    maxiters = None if cls is om.BFGS else 3
+    sol = om.solve(prob, configured(cls), maxiters=maxiters)
+    _assert_same_tree_types(sol.u, u0)
+
+
+def _subclass_state() -> Any:
+    return {
+        "counts": defaultdict(int, {"calls": 0}),
+        "history": OrderedDict([("b", 0.0), ("a", np.zeros(2))]),
+        "nested": defaultdict(OrderedDict, {"x": OrderedDict([("k", 1)])}),
+    }
+
+
+def _stateful_subclass_loss(u: Any, p: Any, state: Any) -> Any:
+    loss = anp.sum((u - 1.0) ** 2)
+    counts = defaultdict(int, state["counts"])
+    counts["calls"] += 1
+    # Traced values in the new state, so that tracer stripping has to rebuild these containers.
+    history = OrderedDict([("b", loss), ("a", u * 1.0)])
+    nested = defaultdict(OrderedDict, {"x": OrderedDict([("k", state["nested"]["x"]["k"] + 1)])})
+    return loss, {"counts": counts, "history": history, "nested": nested}
+
+
+@pytest.mark.parametrize("cls", STATE_COMMITTING, ids=ids)
+def test_dict_subclasses_in_state_round_trip(cls: type) -> None:
+    state = _subclass_state()
+    prob = om.OptimizationProblem(_stateful_subclass_loss, np.zeros(2), state=state, stochastic=False)
+    seen: list[Any] = []
+    sol = om.solve(prob, configured(cls), maxiters=3, callback=lambda info: seen.append(info.state))
+    _assert_same_tree_types(sol.state, state)
+    assert boxes_in(sol.state) == []
+    for info_state in seen:
+        _assert_same_tree_types(info_state, state)
+    assert sol.state["counts"]["missing"] == 0  # the default_factory still works
+    assert isinstance(sol.state["nested"]["new"], OrderedDict)
+    # The user's objects are untouched.
+    assert state["counts"] == {"calls": 0} and list(state["history"]) == ["b", "a"]
+
+
+def test_dict_subclass_state_round_trips_through_user_grad() -> None:
+    def f(u: Any, p: Any, state: Any) -> Any:
+        return anp.sum((u - 1.0) ** 2), state
+
+    def grad(u: Any, p: Any, state: Any) -> Any:
+        new = defaultdict(int, state)
+        new["steps"] += 1
+        return 2.0 * (u - 1.0), new
+
+    state = defaultdict(int, {"steps": 0})
+    prob = om.OptimizationProblem(f, np.zeros(2), state=state, grad=grad)
+    sol = om.solve(prob, om.Adam(lr=0.1), maxiters=5)
+    assert type(sol.state) is defaultdict and sol.state.default_factory is int
+    assert sol.state["steps"] == 5
+
+
+# -- 6. the registry refuses a second class under a taken name --------------------------------------
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A private copy of the registry, so classes registered by a test do not outlive it."""
+    copied = dict(traits_mod._REGISTRY)
+    monkeypatch.setattr(traits_mod, "_REGISTRY", copied)
+    return copied
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_duplicate_name_is_refused_and_registry_unchanged(registry: dict[str, Any], cls: type) -> None:
+    before = dict(registry)
+    listed = om.algorithms()
+    impostor = type(cls.__name__, (), {"traits": om.traits(cls), "__module__": "elsewhere"})
+    with pytest.raises(ValueError, match=cls.__name__):
+        traits_mod.register(impostor)
+    assert registry == before
+    assert all(registry[name] is before[name] for name in before)
+    assert om.algorithms() == listed
+    assert impostor not in om.algorithms()
+    # Registering the very same class again is harmless.
+    assert traits_mod.register(cls) is cls
+    assert registry == before
+
+
+# -- 7. property: random pytrees round-trip through one SGD step -----------------------------------
+
+
+_LEAVES = hnp.arrays(
+    dtype=np.float64,
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=3),
+    elements=st.floats(-10.0, 10.0, allow_nan=False, allow_infinity=False),
+)
+_KEYS = st.text(alphabet="abcxyz", min_size=1, max_size=3)
+_TREES = st.recursive(
+    _LEAVES,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(_KEYS, children, max_size=3),
+    ),
+    max_leaves=6,
+)
+
+
+def _leaves(tree: Any) -> list[np.ndarray]:
+    if isinstance(tree, dict):
+        return [leaf for v in tree.values() for leaf in _leaves(v)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for v in tree for leaf in _leaves(v)]
+    return [tree]
+
+
+def _sum_of_squares(u: Any, p: Any) -> Any:
+    total = 0.0
+    for leaf in _leaves(u):
+        total = total + anp.sum(leaf**2)
+    return total
+
+
+def _assert_same_tree(got: Any, want: Any, path: str = "u") -> None:
+    assert type(got) is type(want), f"{path}: {type(got).__name__} != {type(want).__name__}"
+    if isinstance(want, dict):
+        assert list(got) == list(want), path
+        for key in want:
+            _assert_same_tree(got[key], want[key], f"{path}[{key!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), path
+        for i, (a, b) in enumerate(zip(got, want)):
+            _assert_same_tree(a, b, f"{path}[{i}]")
+    else:
+        assert got.shape == want.shape, path
+        assert got.dtype == np.float64, path
+        np.testing.assert_allclose(got, want - 0.1 * 2.0 * want, rtol=0, atol=1e-12, err_msg=path)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(_TREES.filter(lambda t: sum(leaf.size for leaf in _leaves(t)) > 0))
+def test_pytree_round_trips_through_one_sgd_step(u0: Any) -> None:
+    original = copy.deepcopy(u0)
+    prob = om.OptimizationProblem(_sum_of_squares, u0)
+    sol = om.solve(prob, om.SGD(lr=0.1), maxiters=1)
+    assert sol.stats.iterations == 1
+    _assert_same_tree(sol.u, original)
