@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -153,7 +154,7 @@ class OptimizationProblem:
                     flat.append(_flat_side(side, f"bounds {name}", layout.size))
                 else:
                     # None stands for an unbounded leaf as it does for a whole side.
-                    side = tree_map(lambda leaf, fill=fill: fill if leaf is None else leaf, side)
+                    side = tree_map(partial(_unbounded_if_none, fill=fill), side)
                     flat.append(layout.flatten(side, f"bounds {name}"))
         else:
             raise TypeError(f"bounds must be a pair (lb, ub) shaped like u0 or a scipy.optimize.Bounds, got {bounds!r}")
@@ -171,6 +172,10 @@ class OptimizationProblem:
         if np.isneginf(lb).all() and np.isposinf(ub).all():
             return None, None
         return _readonly(lb), _readonly(ub)
+
+
+def _unbounded_if_none(leaf: Any, fill: float) -> Any:
+    return fill if leaf is None else leaf
 
 
 def _flat_side(side: Any, name: str, size: int) -> np.ndarray:
