@@ -1,11 +1,11 @@
-"""Passes over the data to reach within 1% of the full-batch optimum, on minibatch logistic regression.
+"""Passes over the data to stay within 1% of the full-batch optimum, on minibatch logistic regression.
 
 Online L-BFGS (``OLBFGS``), ``SGD`` and ``Adam`` each train an L2-regularised logistic regression
 from minibatches (``solve(..., data=batches, epochs=...)``), each at its best step size from a
 small grid. The full-batch optimum comes from ``BFGS`` on all the data. A pass is one gradient
 evaluation per example: OLBFGS evaluates two gradients per step, so a step of it costs two
 batches' worth. After every step a callback measures the full-data objective; the table reports
-the passes spent when it first came within 1% of the optimum.
+the passes after which it stayed within 1% of the optimum to the end of the run.
 
 Run ``python -m benchmarks.olbfgs_minibatch`` from the repository root.
 """
@@ -77,8 +77,17 @@ def run(alg: Any, data: tuple[np.ndarray, np.ndarray], f_star: float, epochs: in
 
 
 def passes_to(trace: Trace, tolerance: float) -> float:
-    """The first measured pass count with relative gap <= tolerance (inf if never)."""
-    return next((p for p, g in zip(trace.passes, trace.gaps) if g <= tolerance), float("inf"))
+    """The passes after which the relative gap stays within `tolerance` to the end (inf if never).
+
+    A noisy run can dip below the tolerance once and leave it again; only staying counts.
+    """
+    reached = float("inf")
+    for passes, gap in zip(trace.passes, trace.gaps):
+        if gap > tolerance:
+            reached = float("inf")
+        elif reached == float("inf"):
+            reached = passes
+    return reached
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -112,7 +121,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append(best)
 
     print(f"Minibatch logistic regression: n={N}, d={DIM}, batch={BATCH}, L2={L2}; full-batch optimum {f_star:.6f}")
-    print(f"| algorithm | best lr | passes to within {args.tolerance:.0%} | relative gap after {args.epochs} epochs |")
+    print(
+        f"| algorithm | best lr | passes until within {args.tolerance:.0%} for good | gap after {args.epochs} epochs |"
+    )
     print("|---|---|---|---|")
     for row in rows:
         passes = row["passes_to_tolerance"]

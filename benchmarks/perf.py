@@ -139,7 +139,7 @@ def large_update(size: int = 10_000_000, steps: int = 5, repeats: int = 3) -> di
 
 
 def bfgs_scaling(n: int = 400) -> dict[str, Any]:
-    """BFGS on the n-dim Rosenbrock against scipy's BFGS (what the O(n^2) update must beat)."""
+    """BFGS on the n-dim Rosenbrock against scipy's BFGS: the O(n^2) update against O(n^3)."""
     x0 = np.array([-1.2, 1.0] * (n // 2))
     prob = om.OptimizationProblem(
         lambda u, p: scipy.optimize.rosen(u), x0, grad=lambda u, p: scipy.optimize.rosen_der(u)
@@ -163,7 +163,8 @@ def bfgs_scaling(n: int = 400) -> dict[str, Any]:
         "peer_s": t_sp,
         "ratio": t_om / t_sp,
         "target": 1 / 20,
-        "detail": f"iterations {sol.stats.iterations} vs {res.nit} (optimeta's BFGS is scipy's today)",
+        "detail": f"iterations {sol.stats.iterations} vs {res.nit}, objective {sol.objective:.3g} vs {res.fun:.3g}, "
+        f"max |u - x| {np.max(np.abs(sol.u - res.x)):.1e}",
     }
 
 

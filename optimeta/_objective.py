@@ -217,7 +217,7 @@ class Objective:
         if self._constant:
             changed = first_difference(self.state, strip_tracers(out[1]))
             if changed is not None:
-                raise StateMutationError(self.fevals + self.probe_fevals, changed)
+                raise StateMutationError(self.fevals + self.probe_fevals, changed, what)
         return out
 
     def _state_for_call(self) -> Any:
@@ -292,6 +292,8 @@ class Objective:
             return value
 
         step = _FD_STEP * np.maximum(1.0, np.abs(x))
+        if self.ub is not None:
+            step = np.where(x + step > self.ub, -step, step)  # step backwards at an upper bound
         grad = np.asarray(scipy.optimize.approx_fprime(x, fun, step), dtype=np.float64)
         value, new_state = at_x[0]
         return value, grad, new_state

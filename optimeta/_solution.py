@@ -82,8 +82,11 @@ class Solution:
         objective: The objective in the user's sense (``sense="max"`` reports the maximum). For a
             deterministic problem it is ``f(u, p)`` at the returned ``u``; for a stateful or
             stochastic problem, where an extra call would advance the state or draw new noise, it
-            is the loss of the last call the algorithm made.
-        state: The state returned by the last objective call, or None for a stateless problem.
+            is the loss the last step evaluated.
+        state: The committed state at the end: the state returned by the last call for a
+            single-call-per-step algorithm, the state returned at the last accepted point for one
+            that commits per step (a rejected line-search trial is never committed), the initial
+            state for a constant one; None for a stateless problem.
         retcode: Why the run ended.
         message: A human explanation (the backend's own message where it has one).
         stats: Iterations, objective and gradient evaluations, and time.

@@ -6,7 +6,7 @@ import copy
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +16,7 @@ from ._objective import Objective
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm
-from .traits import Requirements, check_compatible, requirements, traits
+from .traits import Requirements, check_compatible, needs_probe, requirements, traits
 
 __all__ = ["solve"]
 
@@ -80,8 +80,8 @@ def _drive(
     for monitor.epoch, objective.p in schedule:
         try:
             x, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
-        except NonFiniteEvaluation as exc:
-            return x, exc.loss, ReturnCode.NONFINITE
+        except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
+            return exc.x, exc.loss, ReturnCode.NONFINITE
         ended = alg.terminate(opt_state)
         stopped = monitor.after_step(x, loss)
         if ended is not None:
@@ -146,7 +146,9 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: A
         return
     if not isinstance(data, Iterable) or isinstance(data, (str, bytes)):
         raise TypeError(f"data must be an iterable of minibatches, got {data!r}")
-    if epochs > 1 and iter(data) is data:
+    if isinstance(data, Sized) and len(data) == 0:
+        raise ValueError("data must hold at least one minibatch, got an empty one")
+    if epochs > 1 and isinstance(data, Iterator):
         raise ValueError(
             f"data is a one-shot iterator ({type(data).__name__}), which epochs={epochs} would exhaust after "
             "the first epoch: pass a list, or any iterable that can be iterated again"
@@ -223,6 +225,8 @@ def solve(
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     _check_options(alg, maxiters, maxtime, callback, data, epochs)
+    if not isinstance(check_determinism, bool):
+        raise TypeError(f"check_determinism must be True or False, got {check_determinism!r}")
     req = requirements(prob, callback=callback is not None, data=data is not None)
     check_compatible(alg, req)
     if data is not None and isinstance(alg, WholeRunAlgorithm):
@@ -241,8 +245,8 @@ def solve(
         )
 
     declared = traits(alg)
-    objective = Objective(prob, per_step_commit=not declared.single_call_per_step)
-    if check_determinism and not declared.tolerates_stochastic_loss and not req.stochastic:
+    objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
+    if check_determinism and needs_probe(req, declared):
         _probe(alg, req, objective)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     original = None

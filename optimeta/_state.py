@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -19,15 +20,19 @@ class StateMutationError(RuntimeError):
         path: The path of the first changed leaf, e.g. ``state['mean']``.
     """
 
-    def __init__(self, call: int, path: str) -> None:
+    def __init__(self, call: int, path: str, function: str = "f") -> None:
         self.call = call
         self.path = path
+        self.function = function
         super().__init__(
-            f"call {call} of f changed {path}, but the problem declares its state constant "
-            f"(state_mode='constant'): f must return the state it was given unchanged. If the state "
-            f"is meant to change during the solve (running statistics, an RNG key), build the problem "
-            f"with state_mode='evolving' and pick an algorithm that accepts an evolving state."
+            f"call {call} of {function} changed {path}, but the problem declares its state constant "
+            f"(state_mode='constant'): {function} must return the state it was given unchanged. If the "
+            f"state is meant to change during the solve (running statistics, an RNG key), build the "
+            f"problem with state_mode='evolving' and pick an algorithm that accepts an evolving state."
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.call, self.path, self.function))
 
 
 StateMutationError.__module__ = "optimeta"  # shown as optimeta.StateMutationError, where users import it
@@ -37,7 +42,9 @@ def first_difference(old: Any, new: Any, path: str = "state") -> str | None:
     """The path of the first leaf where `new` differs from `old`, or None when they are equal.
 
     Containers must match in type, keys and length; arrays in shape, dtype and values (NaN
-    equals NaN); a ``np.random.Generator`` by its bit generator's state; anything else by ``==``.
+    equals NaN); a ``np.random.Generator`` by its bit generator's state; an object whose type
+    defines ``==`` by it; any other object (a ``RandomState``, a plain class) by its pickled
+    content, since each call receives a copy and identity says nothing.
     """
     if is_container(old) or is_container(new):
         if type(old) is not type(new):
@@ -68,11 +75,27 @@ def first_difference(old: Any, new: Any, path: str = "state") -> str | None:
         return None if same else path
     if _is_nan(old) and _is_nan(new):
         return None
+    if type(old) is type(new) and _has_own_eq(old):
+        try:
+            return None if bool(old == new) else path
+        except (TypeError, ValueError):
+            pass  # an ambiguous ==: compare the content instead
+    return None if _content(old) == _content(new) else path
+
+
+def _has_own_eq(obj: Any) -> bool:
+    """Whether the type defines value equality (object's own == is identity)."""
+    return any("__eq__" in vars(klass) for klass in type(obj).__mro__[:-1])
+
+
+def _content(obj: Any) -> bytes:
     try:
-        same = bool(old == new)
-    except (TypeError, ValueError):
-        same = old is new
-    return None if same else path
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # any pickling failure means the same to the user
+        raise TypeError(
+            f"a constant state must hold values optimeta can compare; {type(obj).__name__} has no == "
+            f"and cannot be pickled ({exc})"
+        ) from exc
 
 
 def _is_nan(x: Any) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "Violation",
     "algorithms",
     "check_compatible",
+    "needs_probe",
     "register",
     "requirements",
     "traits",
@@ -190,6 +191,12 @@ class Violation:
 def violations(req: Requirements, declared: Traits) -> list[Violation]:
     """Every rule that `declared` breaks for a problem with requirements `req`."""
     return [Violation(r.traits, r.wanted, r.why(req)) for r in RULES if r.violated(req, declared)]
+
+
+def needs_probe(req: Requirements, declared: Traits) -> bool:
+    """Whether the determinism probe must run: an algorithm that trusts exact values, on a
+    problem that does not declare (or imply) noise."""
+    return not declared.tolerates_stochastic_loss and not req.stochastic
 
 
 class IncompatibleAlgorithmError(ValueError):

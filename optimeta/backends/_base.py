@@ -38,8 +38,10 @@ __all__ = [
     "StepwiseAlgorithm",
     "WholeRunAlgorithm",
     "check_fraction",
+    "check_nonnegative",
     "check_positive",
-    "require_finite",
+    "check_positive_int",
+    "evaluate_finite",
 ]
 
 S = TypeVar("S")
@@ -57,17 +59,19 @@ class Algorithm:
 
 
 class NonFiniteEvaluation(Exception):
-    """The objective or its gradient was not finite at a point a step had to use."""
+    """The objective or its gradient was not finite at the point `x` a step had to use."""
 
-    def __init__(self, loss: float) -> None:
+    def __init__(self, x: np.ndarray, loss: float) -> None:
         super().__init__(loss)
+        self.x = x
         self.loss = loss
 
 
-def require_finite(loss: float, grad: np.ndarray) -> tuple[float, np.ndarray]:
-    """`(loss, grad)` unchanged, or `NonFiniteEvaluation` when either is NaN or infinite."""
+def evaluate_finite(evaluate: Evaluate, x: np.ndarray) -> tuple[float, np.ndarray]:
+    """`evaluate(x)`, or `NonFiniteEvaluation` at `x` when the loss or gradient is NaN or infinite."""
+    loss, grad = evaluate(x)
     if not (math.isfinite(loss) and np.isfinite(grad).all()):
-        raise NonFiniteEvaluation(loss)
+        raise NonFiniteEvaluation(x, loss)
     return loss, grad
 
 
@@ -92,7 +96,7 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
         """One step from ``x``: returns the new iterate, the new state and the loss evaluated.
 
         ``evaluate`` returns values as they are; a step that cannot use a non-finite one raises
-        `NonFiniteEvaluation` (see `require_finite`).
+        `NonFiniteEvaluation` (see `evaluate_finite`).
         """
         raise NotImplementedError
 
@@ -125,7 +129,7 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         raise NotImplementedError
 
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
-        loss, grad = require_finite(*evaluate(x))
+        loss, grad = evaluate_finite(evaluate, x)
         x_new, state = self.update(grad, x, state)
         if box is not None:
             x_new = np.clip(x_new, box[0], box[1])
@@ -179,6 +183,18 @@ def check_positive(name: str, value: Any) -> None:
     """Require a finite real ``value > 0``; the error echoes the bad value."""
     if not (math.isfinite(_real(name, value)) and value > 0):
         raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """Require a finite real ``value >= 0``; the error echoes the bad value."""
+    if not (math.isfinite(_real(name, value)) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Require an integer ``value >= 1``; the error echoes the bad value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_fraction(name: str, value: Any) -> None:

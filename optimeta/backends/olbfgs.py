@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from ..traits import Traits, register
-from ._base import Box, Evaluate, StepwiseAlgorithm, check_positive, require_finite
+from ._base import (
+    Box,
+    Evaluate,
+    StepwiseAlgorithm,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    evaluate_finite,
+)
 
 __all__ = ["OLBFGS", "OLBFGSState"]
 
@@ -39,8 +45,9 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     measures the objective rather than the noise between two samples (Berahas, Nocedal & Takáč,
     2016). :math:`H_t` is the L-BFGS two-loop product over the last ``memory`` pairs, scaled by
     the mean of :math:`s^\top y / y^\top y` over them; a pair with :math:`s^\top y \le 0` is
-    dropped. The first step, with no pairs, is a gradient step of length at most ``lr``. With
-    bounds, each iterate is projected onto the box.
+    dropped. The first step, with no pairs, is a gradient step of length at most ``lr``. It
+    takes no bounds: projecting a quasi-Newton step onto a box stalls at points that are not
+    constrained optima.
 
     Args:
         lr: Step size :math:`\eta > 0`.
@@ -51,7 +58,7 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     Traits:
         commits_state_per_step (both evaluations of a step see one state snapshot and batch,
         and the state returned at :math:`u_{t+1}` is committed), tolerates_stochastic_loss,
-        requires_gradient, supports_bounds (projection), supports_callback. Not
+        requires_gradient, supports_callback. Not
         ``single_call_per_step``: it evaluates twice per step. It runs until ``maxiters``,
         ``maxtime`` or the end of ``data``.
 
@@ -80,19 +87,16 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         commits_state_per_step=True,
         tolerates_stochastic_loss=True,
         requires_gradient=True,
-        supports_bounds=True,
+        supports_bounds=False,
         requires_bounds=False,
         supports_callback=True,
     )
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
-        if isinstance(self.memory, bool) or not isinstance(self.memory, numbers.Integral) or self.memory < 1:
-            raise ValueError(f"memory must be a positive integer, got {self.memory!r}")
-        for name in ("reg", "decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_positive_int("memory", self.memory)
+        check_nonnegative("reg", self.reg)
+        check_nonnegative("decay", self.decay)
 
     def init(self, x0: np.ndarray) -> OLBFGSState:
         return OLBFGSState(0, (), ())
@@ -100,12 +104,10 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     def step(
         self, evaluate: Evaluate, x: np.ndarray, state: OLBFGSState, box: Box | None
     ) -> tuple[np.ndarray, OLBFGSState, float]:
-        _, grad = require_finite(*evaluate(x))
+        _, grad = evaluate_finite(evaluate, x)
         eta = self.lr / (1.0 + self.decay * state.step)
         x_new = x + eta * self._direction(grad, state)
-        if box is not None:
-            x_new = np.clip(x_new, box[0], box[1])
-        loss_new, grad_new = require_finite(*evaluate(x_new))
+        loss_new, grad_new = evaluate_finite(evaluate, x_new)
         s = x_new - x
         y = grad_new - grad + self.reg * s
         pairs_s, pairs_y = state.s, state.y

@@ -11,7 +11,7 @@ import scipy.optimize
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive
+from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_positive_int
 
 if TYPE_CHECKING:
     from .._objective import Objective
@@ -124,8 +124,7 @@ class LBFGS(ScipyMinimize):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 1:
-            raise ValueError(f"memory must be a positive integer, got {self.memory!r}")
+        check_positive_int("memory", self.memory)
         check_positive("gtol", self.gtol)
         check_positive("ftol", self.ftol)
 
