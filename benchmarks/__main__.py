@@ -2,7 +2,7 @@
 
 Options: ``--quick`` (the default; under 3 minutes on 2 cores) or ``--full``; ``--problems`` and
 ``--algorithms`` filter by name; ``--out DIR`` (default ``bench-results/``) receives results.md,
-results.json and one PNG per problem; ``--perf`` runs the performance section instead.
+summary.md, results.json and one PNG per problem; ``--perf`` runs the performance section instead.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown problem(s): {', '.join(sorted(unknown))}")
     results = run_suite(problems, _names(args.algorithms), available_peers(), progress=not args.no_progress)
     written = write(results, args.out)
-    sys.stdout.write(written["table"] + "\n")
-    sys.stdout.write(f"\nresults.md, results.json and {len(written['plots'])} plots in {args.out}/\n")
+    sys.stdout.write(written["table"] + "\n\nGap to the optimum (objective where unknown):\n\n")
+    sys.stdout.write(written["summary"] + "\n")
+    sys.stdout.write(f"\nresults.md, summary.md, results.json and {len(written['plots'])} plots in {args.out}/\n")
     return 0
 
 

@@ -217,6 +217,23 @@ def markdown(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[Result]) -> str:
+    """A problem-by-solver table of the gap to the optimum reached (final objective where the
+    optimum is unknown); refused pairs show the refusing traits, empty cells pairs not run."""
+    solvers = list(dict.fromkeys(r.solver for r in results))
+    cells: dict[tuple[str, str], str] = {}
+    for r in results:
+        if r.status == "ok":
+            value = r.gap if r.gap is not None else r.objective
+            cells[r.problem, r.solver] = _fmt(value, ".1e") + ("" if r.message != "NONFINITE" else " (NaN/Inf)")
+        elif r.status == "refused":
+            cells[r.problem, r.solver] = "refused: " + ", ".join(r.refused_by)
+    lines = ["| problem | " + " | ".join(solvers) + " |", "|---" * (len(solvers) + 1) + "|"]
+    for problem in dict.fromkeys(r.problem for r in results):
+        lines.append(f"| {problem} | " + " | ".join(cells.get((problem, s), "") for s in solvers) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: list[Result], out: Path) -> list[Path]:
     """One PNG per problem: best gap (or objective) against evaluations and against time."""
     try:
@@ -255,9 +272,10 @@ def plot(results: list[Result], out: Path) -> list[Path]:
 
 
 def write(results: list[Result], out: Path) -> dict[str, Any]:
-    """Write results.md, results.json and the plots into `out`; return what was written."""
+    """Write results.md, summary.md, results.json and the plots into `out`; return what was written."""
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(results)
     (out / "results.md").write_text(table + "\n")
+    (out / "summary.md").write_text(summary(results) + "\n")
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
-    return {"table": table, "plots": plot(results, out)}
+    return {"table": table, "summary": summary(results), "plots": plot(results, out)}

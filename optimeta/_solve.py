@@ -79,10 +79,13 @@ def _drive(
     opt_state = alg.init(x)
     for monitor.epoch, objective.p in schedule:
         try:
-            x, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
+            x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
             return exc.x, exc.loss, ReturnCode.NONFINITE
         ended = alg.terminate(opt_state)
+        if ended is not None and x_new is x:
+            return x, loss, ended  # ended without moving: no iteration to count or commit
+        x = x_new
         stopped = monitor.after_step(x, loss)
         if ended is not None:
             return x, loss, ended

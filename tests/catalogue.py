@@ -3,19 +3,27 @@
 Each problem states its needs as trait values, written here independently of ``optimeta.traits``,
 so the tests check the library's rules against this table instead of against themselves.
 Objectives record every call (the point and the state received) for contract tests.
+
+What a run of an algorithm must look like (a budget or a convergence test, calls per step, a
+final evaluation) is derived here, once, from its shape (step-wise or whole-run), its traits and
+its class data (``needs_budget``, ``loss_at_new_iterate``), never from its name.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import autograd
 import autograd.numpy as anp
 import numpy as np
+import scipy.optimize
 
 import optimeta as om
+from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 
 
 @dataclass
@@ -194,6 +202,7 @@ ALGORITHMS: list[AlgorithmCase] = [
     AlgorithmCase("Adam", om.Adam(lr=0.02), 1500),
     AlgorithmCase("OLBFGS", om.OLBFGS(lr=0.5), 300),
     AlgorithmCase("BFGS", om.BFGS(), None),
+    AlgorithmCase("LBFGS", om.LBFGS(), None),
 ]
 
 
@@ -213,3 +222,134 @@ def accepts(alg_case: AlgorithmCase, prob_case: ProblemCase) -> bool:
 
 def pairs(compatible: bool) -> list[tuple[AlgorithmCase, ProblemCase]]:
     return [(a, p) for a in ALGORITHMS for p in PROBLEMS if accepts(a, p) is compatible]
+
+
+# --------------------------------------------------------------------------------------------
+# What a run looks like, from the algorithm's shape, traits and class data
+# --------------------------------------------------------------------------------------------
+
+
+def stepwise(alg: Any) -> bool:
+    """Advanced step by step by solve's driver loop."""
+    return isinstance(alg, StepwiseAlgorithm)
+
+
+def whole_run(alg: Any) -> bool:
+    """Runs an external solver (scipy) from start to end."""
+    return isinstance(alg, WholeRunAlgorithm)
+
+
+def runs_to_budget(alg: Any) -> bool:
+    """Has no convergence test of its own: runs exactly the budget it is given (and needs one)."""
+    return stepwise(alg) and type(alg).needs_budget
+
+
+def final_evaluations(alg: Any, prob: om.OptimizationProblem, *, data: bool = False) -> int:
+    """Calls of f after the last step: one value-only evaluation at the returned u for a step-wise
+    algorithm whose steps report the loss before their update, on a deterministic problem
+    (stateless or with a constant state, not stochastic, no minibatches); none otherwise."""
+    deterministic = not prob.stochastic and not data and (prob.state is None or prob.state_mode == "constant")
+    return int(stepwise(alg) and not type(alg).loss_at_new_iterate and deterministic)
+
+
+#: Objective calls per step of the step-wise algorithms that evaluate a fixed number of times
+#: per step, more than once, as each one documents it (OLBFGS: the gradient at u_k and at u_{k+1}).
+CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
+
+#: Step-wise algorithms whose steps follow a ``scipy.optimize.minimize`` method iterate for
+#: iterate, as each one documents it; their line search makes a varying number of calls per step.
+SCIPY_TWINS: dict[type, str] = {om.BFGS: "BFGS"}
+
+
+def calls_per_step(alg: Any) -> int | None:
+    """The exact number of objective calls each step makes, or None when a line search decides."""
+    if om.traits(alg).single_call_per_step:
+        return 1
+    if whole_run(alg):
+        return None
+    assert type(alg) in CALLS_PER_STEP or type(alg) in SCIPY_TWINS, (
+        f"add {type(alg).__name__} to CALLS_PER_STEP or SCIPY_TWINS in tests/catalogue.py"
+    )
+    return CALLS_PER_STEP.get(type(alg))
+
+
+def _flat_leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _flat_leaves(value)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for child in tree for leaf in _flat_leaves(child)]
+    return [tree]
+
+
+def _unflatten(template: Any, x: Any, start: int = 0) -> tuple[Any, int]:
+    """The tree shaped like ``template`` holding ``x[start:]`` (works on autograd boxes)."""
+    if isinstance(template, dict):
+        out = {}
+        for key, value in template.items():
+            out[key], start = _unflatten(value, x, start)
+        return out, start
+    if isinstance(template, (list, tuple)):
+        children = []
+        for child in template:
+            value, start = _unflatten(child, x, start)
+            children.append(value)
+        if isinstance(template, tuple) and hasattr(type(template), "_fields"):
+            return type(template)(*children), start
+        return type(template)(children), start
+    if isinstance(template, np.ndarray):
+        size = template.size
+        return x[start : start + size].reshape(template.shape), start + size
+    return x[start], start + 1
+
+
+def flat(tree: Any) -> np.ndarray:
+    """The leaves of ``tree`` as one float64 vector, in optimeta's order (depth first, dicts in key order)."""
+    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in _flat_leaves(tree)])
+
+
+def scipy_twin(alg: Any, prob: om.OptimizationProblem, maxiters: int | None = None) -> scipy.optimize.OptimizeResult:
+    """``scipy.optimize.minimize`` with the method a step-wise algorithm follows (`SCIPY_TWINS`),
+    called directly on the same problem: the flat vector in optimeta's leaf order, value and
+    gradient from one evaluation (the user's ``grad`` if given, else autograd), the algorithm's
+    ``gtol`` and the same iteration budget. A stateful problem is evaluated on its initial state,
+    which must not drive the loss."""
+    template = prob.u0
+    x0 = flat(template)
+    sign = 1.0 if prob.sense == "min" else -1.0
+    extra = () if prob.state is None else (copy.deepcopy(prob.state),)
+
+    def loss(x: Any) -> Any:
+        out = prob.f(_unflatten(template, x)[0], prob.p, *extra)
+        return out[0] if extra else out
+
+    value_and_grad = autograd.value_and_grad(loss)
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if callable(prob.grad):
+            u = _unflatten(template, x)[0]
+            g = prob.grad(u, prob.p, *extra)
+            g = g[0] if extra else g
+            return sign * float(loss(x)), sign * flat(g)
+        value, g = value_and_grad(x)
+        return sign * float(value), sign * np.asarray(g, dtype=np.float64)
+
+    options: dict[str, Any] = {"gtol": alg.gtol}
+    if maxiters is not None:
+        options["maxiter"] = maxiters
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return scipy.optimize.minimize(fun, x0, jac=True, method=SCIPY_TWINS[type(alg)], options=options)
+
+
+def assert_follows_scipy_twin(
+    sol: om.Solution, prob: om.OptimizationProblem, maxiters: int | None = None, atol: float = 1e-6
+) -> scipy.optimize.OptimizeResult:
+    """A step-wise twin of a scipy method made the iterations and evaluations scipy makes on the same
+    problem, and ended at scipy's point; it hands back no raw result of its own."""
+    ref = scipy_twin(sol.algorithm, prob, maxiters)
+    assert sol.original is None
+    assert (sol.stats.iterations, sol.stats.fevals) == (ref.nit, ref.nfev), (
+        f"iterations, fevals: optimeta {sol.stats.iterations}, {sol.stats.fevals}; scipy {ref.nit}, {ref.nfev}"
+    )
+    np.testing.assert_allclose(flat(sol.u), ref.x, rtol=0, atol=atol)
+    return ref

@@ -12,13 +12,27 @@ from typing import Any
 
 import numpy as np
 import pytest
-from catalogue import ALGORITHMS, PROBLEMS, STATE_COMMIT, AlgorithmCase, ProblemCase, accepts, pairs, unmet
+import scipy.optimize
+from catalogue import (
+    ALGORITHMS,
+    PROBLEMS,
+    STATE_COMMIT,
+    AlgorithmCase,
+    ProblemCase,
+    accepts,
+    assert_follows_scipy_twin,
+    calls_per_step,
+    pairs,
+    runs_to_budget,
+    stepwise,
+    unmet,
+    whole_run,
+)
 
 import optimeta as om
-from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 from optimeta.traits import check_compatible, requirements
 
-BFGS_ATOL = 1e-5  # whole-run algorithms run to their own convergence test (gtol 1e-5)
+CONVERGED_ATOL = 1e-5  # algorithms with a convergence test run to it (gtol 1e-5)
 # The exact-objective contract holds at any iterate; a short run ends away from the optimum, where
 # f is not flat, and keeps the test fast.
 SHORT_RUN = 25
@@ -62,23 +76,14 @@ def _flat(tree: Any) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in _leaves(tree)])
 
 
-def _stepwise(alg_case: AlgorithmCase) -> bool:
+def _budgeted(alg_case: AlgorithmCase) -> bool:
     """Driven step by step by solve's loop until its budget is used up (no convergence test)."""
-    return isinstance(alg_case.alg, StepwiseAlgorithm)
+    return runs_to_budget(alg_case.alg)
 
 
-# Objective calls per step of the step-wise algorithms that evaluate more than once per step, as
-# each one documents it (OLBFGS: the gradient at u_k and at u_{k+1}).
-CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
-
-
-def _calls_per_step(alg_case: AlgorithmCase) -> int:
-    """The exact number of objective calls each step of a step-wise algorithm makes."""
-    assert _stepwise(alg_case)
-    if om.traits(alg_case.alg).single_call_per_step:
-        return 1
-    assert type(alg_case.alg) in CALLS_PER_STEP, f"add {type(alg_case.alg).__name__} to CALLS_PER_STEP"
-    return CALLS_PER_STEP[type(alg_case.alg)]
+def _calls_per_step(alg_case: AlgorithmCase) -> int | None:
+    """The exact number of objective calls each step makes, or None when a line search decides."""
+    return calls_per_step(alg_case.alg)
 
 
 def _counters(state: Any, path: str = "") -> list[tuple[str, int]]:
@@ -92,11 +97,18 @@ def _counters(state: Any, path: str = "") -> list[tuple[str, int]]:
 
 def test_every_algorithm_has_one_shape() -> None:
     for alg_case in ALGORITHMS:
-        assert isinstance(alg_case.alg, StepwiseAlgorithm) != isinstance(alg_case.alg, WholeRunAlgorithm)
-        # A step-wise algorithm runs until its budget is used up, so the catalogue must give it one.
-        assert (alg_case.maxiters is not None) == _stepwise(alg_case), alg_case.name
-        if _stepwise(alg_case):
-            assert _calls_per_step(alg_case) >= 1
+        assert stepwise(alg_case.alg) != whole_run(alg_case.alg)
+        # An algorithm without a convergence test runs until its budget is used up, so the catalogue
+        # must give it one; the others run to their own test.
+        assert (alg_case.maxiters is not None) == _budgeted(alg_case), alg_case.name
+        per = _calls_per_step(alg_case)
+        assert per is None or per >= 1
+        if _budgeted(alg_case):
+            assert per is not None, "a budget of N steps must be a known number of calls"
+    # The catalogue runs both kinds of step-wise algorithm, and both shapes.
+    assert any(_budgeted(a) for a in ALGORITHMS)
+    assert any(stepwise(a.alg) and not _budgeted(a) for a in ALGORITHMS)
+    assert any(whole_run(a.alg) for a in ALGORITHMS)
 
 
 def _missing(declared: om.Traits, prob_case: ProblemCase) -> set[str]:
@@ -118,13 +130,13 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
         else:
             assert type(leaf) is float, f"scalar leaf {leaf!r} should be a Python float"
 
-    atol = prob_case.atol if _stepwise(alg_case) else BFGS_ATOL
+    atol = prob_case.atol if _budgeted(alg_case) else CONVERGED_ATOL
     np.testing.assert_allclose(_flat(sol.u), _flat(prob_case.u_star), rtol=0, atol=atol)
     assert type(sol.objective) is float
     assert sol.objective == pytest.approx(prob_case.f_star, rel=0, abs=atol)
 
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
-    if _stepwise(alg_case):
+    if _budgeted(alg_case):
         assert sol.retcode is om.ReturnCode.MAXITERS
         assert not sol.success
         assert sol.stats.iterations == alg_case.maxiters
@@ -134,6 +146,14 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
     else:
         assert sol.retcode is om.ReturnCode.SUCCESS, sol.message
         assert sol.success
+        if whole_run(alg_case.alg):
+            # scipy's own result, and optimeta's counts are scipy's.
+            assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+            assert sol.original.success
+            assert sol.stats.iterations == sol.original.nit
+            assert sol.stats.fevals == sol.original.nfev
+        else:
+            assert_follows_scipy_twin(sol, prob_case.build()[0])
     if prob.state is not None:
         # The state advanced exactly once per step, whether committed per call or per step; with a
         # fixed number of calls per step, step k's calls all received the state of k committed steps.
@@ -141,11 +161,15 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
         counters = _counters(prob.state)
         assert counters, "every stateful catalogue problem counts its calls in an int leaf of its state"
         assert _counters(sol.state) == [(path, start + sol.stats.iterations) for path, start in counters]
-        if _stepwise(alg_case):
-            per = _calls_per_step(alg_case)
-            for path, start in counters:
-                seen = [dict(_counters(state))[path] for state in rec.states[probes:]]
-                assert seen == [start + k for k in range(alg_case.maxiters) for _ in range(per)]
+        per = _calls_per_step(alg_case)
+        for path, start in counters:
+            seen = [dict(_counters(state))[path] for state in rec.states[probes:]]
+            if per is not None:
+                assert seen == [start + k for k in range(sol.stats.iterations) for _ in range(per)]
+            else:
+                # A line search: every step makes at least one call, on the state of the steps before.
+                assert sorted(set(seen)) == [start + k for k in range(sol.stats.iterations)]
+                assert seen == sorted(seen)
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), INCOMPATIBLE, ids=_ids(INCOMPATIBLE))
@@ -198,6 +222,6 @@ def test_library_rules_agree_with_catalogue_needs(cls: type, prob_case: ProblemC
 def test_deterministic_objective_is_f_at_returned_u(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
     prob, rec = prob_case.build()
     assert prob.state is None and not prob.stochastic
-    maxiters = min(alg_case.maxiters, SHORT_RUN) if _stepwise(alg_case) else None
+    maxiters = min(alg_case.maxiters, SHORT_RUN) if _budgeted(alg_case) else None
     sol = om.solve(prob, alg_case.alg, maxiters=maxiters)
     assert sol.objective == float(rec.fn(sol.u, prob.p))

@@ -4,9 +4,11 @@ Every test here measures a promise of DESIGN.md ("State threading" above all) in
 looking at a result: objective calls are counted, the state each call receives is compared with
 the state the previous call returned (one call per step) or with the snapshot its step committed
 from (per-step commit), inputs are compared byte for byte before and after a solve, and the
-first-order arithmetic is compared with a hand-written NumPy reference. Which pairs run, and which
-contract each must meet, is computed from the catalogue, the algorithms' traits and their shape
-(step-wise or whole-run), never from their names.
+first-order arithmetic is compared with a hand-written NumPy reference, and the counts of an
+algorithm with a convergence test with scipy's (its raw result, or scipy called directly on the same
+problem). Which pairs run, and which contract each must meet, is computed from the catalogue, the
+algorithms' traits, their shape (step-wise or whole-run) and class data (``needs_budget``,
+``loss_at_new_iterate``), never from their names.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
+import scipy.optimize
 from autograd.tracer import Box, getval
 from catalogue import (
     ALGORITHMS,
@@ -31,13 +34,18 @@ from catalogue import (
     ProblemCase,
     Recorder,
     accepts,
+    assert_follows_scipy_twin,
+    calls_per_step,
+    final_evaluations,
+    runs_to_budget,
+    stepwise,
+    whole_run,
 )
 
 import optimeta as om
-from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 
 N = 7  # steps of the short step-wise runs
-K = 2  # the step at which a callback halts a run (BFGS needs only 2 steps on the catalogue's concave problem)
+K = 2  # the step at which a callback halts a run
 BOUNDED_STEPS = 300  # long enough for every first-order algorithm to reach the catalogue's box
 
 # --------------------------------------------------------------------------------------------
@@ -218,34 +226,46 @@ def _commits_per_step(alg_case: AlgorithmCase) -> bool:
 
 
 def _stepwise(alg_case: AlgorithmCase) -> bool:
-    """Advanced step by step by solve's driver loop, which runs exactly the budget it is given."""
-    return isinstance(alg_case.alg, StepwiseAlgorithm)
+    """Advanced step by step by solve's driver loop."""
+    return stepwise(alg_case.alg)
 
 
 def _whole_run(alg_case: AlgorithmCase) -> bool:
     """Runs an external solver (scipy) from start to end, with its own convergence test."""
-    return isinstance(alg_case.alg, WholeRunAlgorithm)
+    return whole_run(alg_case.alg)
 
 
-# Objective calls per step of the step-wise algorithms that evaluate more than once per step, as
-# each one documents it (OLBFGS: the gradient at u_k and at u_{k+1}). A single-call-per-step
-# algorithm makes exactly one; a whole-run algorithm as many as its line search needs.
-CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
+def _budgeted(alg_case: AlgorithmCase) -> bool:
+    """Has no convergence test of its own: the driver loop runs exactly the budget it is given."""
+    return runs_to_budget(alg_case.alg)
 
 
 def _calls_per_step(alg_case: AlgorithmCase) -> int | None:
     """The exact number of objective calls per step, or None when it varies (a line search)."""
-    if _single_call(alg_case):
-        return 1
-    if _stepwise(alg_case):
-        assert type(alg_case.alg) in CALLS_PER_STEP, f"add {type(alg_case.alg).__name__} to CALLS_PER_STEP"
-        return CALLS_PER_STEP[type(alg_case.alg)]
-    return None
+    return calls_per_step(alg_case.alg)
+
+
+def _final(alg_case: AlgorithmCase, prob: om.OptimizationProblem) -> int:
+    """Calls after the last step: 1 when a step-wise run ends with an evaluation at the returned u."""
+    return final_evaluations(alg_case.alg, prob)
 
 
 def _budget(alg_case: AlgorithmCase, steps: int = N) -> int | None:
-    """Short budgets for step-wise algorithms; the others run to their own convergence test."""
-    return min(steps, alg_case.maxiters) if _stepwise(alg_case) and alg_case.maxiters else alg_case.maxiters
+    """Short budgets for algorithms without a convergence test; the others run to their own test."""
+    return min(steps, alg_case.maxiters) if _budgeted(alg_case) else None
+
+
+def _check_scipy_counts(
+    alg_case: AlgorithmCase, sol: om.Solution, prob: om.OptimizationProblem, maxiters: int | None
+) -> None:
+    """An algorithm run by a line search makes scipy's evaluations: a whole-run one reports scipy's
+    own result; a step-wise one makes the calls scipy makes when called directly on the problem."""
+    if _whole_run(alg_case):
+        assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+        assert sol.stats.fevals == sol.original.nfev
+        assert sol.stats.iterations == sol.original.nit
+    else:
+        assert_follows_scipy_twin(sol, prob, maxiters)
 
 
 def _ids(cases: list[tuple[AlgorithmCase, ProblemCase]]) -> list[str]:
@@ -265,14 +285,15 @@ def _build_declared_counter() -> tuple[om.OptimizationProblem, Recorder]:
 
 
 # An evolving state declared not to drive the loss: besides the single-call algorithms, the ones
-# that commit the state once per step accept it, including those that trust exact values (BFGS).
+# that commit the state once per step accept it, including those that trust exact values.
 DECLARED_CASE = ProblemCase("declared_counter", _build_declared_counter, np.ones(2), 0.0, {STATE_COMMIT: True})
 CONTRACT_PROBLEMS = [*PROBLEMS, DECLARED_CASE]
 
 COMPATIBLE = [(a, p) for a in ALGORITHMS for p in CONTRACT_PROBLEMS if accepts(a, p)]
 STEPWISE = [(a, p) for a, p in COMPATIBLE if _stepwise(a)]
+BUDGETED = [(a, p) for a, p in COMPATIBLE if _budgeted(a)]
 STATEFUL = [(a, p) for a, p in COMPATIBLE if _stateful(p)]
-NOT_REPEATABLE = [(a, p) for a, p in STEPWISE if not _deterministic(p)]
+NOT_REPEATABLE = [(a, p) for a, p in COMPATIBLE if not _deterministic(p)]
 DETERMINISTIC = [(a, p) for a, p in COMPATIBLE if _deterministic(p)]
 # Problems whose calls are reproducible from (u, p, state): a user gradient can match autograd.
 REPRODUCIBLE = [(a, p) for a, p in COMPATIBLE if not _problem(p).stochastic]
@@ -285,18 +306,26 @@ EVERY_ALGORITHM = [(a, COMMON) for a in ALGORITHMS]
 
 def test_selections_are_not_empty() -> None:
     # Guards the computed parametrisations: an empty list would make its tests vanish silently.
-    for selection in (STEPWISE, STATEFUL, NOT_REPEATABLE, DETERMINISTIC, REPRODUCIBLE, MAXIMISE, BOUNDED):
+    for selection in (STEPWISE, BUDGETED, STATEFUL, NOT_REPEATABLE, DETERMINISTIC, REPRODUCIBLE, MAXIMISE, BOUNDED):
         assert selection
     assert any(_whole_run(a) for a, _ in DETERMINISTIC)
     assert any(_stepwise(a) and not _single_call(a) for a, _ in DETERMINISTIC)
+    # Step-wise algorithms with and without a convergence test, with a fixed and a varying number of
+    # calls per step, and with and without a final evaluation on a deterministic problem.
+    assert any(_stepwise(a) and not _budgeted(a) for a, _ in DETERMINISTIC)
+    assert any(_stepwise(a) and _calls_per_step(a) is None for a, _ in DETERMINISTIC)
+    assert any(_final(a, _problem(p)) for a, p in DETERMINISTIC)
+    assert any(_stepwise(a) and not _final(a, _problem(p)) for a, p in DETERMINISTIC)
     # Both ways of handling an evolving state, and per-step commit in both algorithm shapes.
     assert any(_single_call(a) for a, _ in STATEFUL)
     assert any(_commits_per_step(a) and _stepwise(a) for a, _ in STATEFUL)
     assert any(_commits_per_step(a) and _whole_run(a) for a, _ in STATEFUL)
     for alg_case in ALGORITHMS:
         assert _stepwise(alg_case) != _whole_run(alg_case), f"{alg_case.name} has no single algorithm shape"
-        if _stepwise(alg_case):
-            assert _calls_per_step(alg_case) >= 1
+        per = _calls_per_step(alg_case)
+        assert per is None or per >= 1
+        if _budgeted(alg_case):
+            assert per is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +441,7 @@ def test_state_is_threaded_through_exactly_n_steps(alg_case: AlgorithmCase, prob
     )
     per = _calls_per_step(alg_case)
     if per is None:
-        assert sol.stats.fevals == sol.original.nfev
+        _check_scipy_counts(alg_case, sol, prob_case.build()[0], N)
         assert sol.stats.gevals <= sol.stats.fevals
         assert sol.stats.fevals > N, "no step made a trial call: the per-step commit went untested"
     else:
@@ -444,7 +473,14 @@ def test_stateful_or_stochastic_run_makes_no_extra_call(alg_case: AlgorithmCase,
     prob, spy = _spied(prob)
     sol = om.solve(prob, alg_case.alg, maxiters=N)
     assert sol.stats.iterations == N
-    assert rec.calls == sol.stats.fevals == sol.stats.gevals == _calls_per_step(alg_case) * N
+    # Every call of the run is a value-and-gradient evaluation of a step: no value-only extra call.
+    assert rec.calls == sol.stats.probe_fevals + sol.stats.fevals
+    assert sol.stats.fevals == sol.stats.gevals
+    per = _calls_per_step(alg_case)
+    if per is not None:
+        assert sol.stats.fevals == per * N
+    else:
+        _check_scipy_counts(alg_case, sol, prob_case.build()[0], N)
     # The reported objective is the loss of the last call the algorithm made.
     assert sol.objective == spy.losses[-1]
 
@@ -457,11 +493,18 @@ def test_deterministic_objective_is_f_at_u_and_counted(alg_case: AlgorithmCase, 
     assert sol.stats.fevals + sol.stats.probe_fevals == calls
     # The determinism probe runs for algorithms that trust exact values, and only for them.
     assert sol.stats.probe_fevals == (0 if om.traits(alg_case.alg).tolerates_stochastic_loss else 2)
-    if _stepwise(alg_case):
+    final = _final(alg_case, prob)
+    # Every call is a step's value-and-gradient evaluation, but for the final evaluation (value only).
+    assert sol.stats.fevals == sol.stats.gevals + final
+    if _budgeted(alg_case):
         per = _calls_per_step(alg_case)
         assert sol.stats.iterations == N
         assert sol.stats.gevals == per * N
-        assert calls == per * N + 1, "a step-wise run ends with one (counted) evaluation at the returned u"
+        # A step-wise run ends with one (counted) evaluation at the returned u unless its steps
+        # report the loss at the iterate they return.
+        assert sol.stats.fevals == per * N + final
+    else:
+        _check_scipy_counts(alg_case, sol, prob_case.build()[0], None)
     assert type(sol.objective) is float
     assert sol.objective == float(rec.fn(sol.u, prob.p))
 
@@ -648,14 +691,17 @@ WRITE_SHAPES = {
     "array": (_quadratic, _quadratic_grad, lambda: np.zeros(3)),
     "tree": (_tree_quadratic, _tree_quadratic_grad, lambda: {"w": np.zeros(3), "s": 0.0}),
 }
-# The value-only path runs on every call with a user gradient, and for the final evaluation of a
-# step-wise run; a whole-run (scipy) algorithm with autograd never takes it.
+# The value-only path runs on every call with a user gradient, for the final evaluation of a
+# step-wise run that has one, and for the determinism probe of an algorithm that trusts exact
+# values; an algorithm with neither, with autograd, never takes it.
 WRITE_CASES = [
     (a, shape, with_grad)
     for a in ALGORITHMS
     for shape in WRITE_SHAPES
     for with_grad in (False, True)
-    if with_grad or _stepwise(a)
+    if with_grad
+    or final_evaluations(a.alg, om.OptimizationProblem(_quadratic, np.zeros(3)))
+    or not om.traits(a.alg).tolerates_stochastic_loss
 ]
 
 
@@ -769,7 +815,7 @@ def test_pytree_u0_round_trips(alg_case: AlgorithmCase) -> None:
     # Every coordinate moved towards its own target: the leaves were not shuffled on the way.
     start, target, end = _flat(u0), _flat(TREE_TARGET), _flat(sol.u)
     assert np.all(np.abs(end - target) < np.abs(start - target))
-    if _whole_run(alg_case):  # run to its own convergence test
+    if not _budgeted(alg_case):  # run to its own convergence test
         np.testing.assert_allclose(end, target, atol=1e-5)
 
 
@@ -845,12 +891,13 @@ def test_user_gradient_matches_autograd(alg_case: AlgorithmCase, prob_case: Prob
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
     assert sol.stats.fevals == reference.stats.fevals
     assert sol.stats.gevals == len(grad_calls) == reference.stats.gevals
-    if _stepwise(alg_case):
+    if _budgeted(alg_case):
         per = _calls_per_step(alg_case)
         assert len(grad_calls) == per * N
-        assert rec.calls == per * N + _deterministic(prob_case)
+        assert rec.calls == sol.stats.probe_fevals + per * N + _final(alg_case, prob)
     else:
-        assert sol.stats.fevals == sol.original.nfev
+        fresh, fresh_rec = prob_case.build()
+        _check_scipy_counts(alg_case, sol, dataclasses.replace(fresh, grad=_user_grad(fresh, fresh_rec, [])), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -920,19 +967,27 @@ def test_callback_cannot_change_the_run(alg_case: AlgorithmCase, prob_case: Prob
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), COMPATIBLE, ids=_ids(COMPATIBLE))
 def test_callback_returning_true_stops_at_that_step(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    # Halt at step K, or earlier where the run would end by itself at step K (a quasi-Newton method
+    # converges in 2 steps on the concave problem): the callback must stop a run that goes on.
+    unhalted = om.solve(prob_case.build()[0], alg_case.alg, maxiters=_budget(alg_case))
+    k = min(K, unhalted.stats.iterations - 1)
+    assert k >= 1
     prob, rec = prob_case.build()
-    sol = om.solve(prob, alg_case.alg, maxiters=_budget(alg_case), callback=lambda info: info.iteration == K)
-    reference = om.solve(prob_case.build()[0], alg_case.alg, maxiters=K)
+    sol = om.solve(prob, alg_case.alg, maxiters=_budget(alg_case), callback=lambda info: info.iteration == k)
+    reference = om.solve(prob_case.build()[0], alg_case.alg, maxiters=k)
 
     assert sol.retcode is om.ReturnCode.TERMINATED
     assert sol.success is False
-    assert sol.stats.iterations == K
+    assert sol.stats.iterations == k
     assert _snap(sol.u) == _snap(reference.u)
     assert _snap(sol.state) == _snap(reference.state)
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
     assert sol.stats.fevals == reference.stats.fevals
-    if _stepwise(alg_case):
-        assert rec.calls == _calls_per_step(alg_case) * K + _deterministic(prob_case)
+    per = _calls_per_step(alg_case)
+    if per is not None:
+        assert sol.stats.fevals == per * k + _final(alg_case, prob)
+    else:
+        _check_scipy_counts(alg_case, reference, prob_case.build()[0], k)
 
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), EVERY_ALGORITHM, ids=_ids(EVERY_ALGORITHM))
@@ -968,8 +1023,11 @@ def test_tiny_maxtime_stops_after_one_step(alg_case: AlgorithmCase, prob_case: P
     assert sol.success is False
     assert sol.stats.iterations == 1
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
-    if _stepwise(alg_case):
-        assert rec.calls == _calls_per_step(alg_case) + _deterministic(prob_case)
+    per = _calls_per_step(alg_case)
+    if per is not None:
+        assert sol.stats.fevals == per + _final(alg_case, prob)
+    else:
+        _check_scipy_counts(alg_case, sol, prob_case.build()[0], 1)
     if prob.state is not None:
         # Only the first step's calls, all on the initial state: it advanced once.
         run_states = rec.states[sol.stats.probe_fevals :]
@@ -981,7 +1039,7 @@ def test_tiny_maxtime_stops_after_one_step(alg_case: AlgorithmCase, prob_case: P
             assert _at(sol.state, path) == start + 1
 
 
-@pytest.mark.parametrize(("alg_case", "prob_case"), STEPWISE, ids=_ids(STEPWISE))
+@pytest.mark.parametrize(("alg_case", "prob_case"), BUDGETED, ids=_ids(BUDGETED))
 def test_stepwise_without_budget_is_refused_before_any_call(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
     prob, rec = prob_case.build()
     with pytest.raises(ValueError, match="maxiters"):

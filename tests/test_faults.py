@@ -1,8 +1,10 @@
 """Fault paths and edge contracts found untested by review.
 
-BFGS's mapping of scipy's outcomes onto `ReturnCode`; NONFINITE for every step-wise algorithm;
-the user-gradient path (whose state is committed, no tracer leaks); bounds that bound nothing;
-dict subclasses in trees; duplicate registry names; and a property test of pytree round trips.
+How every algorithm with a convergence test maps its outcomes onto `ReturnCode`, checked against
+scipy (a whole-run algorithm's own result, or scipy called directly for a step-wise twin of a scipy
+method); NONFINITE for every step-wise algorithm; the user-gradient path (whose state is committed,
+no tracer leaks); bounds that bound nothing, and None leaves; dict subclasses in trees; duplicate
+registry names; and a property test of pytree round trips.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import numpy as np
 import pytest
 import scipy.optimize
 from autograd.tracer import Box, getval
-from catalogue import Recorder
+from catalogue import Recorder, assert_follows_scipy_twin, calls_per_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import optimeta as om
-from optimeta.backends._base import StepwiseAlgorithm
+from optimeta.backends._base import StepwiseAlgorithm, WholeRunAlgorithm
 
 # `optimeta.traits` the attribute is the function `traits()`; the module lives in sys.modules.
 traits_mod = importlib.import_module("optimeta.traits")
@@ -53,6 +55,9 @@ STATE_COMMITTING = [
     cls for cls in om.algorithms() if cls.traits.single_call_per_step or cls.traits.commits_state_per_step
 ]
 ALL = om.algorithms()
+#: Algorithms that end a run by their own convergence test: whole-run ones, and step-wise ones
+#: that need no budget.
+CONVERGING = [cls for cls in ALL if issubclass(cls, WholeRunAlgorithm) or not cls.needs_budget]
 
 
 def ids(cls: type) -> str:
@@ -84,44 +89,139 @@ def square_norm(u: Any, p: Any) -> Any:
     return anp.sum((u - 1.0) ** 2)
 
 
-# -- 1. BFGS: scipy's outcome -> ReturnCode ------------------------------------------------------
+# -- 1. algorithms with a convergence test: their outcome -> ReturnCode, against scipy ------------
 
 
-def test_bfgs_convergence_is_success() -> None:
-    prob = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]))
-    sol = om.solve(prob, om.BFGS())
+def check_against_scipy(sol: om.Solution, prob: om.OptimizationProblem, maxiters: int | None = None) -> Any:
+    """scipy's result for the run: a whole-run algorithm's own (`Solution.original`), whose counts
+    and point optimeta reports; for a step-wise twin of a scipy method, scipy called directly on the
+    same problem, whose iterations, evaluations and point the run must match."""
+    if isinstance(sol.algorithm, WholeRunAlgorithm):
+        assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+        assert (sol.stats.iterations, sol.stats.fevals) == (sol.original.nit, sol.original.nfev)
+        np.testing.assert_array_equal(sol.u, sol.original.x)
+        return sol.original
+    return assert_follows_scipy_twin(sol, prob, maxiters)
+
+
+def value_and_grad_at(prob: om.OptimizationProblem, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """The problem's loss and gradient at ``u``, computed by the test (the user's grad if given)."""
+    with np.errstate(all="ignore"):
+        loss = float(prob.f(u, prob.p))
+        grad = prob.grad(u, prob.p) if callable(prob.grad) else autograd.grad(prob.f)(u, prob.p)
+    return loss, np.asarray(grad, dtype=np.float64)
+
+
+def same_value(a: float, b: float) -> bool:
+    return a == b or (np.isnan(a) and np.isnan(b))
+
+
+def test_converging_list_is_complete() -> None:
+    assert set(CONVERGING) | {cls for cls in STEPWISE if cls.needs_budget} == set(ALL)
+    # Both shapes end runs by a convergence test: whole-run ones and step-wise ones without a budget.
+    assert any(issubclass(cls, WholeRunAlgorithm) for cls in CONVERGING)
+    assert any(issubclass(cls, StepwiseAlgorithm) for cls in CONVERGING)
+
+
+CONVERGENCE_CASES = [
+    pytest.param(rosenbrock, np.array([-1.2, 1.0]), id="rosenbrock"),
+    # The gradient is zero at u0: the run ends before any step, as scipy's does (nit 0).
+    pytest.param(lambda u, p: anp.sum(u**2), np.zeros(2), id="converged-at-u0"),
+]
+
+
+@pytest.mark.parametrize(("loss", "u0"), CONVERGENCE_CASES)
+@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+def test_convergence_is_success(cls: type, loss: Any, u0: np.ndarray) -> None:
+    prob = om.OptimizationProblem(loss, u0)
+    sol = om.solve(prob, configured(cls))
     assert sol.retcode is om.ReturnCode.SUCCESS
     assert sol.success is True
-    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-    assert sol.original.status == 0
-    assert sol.message == sol.original.message
-    np.testing.assert_allclose(sol.u, [1.0, 1.0], atol=1e-4)
-    assert sol.stats.iterations == sol.original.nit
+    res = check_against_scipy(sol, prob)
+    assert res.status == 0
+    if issubclass(cls, WholeRunAlgorithm):
+        assert sol.message == res.message
+    else:
+        assert sol.message == om.ReturnCode.SUCCESS.message
+    np.testing.assert_allclose(sol.u, np.ones(2) if loss is rosenbrock else u0, atol=1e-4)
+    assert sol.objective == float(loss(sol.u, None))
 
 
-def test_bfgs_iteration_limit_is_maxiters() -> None:
+@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+def test_long_run_follows_scipy(cls: type) -> None:
+    # The 30-dim Rosenbrock with the user's gradient: over a hundred line searches, where any
+    # drift in the arithmetic of an update would change the steps and evaluations scipy makes.
+    x0 = np.array([-1.2, 1.0] * 15)
+    prob = om.OptimizationProblem(
+        lambda u, p: scipy.optimize.rosen(u), x0, grad=lambda u, p: scipy.optimize.rosen_der(u)
+    )
+    sol = om.solve(prob, configured(cls))
+    assert sol.retcode is om.ReturnCode.SUCCESS
+    res = check_against_scipy(sol, prob)
+    assert res.nit > 100
+
+
+@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+def test_iteration_limit_is_maxiters(cls: type) -> None:
     prob = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]))
-    sol = om.solve(prob, om.BFGS(), maxiters=2)
+    sol = om.solve(prob, configured(cls), maxiters=2)
     assert sol.retcode is om.ReturnCode.MAXITERS
     assert sol.success is False
     assert sol.stats.iterations == 2
-    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-    assert sol.original.nit == 2
-    np.testing.assert_array_equal(sol.u, sol.original.x)
+    res = check_against_scipy(sol, prob, maxiters=2)
+    assert res.nit == 2
 
 
-def test_bfgs_line_search_failure_is_failure_with_scipys_message() -> None:
-    # A user gradient with the wrong sign: every search direction goes uphill, so the Wolfe line
-    # search cannot find a decrease and scipy stops with status 2 ("precision loss").
+@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+def test_line_search_failure_is_failure_with_scipys_outcome(cls: type) -> None:
+    # A user gradient with the wrong sign: every search direction goes uphill, so the line search
+    # cannot find a decrease; scipy ends with "precision loss" (BFGS) or "ABNORMAL" (L-BFGS-B).
     prob = om.OptimizationProblem(square_norm, np.zeros(2), grad=lambda u, p: -2.0 * (u - 1.0))
-    sol = om.solve(prob, om.BFGS())
-    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-    assert sol.original.status == 2
+    sol = om.solve(prob, configured(cls))
     assert sol.retcode is om.ReturnCode.FAILURE
     assert sol.success is False
-    assert sol.message == sol.original.message
-    assert "precision loss" in sol.message
     assert np.isfinite(sol.objective)
+    assert sol.objective == float(square_norm(sol.u, None))
+    res = check_against_scipy(sol, prob)
+    if issubclass(cls, WholeRunAlgorithm):
+        assert cls.statuses[res.status] is om.ReturnCode.FAILURE
+        assert sol.message == res.message
+    else:
+        assert res.status == 2 and "precision loss" in res.message
+        assert sol.message == om.ReturnCode.FAILURE.message
+
+
+def _flipped_rosenbrock_grad(u: Any, p: Any) -> Any:
+    # The true gradient, but uphill near the minimum: the line search fails after some progress.
+    g = autograd.grad(rosenbrock)(u, p)
+    return -g if np.max(np.abs(np.asarray(u) - 1.0)) < 0.3 else g
+
+
+@pytest.mark.parametrize("cls", [cls for cls in CONVERGING if cls in STATE_COMMITTING], ids=ids)
+def test_line_search_failure_mid_run_commits_once_per_step_and_adds_no_call(cls: type) -> None:
+    plain = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]), grad=_flipped_rosenbrock_grad)
+    reference = om.solve(plain, configured(cls))
+    assert reference.retcode is om.ReturnCode.FAILURE
+
+    def f(u: Any, p: Any, state: dict[str, int]) -> Any:
+        return rosenbrock(u, p), {"n": state["n"] + 1}
+
+    def grad(u: Any, p: Any, state: dict[str, int]) -> Any:
+        return _flipped_rosenbrock_grad(u, p), {"n": state["n"] + 1}
+
+    prob = om.OptimizationProblem(f, plain.u0, state={"n": 0}, grad=grad, stochastic=False)
+    infos: list[om.IterationInfo] = []
+    sol = om.solve(prob, configured(cls), callback=infos.append)
+    assert sol.retcode is om.ReturnCode.FAILURE
+    # No hidden value-only call, the same run as without the state, and one commit per step.
+    assert sol.stats.fevals == sol.stats.gevals, "a call after the failed line search"
+    assert (sol.stats.iterations, sol.stats.fevals) == (reference.stats.iterations, reference.stats.fevals)
+    assert sol.state == {"n": sol.stats.iterations}
+    assert [info.state for info in infos] == [{"n": k} for k in range(1, sol.stats.iterations + 1)]
+    np.testing.assert_array_equal(sol.u, reference.u)
+    # The steps are scipy's steps: the failure comes after some progress, and ends no extra step.
+    res = check_against_scipy(reference, plain)
+    assert res.nit >= 2
 
 
 def _minus_exp(u: Any, p: Any) -> Any:
@@ -167,24 +267,43 @@ NONFINITE_LOSSES = [
 
 
 @pytest.mark.parametrize("loss", NONFINITE_LOSSES)
-def test_bfgs_nonfinite_loss_is_nonfinite(loss: Any) -> None:
+@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+def test_nonfinite_loss_is_nonfinite_where_the_returned_point_is(cls: type, loss: Any) -> None:
+    # A line search backtracks from non-finite trial points; the run is NONFINITE when the point it
+    # returns has a non-finite value or gradient, and FAILURE when it stops at a finite point.
     prob = om.OptimizationProblem(loss, np.zeros(2))
     with np.errstate(over="ignore"):  # exp's own overflow in the user's objective
-        sol = om.solve(prob, om.BFGS())
-    assert sol.retcode is om.ReturnCode.NONFINITE
+        sol = om.solve(prob, configured(cls))
+    value, grad = value_and_grad_at(prob, sol.u)
+    nonfinite = not (np.isfinite(value) and np.isfinite(grad).all())
+    assert sol.retcode is (om.ReturnCode.NONFINITE if nonfinite else om.ReturnCode.FAILURE), (sol.u, value, grad)
     assert sol.success is False
-    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-    # The human message must not contradict the return code.
+    # The human message must not contradict the return code, nor the objective the returned point.
     assert "success" not in sol.message.lower(), sol.message
+    assert same_value(sol.objective, value), (sol.u, sol.objective, value)
+    u0_value, u0_grad = value_and_grad_at(prob, prob.u0)
+    if issubclass(cls, WholeRunAlgorithm):
+        assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    elif np.isfinite(u0_value) and np.isfinite(u0_grad).all():
+        check_against_scipy(sol, prob)
+    else:
+        # Non-finite at u0: stopped at once, like every step-wise algorithm (scipy searches on).
+        assert sol.stats.fevals == 1
+        np.testing.assert_array_equal(sol.u, prob.u0)
 
 
 # -- 2. step-wise algorithms: NONFINITE ----------------------------------------------------------
 
 
 def test_stepwise_list_is_complete() -> None:
-    names = {cls.__name__ for cls in STEPWISE}
-    assert {"SGD", "Adam", "OLBFGS"} <= names
-    assert om.BFGS not in STEPWISE
+    assert STEPWISE == [cls for cls in ALL if not issubclass(cls, WholeRunAlgorithm)]
+    # Step-wise algorithms with and without a budget, and with one and several calls per step.
+    assert any(cls.needs_budget for cls in STEPWISE)
+    assert any(not cls.needs_budget for cls in STEPWISE)
+    assert any(cls.traits.single_call_per_step for cls in STEPWISE)
+    assert any(not cls.traits.single_call_per_step for cls in STEPWISE)
+    for cls in STEPWISE:
+        calls_per_step(configured(cls))  # every one has a known number of calls, or a scipy twin
 
 
 U0 = np.array([0.5, -1.0, 2.0])
@@ -205,17 +324,20 @@ def test_stepwise_nonfinite_at_u0_stops_at_once(cls: type, kind: str) -> None:
     assert sol.retcode is om.ReturnCode.NONFINITE
     assert sol.success is False
     assert sol.stats.iterations == 0
+    assert sol.stats.fevals == 1
     np.testing.assert_array_equal(sol.u, U0)
 
 
-@pytest.mark.parametrize("cls", STEPWISE, ids=ids)
+@pytest.mark.parametrize("cls", [cls for cls in STEPWISE if cls in STATE_COMMITTING], ids=ids)
 def test_stepwise_nonfinite_at_u0_stateful(cls: type) -> None:
+    # Declared deterministic, so that algorithms that trust exact values run it too (after their probe).
     rec = Recorder(lambda u, p, s: (anp.sum(u**2) + np.nan, {"n": s["n"] + 1}))
-    prob = om.OptimizationProblem(rec, U0, state={"n": 0})
+    prob = om.OptimizationProblem(rec, U0, state={"n": 0}, stochastic=False)
     sol = om.solve(prob, configured(cls), maxiters=20)
     assert sol.retcode is om.ReturnCode.NONFINITE
     assert sol.stats.iterations == 0
-    assert rec.calls == 1
+    assert sol.stats.fevals == 1
+    assert rec.calls == 1 + sol.stats.probe_fevals
     np.testing.assert_array_equal(sol.u, U0)
 
 
@@ -242,10 +364,18 @@ def test_stepwise_nonfinite_mid_run_stops(cls: type, kind: str) -> None:
     prob = _bad_beyond_radius(kind)
     maxiters = 100
     sol = om.solve(prob, configured(cls, lr=1.0), maxiters=maxiters)
-    assert sol.retcode is om.ReturnCode.NONFINITE
     assert sol.success is False
-    assert 1 <= sol.stats.iterations < maxiters
+    assert sol.stats.iterations < maxiters
     assert np.isfinite(sol.u).all()
+    if calls_per_step(configured(cls)) is None:
+        # A line search backtracks from a non-finite trial point: NONFINITE only if it accepts one,
+        # FAILURE if no finite point satisfies it (as scipy's).
+        value, grad = value_and_grad_at(prob, sol.u)
+        nonfinite = not (np.isfinite(value) and np.isfinite(grad).all())
+        assert sol.retcode is (om.ReturnCode.NONFINITE if nonfinite else om.ReturnCode.FAILURE)
+    else:
+        assert sol.retcode is om.ReturnCode.NONFINITE
+        assert sol.stats.iterations >= 1
 
 
 def test_sgd_quadratic_diverging_into_nan_stops() -> None:
@@ -413,6 +543,17 @@ def test_real_bounds_are_readonly_arrays_shaped_like_u0(bounds: Any) -> None:
         om.solve(prob, om.BFGS())
 
 
+def test_none_leaves_in_real_bounds_are_unbounded_leaves() -> None:
+    u0 = {"w": np.zeros((2, 2)), "b": [np.zeros(2), np.zeros(1)]}
+    bounds = ({"w": None, "b": [-1.0, np.array([-0.5])]}, {"w": np.full((2, 2), 2.0), "b": [None, None]})
+    prob = om.OptimizationProblem(lambda u, p: anp.sum(u["w"] ** 2), u0, bounds=bounds)
+    lb, ub = prob.bounds
+    _assert_readonly_like(lb, u0)
+    _assert_readonly_like(ub, u0)
+    assert np.all(np.isneginf(lb["w"])) and np.all(lb["b"][0] == -1.0) and np.all(lb["b"][1] == -0.5)
+    assert np.all(ub["w"] == 2.0) and np.all(np.isposinf(ub["b"][0])) and np.all(np.isposinf(ub["b"][1]))
+
+
 def test_real_bounds_on_a_pytree_come_back_shaped_like_u0() -> None:
     u0 = {"w": np.zeros((2, 3)), "b": (np.zeros(2), [np.zeros(1)])}
     prob = om.OptimizationProblem(lambda u, p: anp.sum(u["w"] ** 2), u0, bounds=(-1.0, None))
@@ -456,7 +597,7 @@ def test_dict_subclasses_in_u0_round_trip(cls: type) -> None:
     u0 = _subclass_u0()
     prob = om.OptimizationProblem(_subclass_loss, u0)
     _assert_same_tree_types(prob.u0, u0)
-    maxiters = None if cls is om.BFGS else 3
+    maxiters = 3 if issubclass(cls, StepwiseAlgorithm) and cls.needs_budget else None
     sol = om.solve(prob, configured(cls), maxiters=maxiters)
     _assert_same_tree_types(sol.u, u0)
 

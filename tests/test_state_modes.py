@@ -3,7 +3,8 @@
 Every row of the README table "Which algorithm for my objective?" is checked both ways, for
 every registered algorithm and for stand-in trait combinations; a constant state that changes
 raises `StateMutationError` naming the call and the leaf; the determinism probe catches hidden
-state without advancing the explicit one; BFGS commits its state once per iteration; minibatches
+state without advancing the explicit one; the algorithms whose line search trusts exact values
+(step-wise or whole-run) commit their state once per iteration; minibatches
 arrive in order, one per step, for the promised number of epochs; finite-difference gradients
 keep the state on one snapshot per evaluation; online L-BFGS converges on a stochastic problem.
 Contracts are measured: call counts, the exact state and batch every call receives, exact
@@ -48,7 +49,7 @@ def _alg(cls: type) -> Any:
 
 
 def _short_budget(cls: type, steps: int = 5) -> int | None:
-    """A step budget for algorithms without a convergence test; None lets BFGS converge."""
+    """A step budget for algorithms without a convergence test; None lets the others converge."""
     return steps if CONFIGURED[cls][1] is not None else None
 
 
@@ -482,7 +483,8 @@ def test_constant_tuple_state_path() -> None:
 @pytest.mark.parametrize("cls", om.algorithms(), ids=lambda c: c.__name__)
 @pytest.mark.parametrize("at", [1, K])
 def test_constant_state_call_number_counts_every_call(cls: type, at: int) -> None:
-    # The number counts every call of f, the probe's included: call 1 of BFGS is a probe call.
+    # The number counts every call of f, the probe's included: call 1 of an algorithm that trusts
+    # exact values is a probe call.
     prob, rec = _mutating_problem(lambda s: _set(s, "n", 4), _base_state(), at=at)
     with pytest.raises(om.StateMutationError) as info:
         om.solve(prob, _alg(cls), maxiters=_short_budget(cls, 10))
@@ -558,11 +560,18 @@ def test_check_determinism_false_skips_the_probe() -> None:
     assert sol.stats.fevals == rec.calls
 
 
-def test_deterministic_problem_is_probed_twice_outside_the_run_counts() -> None:
+#: The registered algorithms that trust exact values (a line search): the probe runs for them.
+EXACT = om.algorithms(tolerates_stochastic_loss=False)
+#: Those of them that accept an evolving state declared not to drive the loss.
+EXACT_COMMITTING = [cls for cls in EXACT if cls.traits.single_call_per_step or cls.traits.commits_state_per_step]
+
+
+@pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
+def test_deterministic_problem_is_probed_twice_outside_the_run_counts(cls: type) -> None:
     log = CallLog(_quadratic)
-    sol = om.solve(om.OptimizationProblem(log, np.zeros(3), p=C), om.BFGS())
+    sol = om.solve(om.OptimizationProblem(log, np.zeros(3), p=C), _alg(cls))
     unprobed_log = CallLog(_quadratic)
-    unprobed = om.solve(om.OptimizationProblem(unprobed_log, np.zeros(3), p=C), om.BFGS(), check_determinism=False)
+    unprobed = om.solve(om.OptimizationProblem(unprobed_log, np.zeros(3), p=C), _alg(cls), check_determinism=False)
     assert sol.stats.probe_fevals == 2
     assert unprobed.stats.probe_fevals == 0
     assert len(log.calls) == sol.stats.fevals + 2
@@ -599,9 +608,11 @@ def test_probe_refuses_an_evolving_state_that_drives_a_loss_declared_determinist
     assert rec.states == [{"n": 0}, {"n": 0}, {"n": 1}]
 
 
-def test_probe_accepts_an_evolving_state_outside_the_loss_and_starts_from_the_initial_state() -> None:
+@pytest.mark.parametrize("cls", EXACT_COMMITTING, ids=lambda c: c.__name__)
+def test_probe_accepts_an_evolving_state_outside_the_loss_and_starts_from_the_initial_state(cls: type) -> None:
     rec = Recorder(_counter)
-    sol = om.solve(om.OptimizationProblem(rec, np.zeros(3), p=C, state=_counter_state(), stochastic=False), om.BFGS())
+    prob = om.OptimizationProblem(rec, np.zeros(3), p=C, state=_counter_state(), stochastic=False)
+    sol = om.solve(prob, _alg(cls))
     assert sol.success
     assert sol.stats.probe_fevals == 3
     assert [s["n"] for s in rec.states[:4]] == [0, 0, 1, 0]
@@ -626,19 +637,20 @@ def test_algorithms_that_tolerate_noise_are_never_probed(cls: type) -> None:
     assert counter.calls == sol.stats.fevals
 
 
-def test_probe_does_not_mistake_a_deterministic_nan_for_hidden_state() -> None:
+@pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
+def test_probe_does_not_mistake_a_deterministic_nan_for_hidden_state(cls: type) -> None:
     # NaN != NaN: two identical non-finite values are not evidence of hidden state. Without the
-    # probe BFGS reports NONFINITE; the probe must not turn that into a claim of hidden state.
+    # probe the run reports NONFINITE; the probe must not turn that into a claim of hidden state.
     def loss(u: Any, p: Any) -> Any:
         return anp.sum(u**2) + np.nan
 
-    sol = om.solve(om.OptimizationProblem(loss, np.zeros(2)), om.BFGS())
+    sol = om.solve(om.OptimizationProblem(loss, np.zeros(2)), _alg(cls))
     assert sol.retcode is om.ReturnCode.NONFINITE
     assert sol.stats.probe_fevals == 2
 
 
 # --------------------------------------------------------------------------------------------
-# 3. BFGS: per-step commit
+# 3. Per-step commit by the algorithms whose line search trusts exact values
 # --------------------------------------------------------------------------------------------
 
 
@@ -651,8 +663,13 @@ def _bn_problem(log: CallLog) -> om.OptimizationProblem:
     return om.OptimizationProblem(log, np.array([-1.2, 1.0]), state={"n": 0, "mean": np.zeros(2)}, stochastic=False)
 
 
+#: Algorithms that call f several times per step (a line search) and commit once per step.
+PER_STEP = [cls for cls in EXACT if cls.traits.commits_state_per_step and not cls.traits.single_call_per_step]
+
+
+@pytest.mark.parametrize("cls", PER_STEP, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("maxiters", [None, 5])
-def test_bfgs_commits_the_state_once_per_iteration(maxiters: int | None) -> None:
+def test_line_search_commits_the_state_once_per_iteration(cls: type, maxiters: int | None) -> None:
     log = CallLog(_batchnorm_rosenbrock)
     ends, callback = _boundaries(log)
     infos: list[om.IterationInfo] = []
@@ -661,7 +678,7 @@ def test_bfgs_commits_the_state_once_per_iteration(maxiters: int | None) -> None
         callback(info)
         infos.append(info)
 
-    sol = om.solve(_bn_problem(log), om.BFGS(), maxiters=maxiters, callback=both)
+    sol = om.solve(_bn_problem(log), _alg(cls), maxiters=maxiters, callback=both)
     stats = sol.stats
     if maxiters is None:
         assert sol.success
@@ -867,9 +884,10 @@ def test_finite_differences_keep_one_state_per_step_with_adam() -> None:
     np.testing.assert_array_equal(last[0].state_out["mean"], sol.state["mean"])
 
 
-def test_bfgs_with_finite_differences_converges() -> None:
+@pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
+def test_line_search_with_finite_differences_converges(cls: type) -> None:
     rec = Recorder(_quadratic)
-    sol = om.solve(om.OptimizationProblem(rec, np.zeros(3), p=C, grad="finite-difference"), om.BFGS())
+    sol = om.solve(om.OptimizationProblem(rec, np.zeros(3), p=C, grad="finite-difference"), _alg(cls))
     assert sol.success
     np.testing.assert_allclose(sol.u, C, atol=1e-5)
     assert sol.stats.fevals == (C.size + 1) * sol.stats.gevals
@@ -877,11 +895,12 @@ def test_bfgs_with_finite_differences_converges() -> None:
     assert sol.stats.probe_fevals == 2
 
 
-def test_bfgs_with_finite_differences_commits_once_per_iteration() -> None:
+@pytest.mark.parametrize("cls", PER_STEP, ids=lambda c: c.__name__)
+def test_line_search_with_finite_differences_commits_once_per_iteration(cls: type) -> None:
     log = CallLog(_batchnorm_rosenbrock)
     ends, callback = _boundaries(log)
     prob = dataclasses.replace(_bn_problem(log), grad="finite-difference")
-    sol = om.solve(prob, om.BFGS(), maxiters=5, callback=callback)
+    sol = om.solve(prob, _alg(cls), maxiters=5, callback=callback)
     assert sol.state["n"] == sol.stats.iterations == 5
     assert sol.stats.fevals == 3 * sol.stats.gevals
     for k, step in enumerate(_steps([c.state_in["n"] for c in log.calls], ends, start=3), start=1):
@@ -922,10 +941,10 @@ def test_olbfgs_converges_on_a_stochastic_problem_advancing_the_state_once_per_s
         ({"lr": 1.0, "reg": -0.1}, ValueError, "reg must be a finite number >= 0, got -0.1"),
         ({"lr": 1.0, "reg": float("nan")}, ValueError, "reg must be a finite number >= 0, got nan"),
         ({"lr": 1.0, "reg": float("inf")}, ValueError, "reg must be a finite number >= 0, got inf"),
-        ({"lr": 1.0, "reg": "x"}, ValueError, "reg must be a finite number >= 0, got 'x'"),
+        ({"lr": 1.0, "reg": "x"}, TypeError, "reg must be a real number, got 'x'"),
         ({"lr": 1.0, "decay": -0.5}, ValueError, "decay must be a finite number >= 0, got -0.5"),
         ({"lr": 1.0, "decay": float("inf")}, ValueError, "decay must be a finite number >= 0, got inf"),
-        ({"lr": 1.0, "decay": True}, ValueError, "decay must be a finite number >= 0, got True"),
+        ({"lr": 1.0, "decay": True}, TypeError, "decay must be a real number, got True"),
     ],
     ids=lambda v: ",".join(f"{k}={w!r}" for k, w in v.items()) if isinstance(v, dict) else None,
 )

@@ -20,7 +20,14 @@ traits_mod = importlib.import_module("optimeta.traits")
 FIELDS = [f.name for f in dataclasses.fields(om.Traits)]
 ALL_TRUE = dict.fromkeys(FIELDS, True)
 
-INSTANCES = [om.SGD(lr=0.1), om.SGD(lr=0.1, momentum=0.5, nesterov=True), om.Adam(), om.BFGS(gtol=1e-3)]
+INSTANCES = [
+    om.SGD(lr=0.1),
+    om.SGD(lr=0.1, momentum=0.5, nesterov=True),
+    om.Adam(),
+    om.BFGS(gtol=1e-3),
+    om.LBFGS(memory=3),
+    om.OLBFGS(lr=0.5),
+]
 
 # Transcribed from the "Traits:" sections of the docstrings.
 FIRST_ORDER = om.Traits(
@@ -41,6 +48,30 @@ DECLARED = {
             single_call_per_step=False,
             commits_state_per_step=True,
             tolerates_stochastic_loss=False,
+            requires_gradient=True,
+            supports_bounds=False,
+            requires_bounds=False,
+            supports_callback=True,
+        ),
+    ),
+    "LBFGS": (
+        om.LBFGS,
+        om.Traits(
+            single_call_per_step=False,
+            commits_state_per_step=True,
+            tolerates_stochastic_loss=False,
+            requires_gradient=True,
+            supports_bounds=True,
+            requires_bounds=False,
+            supports_callback=True,
+        ),
+    ),
+    "OLBFGS": (
+        om.OLBFGS,
+        om.Traits(
+            single_call_per_step=False,
+            commits_state_per_step=True,
+            tolerates_stochastic_loss=True,
             requires_gradient=True,
             supports_bounds=False,
             requires_bounds=False,

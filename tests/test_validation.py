@@ -501,6 +501,14 @@ BAD_ALGORITHMS = [
     Bad("bfgs-gtol-neg", _alg(om.BFGS, gtol=-1e-5), ValueError, _all("gtol", "-1e-0?5")),
     Bad("bfgs-gtol-nan", _alg(om.BFGS, gtol=float("nan")), ValueError, _all("gtol", "nan")),
     Bad("bfgs-gtol-string", _alg(om.BFGS, gtol="1e-5"), TypeError, _all("gtol", "'1e-5'")),
+    Bad("lbfgs-positional", _alg(om.LBFGS, 10), TypeError, "positional"),
+    Bad("lbfgs-memory-0", _alg(om.LBFGS, memory=0), ValueError, _all("memory", r"\b0\b")),
+    Bad("lbfgs-memory-float", _alg(om.LBFGS, memory=2.5), ValueError, _all("memory", r"2\.5")),
+    Bad("lbfgs-memory-bool", _alg(om.LBFGS, memory=True), ValueError, _all("memory", "True")),
+    Bad("lbfgs-gtol-0", _alg(om.LBFGS, gtol=0.0), ValueError, _all("gtol", r"0\.0")),
+    Bad("lbfgs-gtol-nan", _alg(om.LBFGS, gtol=float("nan")), ValueError, _all("gtol", "nan")),
+    Bad("lbfgs-ftol-neg", _alg(om.LBFGS, ftol=-1.0), ValueError, _all("ftol", r"-1\.0")),
+    Bad("lbfgs-ftol-string", _alg(om.LBFGS, ftol="1e-9"), TypeError, _all("ftol", "'1e-9'")),
 ]
 
 
@@ -517,8 +525,9 @@ def test_bad_hyperparameter_is_refused(bad: Bad) -> None:
         (om.SGD, {"lr": 0.1, "momentum": 0}),
         (om.SGD, {"lr": 0.1, "momentum": 0.99, "nesterov": True}),
         (om.BFGS, {"gtol": 1}),
+        (om.LBFGS, {"memory": 1, "gtol": 1, "ftol": 1e-15}),
     ],
-    ids=["adam-edges", "adam-numpy-scalars", "sgd-momentum-0", "sgd-nesterov", "bfgs-gtol-1"],
+    ids=["adam-edges", "adam-numpy-scalars", "sgd-momentum-0", "sgd-nesterov", "bfgs-gtol-1", "lbfgs-edges"],
 )
 def test_edge_hyperparameters_are_accepted(cls: type, kwargs: dict[str, Any]) -> None:
     alg = cls(**kwargs)

@@ -96,7 +96,8 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
         """One step from ``x``: returns the new iterate, the new state and the loss evaluated.
 
         ``evaluate`` returns values as they are; a step that cannot use a non-finite one raises
-        `NonFiniteEvaluation` (see `evaluate_finite`).
+        `NonFiniteEvaluation` (see `evaluate_finite`). A step that ends the run (see `terminate`)
+        without moving returns the very ``x`` it was given: it then counts as no iteration.
         """
         raise NotImplementedError
 

@@ -32,7 +32,6 @@ class BFGSState(NamedTuple):
     inv_hessian: np.ndarray | None
     previous_loss: float
     ended: ReturnCode | None
-    direction: np.ndarray | None = None  # the next search direction, -H grad, kept from the update
 
 
 class _Memo:
@@ -132,7 +131,7 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
             ended = self._check(loss, grad)
             if ended is not None:
                 return x, BFGSState(loss, grad, inv_hessian, previous, ended), loss
-        direction = state.direction if state.direction is not None else -blas.dsymv(1.0, inv_hessian, grad)
+        direction = -blas.dsymv(1.0, inv_hessian, grad)
         try:
             with np.errstate(invalid="ignore", over="ignore"):
                 alpha, _, _, new_loss, previous, new_grad = _line_search_wolfe12(
@@ -145,10 +144,9 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         if new_grad is None:
             new_grad = memo.grad(x_new)
         ended = self._check(new_loss, new_grad)
-        if ended is not None:
-            return x_new, BFGSState(new_loss, new_grad, inv_hessian, previous, ended), new_loss
-        inv_hessian, next_direction = self._update(inv_hessian, s, direction, new_grad - grad, new_grad)
-        return x_new, BFGSState(new_loss, new_grad, inv_hessian, previous, None, next_direction), new_loss
+        if ended is None:
+            inv_hessian = self._update(inv_hessian, s, new_grad - grad)
+        return x_new, BFGSState(new_loss, new_grad, inv_hessian, previous, ended), new_loss
 
     def _check(self, loss: float, grad: np.ndarray) -> ReturnCode | None:
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
@@ -158,22 +156,14 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         return None
 
     @staticmethod
-    def _update(
-        inv_hessian: np.ndarray, s: np.ndarray, direction: np.ndarray, y: np.ndarray, grad: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The BFGS update, in place, and the next direction: one symv and one syr2, O(n^2).
-
-        With ``direction = -H g_k`` known, ``H y = H g_{k+1} + direction``, and after the update
-        ``H' g_{k+1} = H g_{k+1} + s (b . g_{k+1}) + b (s . g_{k+1})`` costs O(n).
-        """
+    def _update(inv_hessian: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The BFGS update of the inverse Hessian, in place, as one rank-two update (O(n^2))."""
         curvature = float(y @ s)
         rho = 1000.0 if curvature == 0.0 else 1.0 / curvature  # scipy's guard for y's = 0
-        h_grad = blas.dsymv(1.0, inv_hessian, grad)
-        hy = h_grad + direction
+        hy = blas.dsymv(1.0, inv_hessian, y)
         b = -rho * hy + 0.5 * (rho + rho * rho * float(y @ hy)) * s
         updated: np.ndarray = blas.dsyr2(1.0, s, b, a=inv_hessian, overwrite_a=True)
-        next_direction = -(h_grad + s * float(b @ grad) + b * float(s @ grad))
-        return updated, next_direction
+        return updated
 
     def terminate(self, state: BFGSState) -> ReturnCode | None:
         return state.ended

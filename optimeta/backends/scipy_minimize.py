@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -49,6 +50,15 @@ class ScipyMinimize(WholeRunAlgorithm):
                 stopped.append(code)
                 raise StopIteration
 
+        # The loss at every evaluated point, by the point's hash: scipy can return a point with
+        # the value of a later, rejected trial (L-BFGS-B after an aborted line search).
+        seen: dict[int, tuple[float, bool]] = {}
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            loss, grad = objective.value_and_grad(x)
+            seen[hash(x.tobytes())] = (loss, bool(np.isfinite(loss) and np.isfinite(grad).all()))
+            return loss, grad
+
         bounds = None
         if self.traits.supports_bounds and objective.lb is not None and objective.ub is not None:
             bounds = scipy.optimize.Bounds(objective.lb, objective.ub)
@@ -56,7 +66,7 @@ class ScipyMinimize(WholeRunAlgorithm):
             # Non-finite trial values are reported through the return code, not as warnings.
             warnings.simplefilter("ignore", RuntimeWarning)
             res = scipy.optimize.minimize(
-                objective.value_and_grad,
+                fun,
                 objective.x0,
                 jac=True,
                 method=self.method,
@@ -64,12 +74,16 @@ class ScipyMinimize(WholeRunAlgorithm):
                 options=self.options(monitor),
                 callback=callback,
             )
-        loss = float(res.fun)
+        x = np.asarray(res.x, dtype=np.float64)
+        loss, finite = seen.get(hash(x.tobytes()), (math.nan, False))
+        if hash(x.tobytes()) not in seen:
+            loss = objective.value(x)
+            finite = math.isfinite(loss)
         if stopped:
-            return RunResult(res.x, loss, stopped[0], stopped[0].message, res)
-        if not (np.isfinite(loss) and np.isfinite(res.jac).all()):
-            return RunResult(res.x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
-        return RunResult(res.x, loss, self.statuses.get(res.status, ReturnCode.FAILURE), str(res.message), res)
+            return RunResult(x, loss, stopped[0], stopped[0].message, res)
+        if not finite:
+            return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
+        return RunResult(x, loss, self.statuses.get(res.status, ReturnCode.FAILURE), str(res.message), res)
 
 
 @register
