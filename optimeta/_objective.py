@@ -182,7 +182,7 @@ class Objective:
         self._grad = prob.grad if callable(prob.grad) else None
         self._finite_difference = prob.grad == "finite-difference"
         self._constant = self.stateful and prob.state_mode == "constant"
-        self._per_step = self.stateful and per_step_commit and not self._constant
+        self.per_step_commit = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
         self._probing = False
         if self._grad is not None:
@@ -223,12 +223,12 @@ class Objective:
     def _state_for_call(self) -> Any:
         if not self.stateful:
             return None
-        if self._constant or self._per_step:
+        if self._constant or self.per_step_commit:
             return copy.deepcopy(self.state)
         return self.state
 
     def _keep(self, x: np.ndarray, new_state: Any) -> None:
-        if self._per_step:
+        if self.per_step_commit:
             self._pending[x.tobytes()] = new_state
         elif self.stateful and not self._constant:
             self.state = new_state
@@ -244,7 +244,7 @@ class Objective:
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f and its gradient at `x` (minimisation sense), from one evaluation."""
-        loss, grad, new_state = self._gradient_method(x, self._state_for_call())
+        loss, grad, new_state = self._gradient_method(x, self._state_for_call() if self.stateful else None)
         self.gevals += 1
         if self.stateful:
             self._keep(x, new_state)
@@ -306,7 +306,7 @@ class Objective:
         If `x` was not evaluated during the step, it is evaluated now (one counted call, on the
         same snapshot). Without per-step commit this does nothing.
         """
-        if not self._per_step:
+        if not self.per_step_commit:
             return
         key = x.tobytes()
         if key not in self._pending:

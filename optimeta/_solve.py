@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import numbers
 import time
@@ -40,7 +41,8 @@ class _Monitor:
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
         obj = self.objective
-        obj.commit_at(x)
+        if obj.per_step_commit:
+            obj.commit_at(x)
         if self.callback is not None:
             info = IterationInfo(
                 self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state), self.epoch
@@ -60,11 +62,8 @@ class _Monitor:
 def _batches(data: Iterable[Any] | None, epochs: int, p: Any) -> Iterator[tuple[int | None, Any]]:
     """(epoch, p) for each step: the minibatches of every epoch in order, or `p` forever."""
     if data is None:
-        while True:
-            yield None, p
-    for epoch in range(1, epochs + 1):
-        for batch in data:
-            yield epoch, batch
+        return itertools.repeat((None, p))
+    return ((epoch, batch) for epoch in range(1, epochs + 1) for batch in data)
 
 
 def _drive(

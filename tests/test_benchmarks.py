@@ -80,7 +80,7 @@ def test_perf_measurements_run(tmp_path: Path) -> None:
     front = perf.front_end(repeats=1)
     counts = front["detail"].split(" (")[0].split()
     assert counts[0] == "evaluations" and counts[1] == counts[3], front["detail"]
-    assert "same x: " in front["detail"]
+    assert "max |u - x| " in front["detail"]
     # The front end compares like with like: optimeta's BFGS takes scipy's iterations and evaluations
     # on the problem it measures, and ends at scipy's point (to rounding: its own O(n^2) update).
     x0 = np.array([-1.2, 1.0] * 15)
