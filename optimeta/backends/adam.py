@@ -9,6 +9,7 @@ import numpy as np
 
 from ..traits import Traits, register
 from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
+from ._kernels import adam_step
 
 __all__ = ["Adam", "AdamState"]
 
@@ -74,14 +75,17 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         return AdamState(0, np.zeros_like(x0), np.zeros_like(x0))
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
+        # The moment buffers belong to the run: they are updated in place (see _kernels).
         count = state.step + 1
-        b1, b2 = self.b1, self.b2
-        mu = b1 * state.mu + (1.0 - b1) * grad
-        nu = b2 * state.nu + (1.0 - b2) * (grad * grad)
-        # (m / c1) / (sqrt(v / c2) + eps), with the temporaries reused in place.
-        denom = nu / (1.0 - b2**count)
-        np.sqrt(denom, out=denom)
-        denom += self.eps
-        step = mu / denom
-        step *= self.lr / (1.0 - b1**count)
-        return x - step, AdamState(count, mu, nu)
+        x_new = adam_step(
+            x,
+            grad,
+            state.mu,
+            state.nu,
+            self.lr / (1.0 - self.b1**count),
+            self.b1,
+            self.b2,
+            1.0 - self.b2**count,
+            self.eps,
+        )
+        return x_new, AdamState(count, state.mu, state.nu)
