@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import optimeta as om
+
 from . import perf
 from .peers import available_peers
 from .problems import make_problems
@@ -42,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(wanted) - {p.name for p in make_problems()}
         if unknown:
             parser.error(f"unknown problem(s): {', '.join(sorted(unknown))}")
-    results = run_suite(problems, _names(args.algorithms), available_peers(), progress=not args.no_progress)
+    peers = available_peers()
+    solvers = _names(args.algorithms)
+    if solvers is not None:
+        known = {cls.__name__ for cls in om.algorithms()} | {peer.name for peer in peers}
+        if set(solvers) - known:
+            parser.error(
+                f"unknown algorithm(s): {', '.join(sorted(set(solvers) - known))}; known: {', '.join(sorted(known))}"
+            )
+    results = run_suite(problems, solvers, peers, progress=not args.no_progress)
     written = write(results, args.out)
     sys.stdout.write(written["table"] + "\n\nGap to the optimum (objective where unknown):\n\n")
     sys.stdout.write(written["summary"] + "\n")

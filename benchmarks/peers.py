@@ -2,7 +2,7 @@
 
 Each peer gets the same objective (value and gradient of the problem's autograd function on the
 flat vector, counted the same way), the same starting point and the same budget. torch peers
-run only where torch is installed (extra ``bench-peers``); scipy is always there.
+run only where torch is installed (extra ``bench``); scipy is always there.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ class BenchProblem:
         solve_options: Extra ``solve`` options (data, epochs).
         quick: Part of the quick suite.
         exact: The noise-free objective of a stochastic problem, to score its final iterate.
+        fresh: For an objective with hidden noise, makes a new copy with its noise reseeded, so
+            that every solver sees the same noise whatever ran before it.
     """
 
     name: str
@@ -47,6 +49,11 @@ class BenchProblem:
     solve_options: dict[str, Any] = field(default_factory=dict)
     quick: bool = True
     exact: Callable[[Any], float] | None = None
+    fresh: Callable[[], Callable[..., Any]] | None = None
+
+    def objective(self) -> Callable[..., Any]:
+        """The objective for one run (a freshly seeded copy where the noise is hidden)."""
+        return self.fresh() if self.fresh is not None else self.f
 
     def problem(self, f: Callable[..., Any] | None = None) -> om.OptimizationProblem:
         """A fresh `OptimizationProblem`, optionally with `f` standing in for the objective."""
@@ -189,6 +196,7 @@ def make_problems() -> list[BenchProblem]:
             p=np.linspace(1.0, 10.0, 10),
             options={"stochastic": True},
             exact=lambda u: float(np.sum(np.linspace(1.0, 10.0, 10) * (u - 1.0) ** 2)),
+            fresh=_noisy_quadratic,
         ),
         BenchProblem(
             "stateful-mlp",

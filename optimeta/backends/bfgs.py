@@ -24,7 +24,9 @@ class BFGSState(NamedTuple):
     """The current value and gradient, the inverse-Hessian estimate, and how the last step ended.
 
     ``inv_hessian`` is Fortran-ordered and only its upper triangle is kept up to date: the BLAS
-    symmetric routines update and read it in place, in O(n^2).
+    symmetric routines update and read it in place, in O(n^2). A copy per step would cost as
+    much as the update itself, so `BFGS.step` consumes the state it is given: the driver never
+    reuses a state once stepped.
     """
 
     loss: float
