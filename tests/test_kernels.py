@@ -55,3 +55,33 @@ def test_large_problems_take_the_fused_path_and_keep_iterates(monkeypatch: pytes
     monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
     fused_sol = om.solve(prob, om.Adam(lr=0.05), maxiters=40)
     assert fused_sol.u.tobytes() == numpy_sol.u.tobytes()
+
+
+def _run_momentum(fused: bool, size: int, steps: int, nesterov: bool) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    x, velocity = rng.normal(size=size), np.zeros(size)
+    for _ in range(steps):
+        g = rng.normal(size=size) * 10.0 ** rng.integers(-3, 4, size=size)
+        x = _kernels.momentum_step(x, g, velocity, 0.01, 0.9, nesterov, fused=fused)
+    return x, velocity
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("size", [1, 1000])
+def test_fused_and_numpy_momentum_agree_bitwise(size: int, nesterov: bool) -> None:
+    for a, b in zip(_run_momentum(False, size, 25, nesterov), _run_momentum(True, size, 25, nesterov)):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_matches_the_textbook_formula(nesterov: bool) -> None:
+    rng = np.random.default_rng(4)
+    x, g = rng.normal(size=20), rng.normal(size=20)
+    sgd = om.SGD(lr=0.1, momentum=0.5, nesterov=nesterov)
+    state, v, y = sgd.init(x), np.zeros(20), x.copy()
+    for _ in range(3):
+        y_new, state = sgd.update(g, y, state)
+        v = 0.5 * v + g
+        expected = y - 0.1 * ((g + 0.5 * v) if nesterov else v)
+        np.testing.assert_allclose(y_new, expected, rtol=1e-14, atol=1e-15)
+        y = y_new

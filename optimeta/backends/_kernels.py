@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FUSED_MIN_SIZE", "adam_step", "have_numba"]
+__all__ = ["FUSED_MIN_SIZE", "adam_step", "have_numba", "momentum_step"]
 
 #: Below this many parameters the NumPy path is used: a JIT compilation would not pay off.
 FUSED_MIN_SIZE = 100_000
@@ -98,4 +98,57 @@ def adam_step(
         return _adam_numpy(x, g, mu, nu, lr_c1, b1, b2, c2, eps)
     out = np.empty_like(x)
     _adam_fused()(x, g, mu, nu, out, lr_c1, b1, b2, c2, eps)
+    return out
+
+
+def _momentum_numpy(
+    x: np.ndarray, g: np.ndarray, velocity: np.ndarray, lr: float, momentum: float, nesterov: bool
+) -> np.ndarray:
+    velocity *= momentum
+    velocity += g
+    if nesterov:
+        direction = momentum * velocity
+        direction += g
+    else:
+        direction = velocity.copy()
+    direction *= lr
+    x_new: np.ndarray = x - direction
+    return x_new
+
+
+def _momentum_fused() -> Callable[..., Any]:
+    if "momentum" not in _fused:
+        import numba
+
+        @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
+        def kernel(x, g, velocity, out, lr, momentum, nesterov):  # type: ignore[no-untyped-def]
+            for i in numba.prange(x.size):
+                v = momentum * velocity[i] + g[i]
+                velocity[i] = v
+                d = momentum * v + g[i] if nesterov else v
+                out[i] = x[i] - lr * d
+
+        _fused["momentum"] = kernel
+    return _fused["momentum"]
+
+
+def momentum_step(
+    x: np.ndarray,
+    g: np.ndarray,
+    velocity: np.ndarray,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    fused: bool | None = None,
+) -> np.ndarray:
+    """One heavy-ball or Nesterov step: the new iterate; `velocity` is updated in place.
+
+    ``v = momentum v + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
+    """
+    if fused is None:
+        fused = x.size >= FUSED_MIN_SIZE and have_numba()
+    if not fused:
+        return _momentum_numpy(x, g, velocity, lr, momentum, nesterov)
+    out = np.empty_like(x)
+    _momentum_fused()(x, g, velocity, out, lr, momentum, nesterov)
     return out

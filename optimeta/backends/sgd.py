@@ -9,6 +9,7 @@ import numpy as np
 
 from ..traits import Traits, register
 from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
+from ._kernels import momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
@@ -75,6 +76,6 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
         if state.velocity is None:
             return x - self.lr * grad, state
-        velocity = self.momentum * state.velocity + grad
-        direction = grad + self.momentum * velocity if self.nesterov else velocity
-        return x - self.lr * direction, SGDState(velocity)
+        # The velocity belongs to the run: it is updated in place (see _kernels).
+        x_new = momentum_step(x, grad, state.velocity, self.lr, self.momentum, self.nesterov)
+        return x_new, state
