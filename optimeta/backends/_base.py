@@ -70,9 +70,12 @@ class NonFiniteEvaluation(Exception):
 def evaluate_finite(evaluate: Evaluate, x: np.ndarray) -> tuple[float, np.ndarray]:
     """`evaluate(x)`, or `NonFiniteEvaluation` at `x` when the loss or gradient is NaN or infinite."""
     loss, grad = evaluate(x)
-    if not (math.isfinite(loss) and np.isfinite(grad).all()):
+    if not (math.isfinite(loss) and _all_true(np.isfinite(grad))):
         raise NonFiniteEvaluation(x, loss)
     return loss, grad
+
+
+_all_true = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper: a hot path
 
 
 class StepwiseAlgorithm(Algorithm, Generic[S]):
