@@ -8,6 +8,7 @@ The moment buffers are updated in place: they belong to the run's algorithm stat
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,26 @@ FUSED_MIN_SIZE = 100_000
 def have_numba() -> bool:
     """Whether the optional numba kernels are available."""
     return importlib.util.find_spec("numba") is not None
+
+
+def _step(
+    numpy_path: Callable[..., np.ndarray],
+    fused_kernel: Callable[[], Callable[..., Any]],
+    fused: bool | None,
+    x: np.ndarray,
+    *args: Any,
+) -> np.ndarray:
+    """Run one update by the fused kernel (into a fresh output vector) or by the NumPy path.
+
+    ``fused=None`` picks the numba kernel for vectors of FUSED_MIN_SIZE and more, when installed.
+    """
+    if fused is None:
+        fused = x.size >= FUSED_MIN_SIZE and have_numba()
+    if not fused:
+        return numpy_path(x, *args)
+    out = np.empty_like(x)
+    fused_kernel()(out, x, *args)
+    return out
 
 
 def _adam_numpy(
@@ -51,27 +72,23 @@ def _adam_numpy(
     return x_new
 
 
-_fused: dict[str, Callable[..., Any]] = {}
-
-
+# error_model="numpy" drops Python's zero-division checks, which keep a loop from being
+# vectorised; parallel=True spreads it over the cores. Each element is computed alone, in the
+# same order as the NumPy path, so the results stay bitwise equal. Compiled once, on first use.
+@functools.cache
 def _adam_fused() -> Callable[..., Any]:
-    if "adam" not in _fused:
-        import numba
+    import numba
 
-        # error_model="numpy" drops Python's zero-division checks, which keep the loop from being
-        # vectorised; parallel=True spreads it over the cores. Each element is computed alone, in
-        # the same order as the NumPy path, so the results stay bitwise equal.
-        @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
-        def kernel(x, g, mu, nu, out, lr_c1, b1, b2, c2, eps):  # type: ignore[no-untyped-def]
-            for i in numba.prange(x.size):
-                m = b1 * mu[i] + (1.0 - b1) * g[i]
-                v = b2 * nu[i] + (1.0 - b2) * (g[i] * g[i])
-                mu[i] = m
-                nu[i] = v
-                out[i] = x[i] - (m / (np.sqrt(v / c2) + eps)) * lr_c1
+    @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
+    def kernel(out, x, g, mu, nu, lr_c1, b1, b2, c2, eps):  # type: ignore[no-untyped-def]
+        for i in numba.prange(x.size):
+            m = b1 * mu[i] + (1.0 - b1) * g[i]
+            v = b2 * nu[i] + (1.0 - b2) * (g[i] * g[i])
+            mu[i] = m
+            nu[i] = v
+            out[i] = x[i] - (m / (np.sqrt(v / c2) + eps)) * lr_c1
 
-        _fused["adam"] = kernel
-    return _fused["adam"]
+    return kernel
 
 
 def adam_step(
@@ -89,16 +106,9 @@ def adam_step(
     """One Adam update: the new iterate; `mu` and `nu` are updated in place.
 
     ``x' = x - lr_c1 * m / (sqrt(v / c2) + eps)`` with ``m = b1 mu + (1 - b1) g`` and
-    ``v = b2 nu + (1 - b2) g^2``. ``fused=None`` picks the numba kernel for large vectors when
-    numba is installed.
+    ``v = b2 nu + (1 - b2) g^2``.
     """
-    if fused is None:
-        fused = x.size >= FUSED_MIN_SIZE and have_numba()
-    if not fused:
-        return _adam_numpy(x, g, mu, nu, lr_c1, b1, b2, c2, eps)
-    out = np.empty_like(x)
-    _adam_fused()(x, g, mu, nu, out, lr_c1, b1, b2, c2, eps)
-    return out
+    return _step(_adam_numpy, _adam_fused, fused, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
 
 
 def _momentum_numpy(
@@ -116,20 +126,19 @@ def _momentum_numpy(
     return x_new
 
 
+@functools.cache
 def _momentum_fused() -> Callable[..., Any]:
-    if "momentum" not in _fused:
-        import numba
+    import numba
 
-        @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
-        def kernel(x, g, velocity, out, lr, momentum, nesterov):  # type: ignore[no-untyped-def]
-            for i in numba.prange(x.size):
-                v = momentum * velocity[i] + g[i]
-                velocity[i] = v
-                d = momentum * v + g[i] if nesterov else v
-                out[i] = x[i] - lr * d
+    @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
+    def kernel(out, x, g, velocity, lr, momentum, nesterov):  # type: ignore[no-untyped-def]
+        for i in numba.prange(x.size):
+            v = momentum * velocity[i] + g[i]
+            velocity[i] = v
+            d = momentum * v + g[i] if nesterov else v
+            out[i] = x[i] - lr * d
 
-        _fused["momentum"] = kernel
-    return _fused["momentum"]
+    return kernel
 
 
 def momentum_step(
@@ -145,10 +154,4 @@ def momentum_step(
 
     ``v = momentum v + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
     """
-    if fused is None:
-        fused = x.size >= FUSED_MIN_SIZE and have_numba()
-    if not fused:
-        return _momentum_numpy(x, g, velocity, lr, momentum, nesterov)
-    out = np.empty_like(x)
-    _momentum_fused()(x, g, velocity, out, lr, momentum, nesterov)
-    return out
+    return _step(_momentum_numpy, _momentum_fused, fused, x, g, velocity, lr, momentum, nesterov)
