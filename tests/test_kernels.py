@@ -85,3 +85,118 @@ def test_sgd_momentum_matches_the_textbook_formula(nesterov: bool) -> None:
         expected = y - 0.1 * ((g + 0.5 * v) if nesterov else v)
         np.testing.assert_allclose(y_new, expected, rtol=1e-14, atol=1e-15)
         y = y_new
+
+
+# -- the iterates' memory (Recycler) -----------------------------------------------------------
+
+N = _kernels.RECYCLE_MIN_SIZE
+
+
+def test_reference_counts_are_calibrated_on_this_interpreter() -> None:
+    assert _kernels._COUNTS is not None
+    no_view, one_view = _kernels._COUNTS
+    assert one_view == no_view + 1
+
+
+def _chain(alias: bool, keep_every: int, steps: int = 6) -> tuple[list[float], set[int], np.ndarray]:
+    """Iterates y_{k+1} = y_k + 1 through one recycler; views of every `keep_every`-th are kept."""
+    recycler, y, kept, buffers = _kernels.Recycler(), np.zeros(N), [], set()
+    for k in range(steps):
+        if keep_every and k % keep_every == 0:
+            kept.append(y[5:9])  # a slice of the iterate, kept as a user's state might keep u
+        new = recycler.out(y, alias=alias)
+        new[:] = y + 1.0
+        y = new
+        buffers.add(id(y.base))
+    return [float(v[0]) for v in kept], buffers, y
+
+
+@pytest.mark.parametrize("alias", [True, False])
+def test_an_iterate_that_is_still_viewed_is_never_written_over(alias: bool) -> None:
+    for keep_every in (1, 2, 3):
+        kept, _, y = _chain(alias, keep_every)
+        assert kept == [float(k) for k in range(0, 6, keep_every)]
+        assert y[0] == 6.0
+
+
+def test_a_sole_iterate_is_updated_in_place_and_otherwise_two_buffers_alternate() -> None:
+    _, in_place, _ = _chain(alias=True, keep_every=0)
+    _, alternating, _ = _chain(alias=False, keep_every=0)
+    assert len(in_place) == 1
+    assert len(alternating) == 2
+
+
+def test_the_callers_first_iterate_is_never_written() -> None:
+    x0 = np.arange(float(N))
+    before = x0.tobytes()
+    recycler = _kernels.Recycler()
+    out = recycler.out(x0, alias=True)
+    assert not np.shares_memory(out, x0)
+    assert x0.tobytes() == before
+
+
+def test_small_vectors_get_fresh_memory() -> None:
+    recycler, y = _kernels.Recycler(), np.zeros(N - 1)
+    first = recycler.out(y, alias=True)
+    assert recycler.out(first, alias=True) is not first
+    assert first.base is None
+
+
+def test_a_copied_or_pickled_state_holds_no_claim_on_the_runs_memory() -> None:
+    import copy
+    import pickle
+
+    adam = om.Adam(lr=0.1)
+    state = adam.init(np.zeros(N))
+    _, state = adam.update(np.ones(N), np.zeros(N), state)
+    for clone in (copy.deepcopy(state), pickle.loads(pickle.dumps(state))):
+        assert clone.spare._buffers == []
+        np.testing.assert_array_equal(clone.mu, state.mu)
+
+
+@pytest.mark.parametrize(
+    "alg",
+    [om.Adam(lr=0.05), om.SGD(lr=0.01), om.SGD(lr=0.01, momentum=0.9), om.SGD(lr=0.01, momentum=0.9, nesterov=True)],
+    ids=["Adam", "SGD", "SGD-momentum", "SGD-Nesterov"],
+)
+@pytest.mark.parametrize("fused", [False, True])
+def test_iterates_kept_in_the_users_state_survive_recycling(
+    alg: om.Adam | om.SGD, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state keeps every u it is called with (views of the driver's iterates): recycling must
+    # leave each one as it was, and give the same run as fresh memory every step.
+    def loss(u: np.ndarray, p: None, history: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
+        return float(np.sum((u - 1.0) ** 2)), [*history, u]
+
+    def grad(u: np.ndarray, p: None, history: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        return 2.0 * (u - 1.0), [*history, u]
+
+    prob = om.OptimizationProblem(loss, np.zeros(N), grad=grad, state=[])
+    if fused:
+        monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
+    recycled = om.solve(prob, alg, maxiters=8)
+    monkeypatch.setattr(_kernels, "_COUNTS", None)
+    fresh = om.solve(prob, alg, maxiters=8)
+    assert len(recycled.state) == 8
+    assert [u.tobytes() for u in recycled.state] == [u.tobytes() for u in fresh.state]
+    assert recycled.u.tobytes() == fresh.u.tobytes()
+    assert len({float(u[0]) for u in recycled.state}) == 8  # eight different iterates were kept
+
+
+def test_a_long_fused_run_updates_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
+    seen: set[int] = set()
+    real_out = _kernels.Recycler.out
+
+    def out(self: _kernels.Recycler, x: np.ndarray, alias: bool) -> np.ndarray:
+        result = real_out(self, x, alias)
+        seen.add(result.__array_interface__["data"][0])
+        return result
+
+    monkeypatch.setattr(_kernels.Recycler, "out", out)
+    prob = om.OptimizationProblem(
+        lambda u, p: float(np.sum((u - 1.0) ** 2)), np.zeros(N), grad=lambda u, p: 2 * (u - 1.0)
+    )
+    sol = om.solve(prob, om.Adam(lr=0.05), maxiters=30)
+    assert len(seen) == 1  # one buffer for all 30 iterates
+    assert sol.stats.iterations == 30

@@ -136,7 +136,8 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         loss, grad = evaluate_finite(evaluate, x)
         x_new, state = self.update(grad, x, state)
         if box is not None:
-            x_new = np.clip(x_new, box[0], box[1])
+            # A new iterate is the algorithm's own until returned: it is projected in place.
+            x_new = np.clip(x_new, box[0], box[1], out=None if x_new is x else x_new)
         return x_new, state, loss
 
 

@@ -3,19 +3,22 @@
 NumPy needs about ten passes over memory for one Adam update; a fused loop reads x, g, m, v and
 writes x', m, v once. Both paths do the same floating-point operations in the same order, so they
 give the same iterates bit for bit (numba compiles without fast-math, which could reorder them).
-The moment buffers are updated in place: they belong to the run's algorithm state.
+The moment buffers are updated in place: they belong to the run's algorithm state. The iterate's
+memory is shared with whoever views it (the caller, the user's state): `Recycler` writes a new
+iterate over an old one only when nothing else views it.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FUSED_MIN_SIZE", "adam_step", "have_numba", "momentum_step"]
+__all__ = ["FUSED_MIN_SIZE", "RECYCLE_MIN_SIZE", "Recycler", "adam_step", "have_numba", "momentum_step"]
 
 #: Below this many parameters the NumPy path is used: a JIT compilation would not pay off.
 FUSED_MIN_SIZE = 100_000
@@ -26,27 +29,117 @@ def have_numba() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+#: From this many parameters on, `Recycler` keeps the iterates' memory: below, allocating is cheaper.
+RECYCLE_MIN_SIZE = 16_384
+
+
+class Recycler:
+    """The memory of a run's iterates, written over once nothing but the new iterate's input views it.
+
+    `out` returns the array an update writes the next iterate into. The recycler owns the memory
+    of the iterates it returns (each is a view of a buffer it holds), so it can tell who still
+    reads a buffer: every view of it, wherever it is kept (the caller's iterate, a ``u`` kept in
+    the user's state, a slice of it), holds a reference to the buffer. The answer, in order:
+
+    * the very memory of `x`, when `x` is the only view left of it and the update may alias
+      (a fused loop that reads each element before writing it): an update in place, as
+      ``torch.optim`` does, with no memory traffic beyond the update's own;
+    * an earlier buffer that no view refers to any more;
+    * a new buffer (at most two are kept).
+
+    So an array anyone else can still read is never written over, and a long run allocates
+    nothing after its first steps. The reference counts are compared with the counts of a buffer
+    without views and with one, measured the same way when the module loads; where the
+    interpreter keeps no reference counts (or runs without the GIL), every call allocates.
+    An update that receives an iterate of this recycler's hands it over: it may be overwritten.
+    """
+
+    __slots__ = ("_buffers",)
+
+    def __init__(self) -> None:
+        self._buffers: list[np.ndarray] = []
+
+    def _references(self, i: int) -> int:
+        return sys.getrefcount(self._buffers[i])
+
+    def out(self, x: np.ndarray, alias: bool) -> np.ndarray:
+        """An array like the 1-d `x` for the next iterate; with `alias`, possibly `x`'s own memory."""
+        if _COUNTS is None or x.size < RECYCLE_MIN_SIZE:
+            return np.empty_like(x)
+        no_view, one_view = _COUNTS
+        buffers = self._buffers
+        # The counts are read before any local name refers to a buffer (it would count).
+        counts = [self._references(i) for i in range(len(buffers))]
+        current = next((i for i in range(len(buffers)) if x.base is buffers[i]), -1)
+        # In place when x is the whole buffer (same shape and strides) and its only view left.
+        whole = current >= 0 and (x.shape, x.strides) == (buffers[current].shape, buffers[current].strides)
+        if alias and whole and counts[current] == one_view:
+            self._buffers = [buffers[current]]
+            view: np.ndarray = self._buffers[0].view()
+            return view
+        spare = next(
+            (
+                i
+                for i in range(len(buffers))
+                if i != current and counts[i] == no_view and buffers[i].shape == x.shape and buffers[i].dtype == x.dtype
+            ),
+            None,
+        )
+        target = np.empty_like(x) if spare is None else buffers[spare]
+        self._buffers = [target] if current < 0 else [buffers[current], target]
+        view = target.view()
+        return view
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Recycler:
+        return Recycler()  # a copy holds no claim on the run's memory
+
+    def __reduce__(self) -> tuple[type[Recycler], tuple[()]]:
+        return Recycler, ()
+
+
+def _reference_counts() -> tuple[int, int] | None:
+    """What `Recycler` reads for a buffer without views and for one with a single view."""
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)
+    if not hasattr(sys, "getrefcount") or not gil():
+        return None
+    probe = Recycler()
+    probe._buffers.append(np.empty(1))
+    no_view = probe._references(0)
+    view = probe._buffers[0].view()
+    one_view = probe._references(0)
+    del view
+    return (no_view, one_view) if one_view == no_view + 1 else None
+
+
+_COUNTS = _reference_counts()
+
+
 def _step(
-    numpy_path: Callable[..., np.ndarray],
+    numpy_path: Callable[..., None],
     fused_kernel: Callable[[], Callable[..., Any]],
     fused: bool | None,
+    memory: Recycler | None,
     x: np.ndarray,
     *args: Any,
 ) -> np.ndarray:
-    """Run one update by the fused kernel (into a fresh output vector) or by the NumPy path.
+    """Run one update by the fused kernel or by the NumPy path; the new iterate.
 
     ``fused=None`` picks the numba kernel for vectors of FUSED_MIN_SIZE and more, when installed.
+    The output comes from `memory` when given (the fused kernel may then update `x` in place),
+    else it is a new array.
     """
     if fused is None:
         fused = x.size >= FUSED_MIN_SIZE and have_numba()
-    if not fused:
-        return numpy_path(x, *args)
-    out = np.empty_like(x)
-    fused_kernel()(out, x, *args)
+    out = np.empty_like(x) if memory is None else memory.out(x, alias=fused)
+    if fused:
+        fused_kernel()(out, x, *args)
+    else:
+        numpy_path(out, x, *args)
     return out
 
 
 def _adam_numpy(
+    out: np.ndarray,
     x: np.ndarray,
     g: np.ndarray,
     mu: np.ndarray,
@@ -56,20 +149,21 @@ def _adam_numpy(
     b2: float,
     c2: float,
     eps: float,
-) -> np.ndarray:
+) -> None:
+    # `out` serves as the scratch vector, so that the update allocates nothing.
+    np.multiply(g, 1.0 - b1, out=out)
     mu *= b1
-    mu += (1.0 - b1) * g
+    mu += out
+    np.multiply(g, g, out=out)
+    out *= 1.0 - b2
     nu *= b2
-    g2 = g * g
-    g2 *= 1.0 - b2
-    nu += g2
-    denom = nu / c2
-    np.sqrt(denom, out=denom)
-    denom += eps
-    np.divide(mu, denom, out=denom)
-    denom *= lr_c1
-    x_new: np.ndarray = x - denom
-    return x_new
+    nu += out
+    np.divide(nu, c2, out=out)
+    np.sqrt(out, out=out)
+    out += eps
+    np.divide(mu, out, out=out)
+    out *= lr_c1
+    np.subtract(x, out, out=out)
 
 
 # error_model="numpy" drops Python's zero-division checks, which keep a loop from being
@@ -102,28 +196,29 @@ def adam_step(
     c2: float,
     eps: float,
     fused: bool | None = None,
+    memory: Recycler | None = None,
 ) -> np.ndarray:
-    """One Adam update: the new iterate; `mu` and `nu` are updated in place.
+    """One Adam update: the new iterate (from `memory`, see `Recycler`, or a new array);
+    `mu` and `nu` are updated in place.
 
     ``x' = x - lr_c1 * m / (sqrt(v / c2) + eps)`` with ``m = b1 mu + (1 - b1) g`` and
     ``v = b2 nu + (1 - b2) g^2``.
     """
-    return _step(_adam_numpy, _adam_fused, fused, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
+    return _step(_adam_numpy, _adam_fused, fused, memory, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
 
 
 def _momentum_numpy(
-    x: np.ndarray, g: np.ndarray, velocity: np.ndarray, lr: float, momentum: float, nesterov: bool
-) -> np.ndarray:
+    out: np.ndarray, x: np.ndarray, g: np.ndarray, velocity: np.ndarray, lr: float, momentum: float, nesterov: bool
+) -> None:
     velocity *= momentum
     velocity += g
     if nesterov:
-        direction = momentum * velocity
-        direction += g
+        np.multiply(velocity, momentum, out=out)
+        out += g
+        out *= lr
     else:
-        direction = velocity.copy()
-    direction *= lr
-    x_new: np.ndarray = x - direction
-    return x_new
+        np.multiply(velocity, lr, out=out)
+    np.subtract(x, out, out=out)
 
 
 @functools.cache
@@ -149,9 +244,11 @@ def momentum_step(
     momentum: float,
     nesterov: bool,
     fused: bool | None = None,
+    memory: Recycler | None = None,
 ) -> np.ndarray:
-    """One heavy-ball or Nesterov step: the new iterate; `velocity` is updated in place.
+    """One heavy-ball or Nesterov step: the new iterate (from `memory`, see `Recycler`, or a new
+    array); `velocity` is updated in place.
 
     ``v = momentum v + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
     """
-    return _step(_momentum_numpy, _momentum_fused, fused, x, g, velocity, lr, momentum, nesterov)
+    return _step(_momentum_numpy, _momentum_fused, fused, memory, x, g, velocity, lr, momentum, nesterov)

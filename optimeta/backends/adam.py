@@ -9,17 +9,18 @@ import numpy as np
 
 from ..traits import Traits, register
 from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
-from ._kernels import adam_step
+from ._kernels import Recycler, adam_step
 
 __all__ = ["Adam", "AdamState"]
 
 
 class AdamState(NamedTuple):
-    """Step count and the first and second moment estimates."""
+    """Step count, the first and second moment estimates, and the memory for the next iterate."""
 
     step: int
     mu: np.ndarray
     nu: np.ndarray
+    spare: Recycler
 
 
 @register
@@ -72,7 +73,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         check_positive("eps", self.eps)
 
     def init(self, x0: np.ndarray) -> AdamState:
-        return AdamState(0, np.zeros_like(x0), np.zeros_like(x0))
+        return AdamState(0, np.zeros_like(x0), np.zeros_like(x0), Recycler())
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
         # The moment buffers belong to the run: they are updated in place (see _kernels).
@@ -87,5 +88,6 @@ class Adam(FirstOrderAlgorithm[AdamState]):
             self.b2,
             1.0 - self.b2**count,
             self.eps,
+            memory=state.spare,
         )
-        return x_new, AdamState(count, state.mu, state.nu)
+        return x_new, state._replace(step=count)

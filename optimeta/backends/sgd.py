@@ -9,15 +9,16 @@ import numpy as np
 
 from ..traits import Traits, register
 from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
-from ._kernels import momentum_step
+from ._kernels import Recycler, momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
 
 class SGDState(NamedTuple):
-    """The velocity (momentum buffer); None without momentum."""
+    """The velocity (momentum buffer; None without momentum) and the memory for the next iterate."""
 
     velocity: np.ndarray | None
+    spare: Recycler
 
 
 @register
@@ -71,11 +72,13 @@ class SGD(FirstOrderAlgorithm[SGDState]):
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
 
     def init(self, x0: np.ndarray) -> SGDState:
-        return SGDState(np.zeros_like(x0) if self.momentum else None)
+        return SGDState(np.zeros_like(x0) if self.momentum else None, Recycler())
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
         if state.velocity is None:
-            return x - self.lr * grad, state
+            out = state.spare.out(x, alias=False)
+            np.multiply(grad, self.lr, out=out)
+            return np.subtract(x, out, out=out), state
         # The velocity belongs to the run: it is updated in place (see _kernels).
-        x_new = momentum_step(x, grad, state.velocity, self.lr, self.momentum, self.nesterov)
+        x_new = momentum_step(x, grad, state.velocity, self.lr, self.momentum, self.nesterov, memory=state.spare)
         return x_new, state
