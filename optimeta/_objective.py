@@ -185,7 +185,9 @@ class Objective:
         self.per_step_commit = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
         self._probing = False
-        if self._grad is not None:
+        if self._grad is not None and not self.stateful and self.layout._single:
+            self._gradient_method = self._user_grad_plain
+        elif self._grad is not None:
             self._gradient_method = self._user_grad
         elif self._finite_difference:
             self._gradient_method = self._differences
@@ -278,6 +280,19 @@ class Objective:
         grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, strip_tracers(new_state) if self.stateful else None
+
+    def _user_grad_plain(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+        # `_user_grad` for the common case of a stateless problem whose u0 is one array, with the
+        # per-call dispatch taken out: the driver's hot path for cheap objectives.
+        view = x.view()
+        view.flags.writeable = False
+        u = view.reshape(self.layout.treedef.shape)
+        self.fevals += 1
+        loss = self._f(u, self.p)
+        value = loss if type(loss) is float else _check_loss(loss, False)
+        grad_tree = self._grad(u, self.p)  # type: ignore[misc]  # set: this method is chosen with it
+        grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
+        return value, grad, None
 
     def _differences(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
         # Every call of one gradient gets a copy of the same state; scipy's first call is at x

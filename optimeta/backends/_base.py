@@ -133,7 +133,9 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         raise NotImplementedError
 
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
-        loss, grad = evaluate_finite(evaluate, x)
+        loss, grad = evaluate(x)  # evaluate_finite, inlined: the driver's hot path
+        if not (math.isfinite(loss) and _all_true(np.isfinite(grad))):
+            raise NonFiniteEvaluation(x, loss)
         x_new, state = self.update(grad, x, state)
         if box is not None:
             # A new iterate is the algorithm's own until returned: it is projected in place.

@@ -115,7 +115,7 @@ _COUNTS = _reference_counts()
 
 
 def _step(
-    numpy_path: Callable[..., None],
+    numpy_path: Callable[..., np.ndarray],
     fused_kernel: Callable[[], Callable[..., Any]],
     fused: bool | None,
     memory: Recycler | None,
@@ -125,21 +125,21 @@ def _step(
     """Run one update by the fused kernel or by the NumPy path; the new iterate.
 
     ``fused=None`` picks the numba kernel for vectors of FUSED_MIN_SIZE and more, when installed.
-    The output comes from `memory` when given (the fused kernel may then update `x` in place),
-    else it is a new array.
+    The output comes from `memory` for vectors of RECYCLE_MIN_SIZE and more (the fused kernel
+    may then update `x` in place); smaller ones get a new array.
     """
     if fused is None:
         fused = x.size >= FUSED_MIN_SIZE and have_numba()
-    out = np.empty_like(x) if memory is None else memory.out(x, alias=fused)
+    out = None if memory is None or x.size < RECYCLE_MIN_SIZE else memory.out(x, fused)
     if fused:
+        out = np.empty_like(x) if out is None else out
         fused_kernel()(out, x, *args)
-    else:
-        numpy_path(out, x, *args)
-    return out
+        return out
+    return numpy_path(out, x, *args)
 
 
 def _adam_numpy(
-    out: np.ndarray,
+    out: np.ndarray | None,
     x: np.ndarray,
     g: np.ndarray,
     mu: np.ndarray,
@@ -149,21 +149,24 @@ def _adam_numpy(
     b2: float,
     c2: float,
     eps: float,
-) -> None:
-    # `out` serves as the scratch vector, so that the update allocates nothing.
-    np.multiply(g, 1.0 - b1, out=out)
+) -> np.ndarray:
+    # For small vectors the cost is per call: temporaries are cheaper than out= arguments.
     mu *= b1
-    mu += out
-    np.multiply(g, g, out=out)
-    out *= 1.0 - b2
+    mu += (1.0 - b1) * g
     nu *= b2
-    nu += out
-    np.divide(nu, c2, out=out)
-    np.sqrt(out, out=out)
-    out += eps
-    np.divide(mu, out, out=out)
-    out *= lr_c1
-    np.subtract(x, out, out=out)
+    g2 = g * g
+    g2 *= 1.0 - b2
+    nu += g2
+    denom = nu / c2
+    np.sqrt(denom, out=denom)
+    denom += eps
+    np.divide(mu, denom, out=denom)
+    denom *= lr_c1
+    if out is None:
+        x_new: np.ndarray = x - denom
+        return x_new
+    np.subtract(x, denom, out=out)
+    return out
 
 
 # error_model="numpy" drops Python's zero-division checks, which keep a loop from being
@@ -204,21 +207,33 @@ def adam_step(
     ``x' = x - lr_c1 * m / (sqrt(v / c2) + eps)`` with ``m = b1 mu + (1 - b1) g`` and
     ``v = b2 nu + (1 - b2) g^2``.
     """
+    if fused is None and x.size < RECYCLE_MIN_SIZE:  # the common small case, without dispatch
+        return _adam_numpy(None, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
     return _step(_adam_numpy, _adam_fused, fused, memory, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
 
 
 def _momentum_numpy(
-    out: np.ndarray, x: np.ndarray, g: np.ndarray, velocity: np.ndarray, lr: float, momentum: float, nesterov: bool
-) -> None:
+    out: np.ndarray | None,
+    x: np.ndarray,
+    g: np.ndarray,
+    velocity: np.ndarray,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+) -> np.ndarray:
     velocity *= momentum
     velocity += g
     if nesterov:
-        np.multiply(velocity, momentum, out=out)
-        out += g
-        out *= lr
+        direction = momentum * velocity
+        direction += g
+        direction *= lr
     else:
-        np.multiply(velocity, lr, out=out)
-    np.subtract(x, out, out=out)
+        direction = velocity * lr
+    if out is None:
+        x_new: np.ndarray = x - direction
+        return x_new
+    np.subtract(x, direction, out=out)
+    return out
 
 
 @functools.cache

@@ -90,4 +90,4 @@ class Adam(FirstOrderAlgorithm[AdamState]):
             self.eps,
             memory=state.spare,
         )
-        return x_new, state._replace(step=count)
+        return x_new, AdamState(count, state.mu, state.nu, state.spare)

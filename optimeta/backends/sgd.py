@@ -9,7 +9,7 @@ import numpy as np
 
 from ..traits import Traits, register
 from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
-from ._kernels import Recycler, momentum_step
+from ._kernels import RECYCLE_MIN_SIZE, Recycler, momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
@@ -76,6 +76,9 @@ class SGD(FirstOrderAlgorithm[SGDState]):
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
         if state.velocity is None:
+            if x.size < RECYCLE_MIN_SIZE:
+                x_new: np.ndarray = x - self.lr * grad
+                return x_new, state
             out = state.spare.out(x, alias=False)
             np.multiply(grad, self.lr, out=out)
             return np.subtract(x, out, out=out), state
