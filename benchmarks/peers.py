@@ -1,8 +1,11 @@
-"""Peers: the same problems solved by scipy.optimize and torch.optim called directly.
+"""Peers: the same problems solved by scipy.optimize, torch.optim and optax called directly.
 
 Each peer gets the same objective (value and gradient of the problem's autograd function on the
-flat vector, counted the same way), the same starting point and the same budget. torch peers
-run only where torch is installed (extra ``bench``); scipy is always there.
+flat vector, counted the same way), the same starting point and the same budget. torch and optax
+peers run only where they are installed (extra ``bench``); scipy is always there. optax runs in
+float64 (``jax_enable_x64``), its update steps compiled with ``jax.jit``; its L-BFGS line search
+reaches the objective through ``jax.pure_callback``, with the gradient supplied by a custom VJP,
+so every trial point is one counted call, as for the other peers.
 """
 
 from __future__ import annotations
@@ -90,13 +93,93 @@ def _torch(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
     return run
 
 
+def _traced(fg: ValueAndGrad) -> Callable[[Any], Any]:
+    """`fg` as a JAX function of the flat vector: its value, with `fg`'s gradient as the VJP."""
+    import jax
+    import jax.numpy as jnp
+
+    def host(x: Any) -> tuple[np.ndarray, np.ndarray]:
+        loss, grad = fg(np.array(x, dtype=np.float64))
+        return np.asarray(loss, dtype=np.float64), np.asarray(grad, dtype=np.float64)
+
+    def both(x: Any) -> Any:
+        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x.shape, jnp.float64))
+        return jax.pure_callback(host, shapes, x)
+
+    @jax.custom_vjp
+    def value(x: Any) -> Any:
+        return both(x)[0]
+
+    def forward(x: Any) -> Any:
+        loss, grad = both(x)
+        return loss, grad
+
+    def backward(grad: Any, cotangent: Any) -> Any:
+        return (cotangent * grad,)
+
+    value.defvjp(forward, backward)
+    return value
+
+
+def _optax(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
+    def run(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        jax.config.update("jax_enable_x64", True)
+        params = jnp.asarray(np.array(problem.u0, dtype=np.float64))
+        if kind == "lbfgs":
+            value = _traced(fg)
+            opt = optax.lbfgs()
+            value_and_grad = optax.value_and_grad_from_state(value)
+
+            @jax.jit
+            def lbfgs_step(params: Any, state: Any) -> Any:
+                loss, grad = value_and_grad(params, state=state)
+                updates, state = opt.update(grad, state, params, value=loss, grad=grad, value_fn=value)
+                return optax.apply_updates(params, updates), state, grad
+
+            state = opt.init(params)
+            success, iterations = False, 0
+            while iterations < problem.maxiters:
+                params, state, grad = lbfgs_step(params, state)
+                iterations += 1
+                if float(jnp.max(jnp.abs(grad))) < 1e-5:  # the gradient at the previous iterate
+                    success = True
+                    break
+            return PeerResult(np.array(params), iterations, success, "optax.lbfgs")
+
+        opt = optax.sgd(problem.rates["SGD"]) if kind == "sgd" else optax.adam(problem.rates["Adam"])
+
+        @jax.jit
+        def first_order_step(grad: Any, state: Any, params: Any) -> Any:
+            updates, state = opt.update(grad, state, params)
+            return optax.apply_updates(params, updates), state
+
+        state = opt.init(params)
+        for _ in range(problem.maxiters):
+            _, grad = fg(np.array(params))
+            params, state = first_order_step(jnp.asarray(grad), state, params)
+        return PeerResult(np.array(params), problem.maxiters, None, f"optax.{kind}")
+
+    return run
+
+
 def available_peers() -> list[Peer]:
-    """scipy's BFGS and L-BFGS-B, and torch's SGD, Adam and LBFGS where torch is installed."""
+    """scipy's BFGS and L-BFGS-B; torch's SGD, Adam and LBFGS and optax's sgd, adam and lbfgs
+    where they are installed."""
     peers = [Peer("scipy:BFGS", True, _scipy("BFGS")), Peer("scipy:L-BFGS-B", True, _scipy("L-BFGS-B"))]
     if importlib.util.find_spec("torch") is not None:
         peers += [
             Peer("torch:SGD", False, _torch("SGD")),
             Peer("torch:Adam", False, _torch("Adam")),
             Peer("torch:LBFGS", True, _torch("LBFGS")),
+        ]
+    if importlib.util.find_spec("optax") is not None and importlib.util.find_spec("jax") is not None:
+        peers += [
+            Peer("optax:sgd", False, _optax("sgd")),
+            Peer("optax:adam", False, _optax("adam")),
+            Peer("optax:lbfgs", True, _optax("lbfgs")),
         ]
     return peers

@@ -120,3 +120,27 @@ def test_torch_peers_match_optimetas_first_order_iterates() -> None:
         assert theirs.objective == pytest.approx(ours.objective, rel=1e-9, abs=1e-15)
     lbfgs = run_peer(problem, peers["torch:LBFGS"])
     assert lbfgs.status == "ok" and lbfgs.gap is not None and lbfgs.gap < 1e-8
+
+
+def test_optax_peers_match_optimetas_first_order_iterates_and_count_every_call() -> None:
+    # CI installs jax and optax (extra bench). optax's sgd and adam follow the same conventions;
+    # optax.lbfgs reaches the objective through a callback, so its line search's calls count.
+    from dataclasses import replace
+
+    import optimeta as om
+    from benchmarks.peers import available_peers
+    from benchmarks.problems import make_problems
+    from benchmarks.suite import run_algorithm, run_peer
+
+    problem = replace(next(p for p in make_problems() if p.name == "beale"), maxiters=200)
+    peers = {peer.name: peer for peer in available_peers()}
+    for name, cls in (("SGD", om.SGD), ("Adam", om.Adam)):
+        ours = run_algorithm(problem, name, cls)
+        theirs = run_peer(problem, peers[f"optax:{name.lower()}"])
+        assert theirs.status == "ok", theirs.message
+        assert theirs.objective == pytest.approx(ours.objective, rel=1e-9, abs=1e-15)
+        assert theirs.fevals == 200
+    lbfgs = run_peer(problem, peers["optax:lbfgs"])
+    assert lbfgs.status == "ok", lbfgs.message
+    assert lbfgs.gap is not None and lbfgs.gap < 1e-8 and lbfgs.success
+    assert lbfgs.iterations is not None and lbfgs.fevals is not None and lbfgs.fevals >= lbfgs.iterations
