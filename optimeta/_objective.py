@@ -103,7 +103,8 @@ class Layout:
     @staticmethod
     def _leaf(spec: LeafSpec, leaf: Any, name: str, broadcast: bool) -> np.ndarray:
         if type(leaf) is np.ndarray and leaf.dtype == np.float64 and leaf.shape == spec.shape:
-            flat: np.ndarray = leaf.reshape(-1).copy()  # the common case: the hot path of user gradients
+            # The common case: the hot path of user gradients.
+            flat: np.ndarray = leaf.copy() if leaf.ndim == 1 else leaf.reshape(-1).copy()
             return flat
         arr = real_array(leaf, name)
         if arr.shape != spec.shape and not (broadcast and arr.ndim == 0):
@@ -284,9 +285,10 @@ class Objective:
     def _user_grad_plain(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
         # `_user_grad` for the common case of a stateless problem whose u0 is one array, with the
         # per-call dispatch taken out: the driver's hot path for cheap objectives.
-        view = x.view()
-        view.flags.writeable = False
-        u = view.reshape(self.layout.treedef.shape)
+        u = x.view()
+        u.flags.writeable = False
+        if u.shape != self.layout.treedef.shape:
+            u = u.reshape(self.layout.treedef.shape)
         self.fevals += 1
         loss = self._f(u, self.p)
         value = loss if type(loss) is float else _check_loss(loss, False)

@@ -70,12 +70,17 @@ class NonFiniteEvaluation(Exception):
 def evaluate_finite(evaluate: Evaluate, x: np.ndarray) -> tuple[float, np.ndarray]:
     """`evaluate(x)`, or `NonFiniteEvaluation` at `x` when the loss or gradient is NaN or infinite."""
     loss, grad = evaluate(x)
-    if not (math.isfinite(loss) and _all_true(np.isfinite(grad))):
+    if not (math.isfinite(loss) and all_finite(grad)):
         raise NonFiniteEvaluation(x, loss)
     return loss, grad
 
 
-_all_true = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper: a hot path
+_all_true = np.logical_and.reduce  # ndarray.all() without its Python-level wrapper
+
+
+def all_finite(v: np.ndarray) -> bool:
+    """Whether every element of `v` is finite."""
+    return bool(_all_true(np.isfinite(v)))
 
 
 class StepwiseAlgorithm(Algorithm, Generic[S]):
