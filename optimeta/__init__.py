@@ -5,11 +5,12 @@ threads through every call and returns; algorithms declare their `Traits`, and `
 a problem/algorithm pair that cannot work before the objective is ever called.
 """
 
+from . import schedules
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import solve
 from ._state import StateMutationError
-from .backends import BFGS, LBFGS, OLBFGS, SGD, Adam
+from .backends import BFGS, LBFGS, OLBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, AMSGrad, Lion, NAdam, RMSProp
 from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
 
 __version__ = "0.1.0"
@@ -19,10 +20,18 @@ __all__ = [
     "LBFGS",
     "OLBFGS",
     "SGD",
+    "AMSGrad",
+    "Adadelta",
+    "Adagrad",
     "Adam",
+    "AdamW",
+    "Adamax",
     "IncompatibleAlgorithmError",
     "IterationInfo",
+    "Lion",
+    "NAdam",
     "OptimizationProblem",
+    "RMSProp",
     "ReturnCode",
     "Solution",
     "StateMutationError",
@@ -30,6 +39,7 @@ __all__ = [
     "Traits",
     "__version__",
     "algorithms",
+    "schedules",
     "solve",
     "traits",
 ]

@@ -304,8 +304,8 @@ def algorithms(**wanted: bool) -> list[Any]:
 
     Example:
         >>> import optimeta as om
-        >>> [cls.__name__ for cls in om.algorithms(single_call_per_step=True)]
-        ['Adam', 'SGD']
+        >>> [cls.__name__ for cls in om.algorithms(single_call_per_step=False, tolerates_stochastic_loss=True)]
+        ['OLBFGS']
     """
     for name, value in wanted.items():
         if name not in TRAIT_NAMES:

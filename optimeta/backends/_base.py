@@ -41,7 +41,9 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_rate",
     "evaluate_finite",
+    "rate_at",
 ]
 
 S = TypeVar("S")
@@ -213,3 +215,27 @@ def check_fraction(name: str, value: Any) -> None:
     """Require a real ``0 <= value < 1``; the error echoes the bad value."""
     if not 0 <= _real(name, value) < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_rate(name: str, value: Any) -> None:
+    """Require a step size: a finite real ``value > 0``, or a schedule ``value(step) -> float``."""
+    if callable(value) and not isinstance(value, type):
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number or a schedule lr(step) -> float, got {value!r}")
+    check_positive(name, value)
+
+
+def rate_at(name: str, value: Any, step: int) -> float:
+    """The step size for update number `step` (0 for the first): `value` itself, or `value(step)`.
+
+    A schedule's value must be a finite number >= 0; anything else is a ValueError naming it.
+    """
+    if not callable(value):
+        return float(value)
+    out = value(step)
+    if isinstance(out, bool) or not isinstance(out, numbers.Real) or not (math.isfinite(out) and float(out) >= 0):
+        raise ValueError(
+            f"the schedule {name}={value!r} returned {out!r} at step {step}; it must return a finite number >= 0"
+        )
+    return float(out)

@@ -7,8 +7,9 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
+from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive, check_rate, rate_at
 from ._kernels import Recycler, adam_step
 
 __all__ = ["Adam", "AdamState"]
@@ -39,7 +40,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     With bounds, each iterate is projected onto the box.
 
     Args:
-        lr: Step size :math:`\eta > 0`.
+        lr: Step size :math:`\eta > 0`, or a schedule ``lr(step)`` (see `optimeta.schedules`).
         b1: Decay of the first moment, :math:`\beta_1 \in [0, 1)`.
         b2: Decay of the second moment, :math:`\beta_2 \in [0, 1)`.
         eps: :math:`\epsilon > 0`, added to the denominator for numerical stability.
@@ -59,7 +60,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization", ICLR.
     """
 
-    lr: float = 1e-3
+    lr: float | Schedule = 1e-3
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -67,7 +68,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
+        check_rate("lr", self.lr)
         check_fraction("b1", self.b1)
         check_fraction("b2", self.b2)
         check_positive("eps", self.eps)
@@ -83,7 +84,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
             grad,
             state.mu,
             state.nu,
-            self.lr / (1.0 - self.b1**count),
+            (self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)) / (1.0 - self.b1**count),
             self.b1,
             self.b2,
             1.0 - self.b2**count,

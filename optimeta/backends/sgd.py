@@ -7,16 +7,19 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive
+from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_rate, rate_at
 from ._kernels import RECYCLE_MIN_SIZE, Recycler, momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
 
 class SGDState(NamedTuple):
-    """The velocity (momentum buffer; None without momentum) and the memory for the next iterate."""
+    """Updates made, the velocity (momentum buffer; None without momentum) and the memory for
+    the next iterate."""
 
+    step: int
     velocity: np.ndarray | None
     spare: Recycler
 
@@ -36,7 +39,7 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     descent). With bounds, each iterate is projected onto the box.
 
     Args:
-        lr: Step size :math:`\eta > 0`.
+        lr: Step size :math:`\eta > 0`, or a schedule ``lr(step)`` (see `optimeta.schedules`).
         momentum: :math:`\mu \in [0, 1)`.
         nesterov: Use Nesterov's look-ahead form; needs ``momentum > 0``.
 
@@ -57,14 +60,14 @@ class SGD(FirstOrderAlgorithm[SGDState]):
         momentum in deep learning", ICML.
     """
 
-    lr: float
+    lr: float | Schedule
     momentum: float = 0.0
     nesterov: bool = False
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
+        check_rate("lr", self.lr)
         check_fraction("momentum", self.momentum)
         if not isinstance(self.nesterov, bool):
             raise TypeError(f"nesterov must be a bool, got {self.nesterov!r}")
@@ -72,16 +75,18 @@ class SGD(FirstOrderAlgorithm[SGDState]):
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
 
     def init(self, x0: np.ndarray) -> SGDState:
-        return SGDState(np.zeros_like(x0) if self.momentum else None, Recycler())
+        return SGDState(0, np.zeros_like(x0) if self.momentum else None, Recycler())
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
+        lr = self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)
+        state = SGDState(state.step + 1, state.velocity, state.spare)
         if state.velocity is None:
             if x.size < RECYCLE_MIN_SIZE:
-                x_new: np.ndarray = x - self.lr * grad
+                x_new: np.ndarray = x - lr * grad
                 return x_new, state
             out = state.spare.out(x, alias=False)
-            np.multiply(grad, self.lr, out=out)
+            np.multiply(grad, lr, out=out)
             return np.subtract(x, out, out=out), state
         # The velocity belongs to the run: it is updated in place (see _kernels).
-        x_new = momentum_step(x, grad, state.velocity, self.lr, self.momentum, self.nesterov, memory=state.spare)
+        x_new = momentum_step(x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare)
         return x_new, state
