@@ -32,6 +32,17 @@ CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
     "OLBFGS": lambda prob: om.OLBFGS(lr=prob.rates["OLBFGS"]),
     "BFGS": lambda prob: om.BFGS(),
     "LBFGS": lambda prob: om.LBFGS(),
+    # The rest of the first-order family at Adam's step size where they share its scale of step
+    # (Lion moves every coordinate by lr: a tenth; Adagrad's steps shrink: ten times; Adadelta
+    # sets its own scale: 1.0, the paper's).
+    "AdamW": lambda prob: om.AdamW(lr=prob.rates["Adam"], weight_decay=0.0),
+    "AMSGrad": lambda prob: om.AMSGrad(lr=prob.rates["Adam"]),
+    "Adamax": lambda prob: om.Adamax(lr=prob.rates["Adam"]),
+    "NAdam": lambda prob: om.NAdam(lr=prob.rates["Adam"]),
+    "RMSProp": lambda prob: om.RMSProp(lr=prob.rates["Adam"]),
+    "Adagrad": lambda prob: om.Adagrad(lr=10 * prob.rates["Adam"]),
+    "Adadelta": lambda prob: om.Adadelta(lr=1.0),
+    "Lion": lambda prob: om.Lion(lr=prob.rates["Adam"] / 10),
 }
 
 

@@ -144,3 +144,10 @@ def test_optax_peers_match_optimetas_first_order_iterates_and_count_every_call()
     assert lbfgs.status == "ok", lbfgs.message
     assert lbfgs.gap is not None and lbfgs.gap < 1e-8 and lbfgs.success
     assert lbfgs.iterations is not None and lbfgs.fevals is not None and lbfgs.fevals >= lbfgs.iterations
+
+
+def test_every_registered_algorithm_is_configured_for_the_suite() -> None:
+    import optimeta as om
+    from benchmarks.suite import CONFIGS
+
+    assert sorted(CONFIGS) == sorted(cls.__name__ for cls in om.algorithms())
