@@ -10,16 +10,40 @@ from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import solve
 from ._state import StateMutationError
-from .backends import BFGS, LBFGS, OLBFGS, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, AMSGrad, Lion, NAdam, RMSProp
+from .backends import (
+    BFGS,
+    CG,
+    LBFGS,
+    OLBFGS,
+    SGD,
+    TNC,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    AMSGrad,
+    Lion,
+    NAdam,
+    NelderMead,
+    NewtonCG,
+    Powell,
+    RMSProp,
+    TrustExact,
+    TrustKrylov,
+    TrustNCG,
+)
 from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BFGS",
+    "CG",
     "LBFGS",
     "OLBFGS",
     "SGD",
+    "TNC",
     "AMSGrad",
     "Adadelta",
     "Adagrad",
@@ -30,13 +54,19 @@ __all__ = [
     "IterationInfo",
     "Lion",
     "NAdam",
+    "NelderMead",
+    "NewtonCG",
     "OptimizationProblem",
+    "Powell",
     "RMSProp",
     "ReturnCode",
     "Solution",
     "StateMutationError",
     "Stats",
     "Traits",
+    "TrustExact",
+    "TrustKrylov",
+    "TrustNCG",
     "__version__",
     "algorithms",
     "schedules",

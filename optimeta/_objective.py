@@ -10,8 +10,11 @@ sign flip for maximisation, and the call counts.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import TYPE_CHECKING, Any
 
+import autograd
+import autograd.numpy as anp
 import numpy as np
 import scipy.optimize
 from autograd.core import make_vjp
@@ -179,6 +182,7 @@ class Objective:
         self.fevals = 0
         self.gevals = 0
         self.probe_fevals = 0
+        self.hevals = 0
         self._f = prob.f
         self._grad = prob.grad if callable(prob.grad) else None
         self._finite_difference = prob.grad == "finite-difference"
@@ -314,6 +318,60 @@ class Objective:
         grad = np.asarray(scipy.optimize.approx_fprime(x, fun, step), dtype=np.float64)
         value, new_state = at_x[0]
         return value, grad, new_state
+
+    # -- second derivatives ----------------------------------------------------------------------
+
+    def _plain_loss(self, state: Any) -> Any:
+        """f of the flat vector, for autograd's second derivatives, on a copy of the committed state."""
+
+        def loss(flat: Any) -> Any:
+            # One counted call of f (a constant state is checked as after any call); the state
+            # it returns is dropped: a Hessian is not a step.
+            value, _ = self._call(self._f, "f", self.layout.unflatten(flat), copy.deepcopy(state))
+            return value
+
+        return loss
+
+    def _grad_only(self, x: np.ndarray) -> np.ndarray:
+        # The user's grad at x on a copy of the committed state: a point of a difference quotient.
+        out, _ = self._call(self._grad, "grad", self._user_u(x), copy.deepcopy(self.state) if self.stateful else None)
+        return self.layout.flatten(out, "the gradient returned by grad", broadcast=False)
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian of f at `x` times `v` (minimisation sense): reverse-over-reverse autograd,
+        or a forward difference of the user's ``grad`` along `v`."""
+        self.hevals += 1
+        x, v = np.asarray(x, dtype=np.float64), np.asarray(v, dtype=np.float64)
+        if self._grad is None:
+            loss = self._plain_loss(self.state)
+            with warnings.catch_warnings():
+                # A gradient that does not depend on u (a linear loss) has a zero Hessian.
+                warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+                product = autograd.grad(lambda y: anp.dot(autograd.grad(loss)(y), v))(x)
+        else:
+            norm = float(np.linalg.norm(v))
+            if norm == 0.0:
+                return np.zeros_like(x)
+            h = _FD_STEP * max(1.0, float(np.linalg.norm(x))) / norm
+            product = (self._grad_only(x + h * v) - self._grad_only(x)) / h
+        return self.sign * np.asarray(product, dtype=np.float64)
+
+    def hessian(self, x: np.ndarray) -> np.ndarray:
+        """The Hessian of f at `x` (minimisation sense): autograd, or forward differences of the
+        user's ``grad``, symmetrised."""
+        self.hevals += 1
+        x = np.asarray(x, dtype=np.float64)
+        if self._grad is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+                matrix = np.asarray(autograd.hessian(self._plain_loss(self.state))(x), dtype=np.float64)
+        else:
+            g0 = self._grad_only(x)
+            steps = _FD_STEP * np.maximum(1.0, np.abs(x))
+            columns = [(self._grad_only(x + steps[i] * np.eye(x.size)[i]) - g0) / steps[i] for i in range(x.size)]
+            matrix = np.array(columns)
+            matrix = 0.5 * (matrix + matrix.T)
+        return self.sign * matrix.reshape(x.size, x.size)
 
     # -- per-step commit and the probe ---------------------------------------------------------
 

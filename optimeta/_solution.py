@@ -43,6 +43,7 @@ class Stats:
         time: Wall-clock seconds spent in the run, trait check and probe excluded.
         probe_fevals: Calls of ``f`` made by the determinism probe before the run; they never
             advance the committed state.
+        hevals: Hessians or Hessian-vector products computed (Newton-type methods).
     """
 
     iterations: int
@@ -50,6 +51,7 @@ class Stats:
     gevals: int
     time: float
     probe_fevals: int = 0
+    hevals: int = 0
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,9 @@ def solve(
         state=objective.state,
         retcode=retcode,
         message=message,
-        stats=Stats(monitor.iterations, objective.fevals, objective.gevals, elapsed, objective.probe_fevals),
+        stats=Stats(
+            monitor.iterations, objective.fevals, objective.gevals, elapsed, objective.probe_fevals, objective.hevals
+        ),
         algorithm=alg,
         original=original,
     )

@@ -46,6 +46,10 @@ class Traits:
         supports_bounds: Honours box constraints ``lb <= u <= ub``.
         requires_bounds: Cannot run without finite box constraints.
         supports_callback: Reports every step to the callback and can be halted by it.
+        uses_gradient: Evaluates the gradient at all (a derivative-free method does not: it
+            calls only ``f``).
+        requires_hessian: Needs second derivatives: Hessians or Hessian-vector products, from
+            autograd, or from differences of the user's ``grad``.
     """
 
     single_call_per_step: bool
@@ -55,6 +59,8 @@ class Traits:
     supports_bounds: bool
     requires_bounds: bool
     supports_callback: bool
+    uses_gradient: bool
+    requires_hessian: bool
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -78,6 +84,8 @@ class Requirements:
         stochastic_reason: Why ``stochastic`` holds, for error messages.
         bounded: The problem has box constraints.
         callback: A callback was given to ``solve``.
+        hessian_available: Second derivatives can be had: the gradient comes from autograd or
+            from the user's ``grad`` (not from finite differences).
     """
 
     evolving_state: bool
@@ -85,6 +93,7 @@ class Requirements:
     stochastic_reason: str
     bounded: bool
     callback: bool
+    hessian_available: bool = True
 
 
 def requirements(prob: OptimizationProblem, *, callback: bool = False, data: bool = False) -> Requirements:
@@ -116,6 +125,7 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False, data: boo
         stochastic_reason=reason,
         bounded=prob.bounds is not None,
         callback=callback,
+        hessian_available=prob.grad != "finite-difference",
     )
 
 
@@ -164,6 +174,15 @@ RULES: tuple[Rule, ...] = (
         False,
         lambda r: not r.bounded,
         lambda r: "the algorithm searches a box, and the problem gives no bounds",
+    ),
+    Rule(
+        ("requires_hessian",),
+        False,
+        lambda r: not r.hessian_available,
+        lambda r: (
+            'the problem\'s gradient is grad="finite-difference", and second derivatives from '
+            "differences of differences are too inaccurate to steer a Newton method"
+        ),
     ),
     Rule(
         ("supports_callback",),

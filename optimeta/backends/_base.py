@@ -126,6 +126,8 @@ FIRST_ORDER_TRAITS = Traits(
     supports_bounds=True,
     requires_bounds=False,
     supports_callback=True,
+    uses_gradient=True,
+    requires_hessian=False,
 )
 
 
@@ -154,6 +156,7 @@ class Monitor(Protocol):
     """The driver's bookkeeping, as a whole-run algorithm reports to it."""
 
     maxiters: int | None
+    iterations: int
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         """Record one completed iteration; a return code means: stop now, for this reason."""

@@ -113,6 +113,8 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         supports_bounds=False,
         requires_bounds=False,
         supports_callback=True,
+        uses_gradient=True,
+        requires_hessian=False,
     )
 
     def __post_init__(self) -> None:

@@ -90,6 +90,8 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         supports_bounds=False,
         requires_bounds=False,
         supports_callback=True,
+        uses_gradient=True,
+        requires_hessian=False,
     )
 
     def __post_init__(self) -> None:
