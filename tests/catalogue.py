@@ -211,6 +211,14 @@ ALGORITHMS: list[AlgorithmCase] = [
     AlgorithmCase("OLBFGS", om.OLBFGS(lr=0.5), 300),
     AlgorithmCase("BFGS", om.BFGS(), None),
     AlgorithmCase("LBFGS", om.LBFGS(), None),
+    AlgorithmCase("CG", om.CG(), None),
+    AlgorithmCase("TNC", om.TNC(), None),
+    AlgorithmCase("NewtonCG", om.NewtonCG(), None),
+    AlgorithmCase("TrustNCG", om.TrustNCG(), None),
+    AlgorithmCase("TrustKrylov", om.TrustKrylov(), None),
+    AlgorithmCase("TrustExact", om.TrustExact(), None),
+    AlgorithmCase("NelderMead", om.NelderMead(xatol=1e-10, fatol=1e-14, adaptive=True), None),
+    AlgorithmCase("Powell", om.Powell(xtol=1e-8, ftol=1e-12), None),
 ]
 
 
@@ -267,6 +275,24 @@ CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
 #: Step-wise algorithms whose steps follow a ``scipy.optimize.minimize`` method iterate for
 #: iterate, as each one documents it; their line search makes a varying number of calls per step.
 SCIPY_TWINS: dict[type, str] = {om.BFGS: "BFGS"}
+
+
+#: scipy counts Nelder-Mead's initial simplex as its iteration 1, so its ``nit`` is one more than
+#: the iterations it reports to its callback (which are optimeta's).
+SCIPY_NIT_OFFSET: dict[type, int] = {om.NelderMead: 1}
+
+
+def scipy_counts(sol: om.Solution, prob: om.OptimizationProblem) -> tuple[int, int]:
+    """(iterations, calls of f) that a whole-run algorithm's scipy result implies, in optimeta's
+    terms: scipy's ``nit`` and ``nfev``, plus one call of f for every Hessian or Hessian-vector
+    product that autograd computes by tracing f (scipy counts those in ``nhev``, not ``nfev``)."""
+    return sol.original.nit - SCIPY_NIT_OFFSET.get(type(sol.algorithm), 0), sol.original.nfev + hessian_calls(sol, prob)
+
+
+def hessian_calls(sol: om.Solution, prob: om.OptimizationProblem) -> int:
+    """Calls of f made for second derivatives: one per Hessian or Hessian-vector product that
+    autograd computes by tracing f; none when they come from differences of the user's grad."""
+    return sol.stats.hevals if om.traits(sol.algorithm).requires_hessian and not callable(prob.grad) else 0
 
 
 def calls_per_step(alg: Any) -> int | None:

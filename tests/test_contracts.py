@@ -37,7 +37,9 @@ from catalogue import (
     assert_follows_scipy_twin,
     calls_per_step,
     final_evaluations,
+    hessian_calls,
     runs_to_budget,
+    scipy_counts,
     stepwise,
     whole_run,
 )
@@ -262,8 +264,7 @@ def _check_scipy_counts(
     own result; a step-wise one makes the calls scipy makes when called directly on the problem."""
     if _whole_run(alg_case):
         assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-        assert sol.stats.fevals == sol.original.nfev
-        assert sol.stats.iterations == sol.original.nit
+        assert (sol.stats.iterations, sol.stats.fevals) == scipy_counts(sol, prob)
     else:
         assert_follows_scipy_twin(sol, prob, maxiters)
 
@@ -297,6 +298,10 @@ NOT_REPEATABLE = [(a, p) for a, p in COMPATIBLE if not _deterministic(p)]
 DETERMINISTIC = [(a, p) for a, p in COMPATIBLE if _deterministic(p)]
 # Problems whose calls are reproducible from (u, p, state): a user gradient can match autograd.
 REPRODUCIBLE = [(a, p) for a, p in COMPATIBLE if not _problem(p).stochastic]
+# With the user's grad, second derivatives come from differences of it, not from autograd: the
+# same minimum, by other steps.
+SAME_STEPS = [(a, p) for a, p in REPRODUCIBLE if not om.traits(a.alg).requires_hessian]
+SECOND_DERIVATIVES = [(a, p) for a, p in REPRODUCIBLE if om.traits(a.alg).requires_hessian]
 MAXIMISE = [(a, p) for a, p in COMPATIBLE if _problem(p).sense == "max"]
 BOUNDED = [(a, p) for a, p in COMPATIBLE if _problem(p).bounds is not None]
 # One problem every catalogue algorithm accepts, for tests about the algorithms themselves.
@@ -475,7 +480,7 @@ def test_stateful_or_stochastic_run_makes_no_extra_call(alg_case: AlgorithmCase,
     assert sol.stats.iterations == N
     # Every call of the run is a value-and-gradient evaluation of a step: no value-only extra call.
     assert rec.calls == sol.stats.probe_fevals + sol.stats.fevals
-    assert sol.stats.fevals == sol.stats.gevals
+    assert sol.stats.fevals == sol.stats.gevals + hessian_calls(sol, prob)
     per = _calls_per_step(alg_case)
     if per is not None:
         assert sol.stats.fevals == per * N
@@ -494,8 +499,12 @@ def test_deterministic_objective_is_f_at_u_and_counted(alg_case: AlgorithmCase, 
     # The determinism probe runs for algorithms that trust exact values, and only for them.
     assert sol.stats.probe_fevals == (0 if om.traits(alg_case.alg).tolerates_stochastic_loss else 2)
     final = _final(alg_case, prob)
-    # Every call is a step's value-and-gradient evaluation, but for the final evaluation (value only).
-    assert sol.stats.fevals == sol.stats.gevals + final
+    # Every call is a step's value-and-gradient evaluation, but for the final evaluation (value
+    # only) and the traced calls of second derivatives; a derivative-free method takes no gradient.
+    if om.traits(alg_case.alg).uses_gradient:
+        assert sol.stats.fevals == sol.stats.gevals + final + hessian_calls(sol, prob)
+    else:
+        assert sol.stats.gevals == 0
     if _budgeted(alg_case):
         per = _calls_per_step(alg_case)
         assert sol.stats.iterations == N
@@ -506,7 +515,9 @@ def test_deterministic_objective_is_f_at_u_and_counted(alg_case: AlgorithmCase, 
     else:
         _check_scipy_counts(alg_case, sol, prob_case.build()[0], None)
     assert type(sol.objective) is float
-    assert sol.objective == float(rec.fn(sol.u, prob.p))
+    # The loss at u, to the last bit but for autograd's traced evaluation, which may round the
+    # same expression differently (seen: one ulp on the Rosenbrock function, with CG).
+    assert sol.objective == pytest.approx(float(rec.fn(sol.u, prob.p)), rel=4 * np.finfo(float).eps, abs=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -871,7 +882,7 @@ def _user_grad(prob: om.OptimizationProblem, rec: Recorder, calls: list[int]) ->
     return stateful_grad
 
 
-@pytest.mark.parametrize(("alg_case", "prob_case"), REPRODUCIBLE, ids=_ids(REPRODUCIBLE))
+@pytest.mark.parametrize(("alg_case", "prob_case"), SAME_STEPS, ids=_ids(SAME_STEPS))
 def test_user_gradient_matches_autograd(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
     prob_a, rec_a = prob_case.build()
     reference = om.solve(prob_a, alg_case.alg, maxiters=_budget(alg_case))
@@ -900,6 +911,26 @@ def test_user_gradient_matches_autograd(alg_case: AlgorithmCase, prob_case: Prob
         _check_scipy_counts(alg_case, sol, dataclasses.replace(fresh, grad=_user_grad(fresh, fresh_rec, [])), None)
 
 
+@pytest.mark.parametrize(("alg_case", "prob_case"), SECOND_DERIVATIVES, ids=_ids(SECOND_DERIVATIVES))
+def test_second_derivatives_from_the_users_gradient(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
+    reference = om.solve(prob_case.build()[0], alg_case.alg)
+    prob, rec = prob_case.build()
+    grad_calls: list[int] = []
+    prob = dataclasses.replace(prob, grad=_user_grad(prob, rec, grad_calls))
+    sol = om.solve(prob, alg_case.alg)
+
+    assert sol.retcode is reference.retcode is om.ReturnCode.SUCCESS
+    np.testing.assert_allclose(_flat(sol.u), _flat(reference.u), rtol=0, atol=1e-6)
+    assert sol.stats.hevals > 0
+    # Each gradient of the run, plus the differenced ones behind the second derivatives; f is
+    # called for values only (no tracing).
+    assert len(grad_calls) > sol.stats.gevals
+    assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
+    assert sol.stats.fevals == sol.stats.gevals
+    fresh, fresh_rec = prob_case.build()
+    _check_scipy_counts(alg_case, sol, dataclasses.replace(fresh, grad=_user_grad(fresh, fresh_rec, [])), None)
+
+
 # --------------------------------------------------------------------------------------------
 # Callback
 # --------------------------------------------------------------------------------------------
@@ -915,6 +946,17 @@ def test_callback_sees_every_step(alg_case: AlgorithmCase, prob_case: ProblemCas
     assert [info.iteration for info in infos] == list(range(1, sol.stats.iterations + 1))
     assert infos, "the callback was never called"
     assert _snap(infos[-1].u) == _snap(sol.u)
+    traits = om.traits(alg_case.alg)
+    if not (traits.single_call_per_step or traits.commits_state_per_step) or traits.requires_hessian:
+        # A step that may end at a point of an earlier step (a rejected trust-region step, a
+        # simplex's old best vertex), or with traced calls for second derivatives: no call
+        # belongs to one step alone; each step reports the loss at its point.
+        for info in infos:
+            assert type(info.objective) is float
+            if prob.state is None and _deterministic(prob_case):
+                value = float(rec.fn(info.u, prob.p))
+                assert info.objective == pytest.approx(value, rel=4 * np.finfo(float).eps, abs=0)
+        return
     groups = _step_calls(alg_case, spy, sol, infos)
     committing = _committing_calls(alg_case, groups, spy, infos)
     for k, info in enumerate(infos):
@@ -922,7 +964,7 @@ def test_callback_sees_every_step(alg_case: AlgorithmCase, prob_case: ProblemCas
         # The loss the step evaluated: its only call's, or (several calls) the one at the accepted point.
         assert info.objective == spy.losses[committing[k]]
         if not _single_call(alg_case) and _deterministic(prob_case):
-            assert info.objective == float(rec.fn(info.u, prob.p))
+            assert info.objective == pytest.approx(float(rec.fn(info.u, prob.p)), rel=4 * np.finfo(float).eps, abs=0)
         if prob.state is None:
             assert info.state is None
         elif k + 1 < len(infos):
@@ -970,8 +1012,9 @@ def test_callback_returning_true_stops_at_that_step(alg_case: AlgorithmCase, pro
     # Halt at step K, or earlier where the run would end by itself at step K (a quasi-Newton method
     # converges in 2 steps on the concave problem): the callback must stop a run that goes on.
     unhalted = om.solve(prob_case.build()[0], alg_case.alg, maxiters=_budget(alg_case))
+    if unhalted.stats.iterations < 2:
+        pytest.skip("the run ends after its first step (a Newton-like step on a quadratic): no step to halt it at")
     k = min(K, unhalted.stats.iterations - 1)
-    assert k >= 1
     prob, rec = prob_case.build()
     sol = om.solve(prob, alg_case.alg, maxiters=_budget(alg_case), callback=lambda info: info.iteration == k)
     reference = om.solve(prob_case.build()[0], alg_case.alg, maxiters=k)
@@ -1152,4 +1195,6 @@ def test_iterates_stay_in_the_box(alg_case: AlgorithmCase, prob_case: ProblemCas
     points = [_flat(info.u) for info in infos] + [_flat(sol.u)]
     for k, x in enumerate(points, start=1):
         assert np.all(lb <= x) and np.all(x <= ub), f"step {k} left the box: {x}"
-    assert any(np.any(x == ub) or np.any(x == lb) for x in points), "the run never reached the box, test is vacuous"
+    # Reached, or (a derivative-free search, which never lands exactly on it) within 1e-6 of it.
+    near = [np.min(np.minimum(np.abs(x - ub), np.abs(x - lb))) for x in points]
+    assert min(near) <= 1e-6, "the run never reached the box, test is vacuous"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import warnings
 from collections import OrderedDict, defaultdict
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 from autograd.tracer import Box, getval
-from catalogue import Recorder, assert_follows_scipy_twin, calls_per_step
+from catalogue import Recorder, assert_follows_scipy_twin, calls_per_step, scipy_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -58,6 +59,12 @@ ALL = om.algorithms()
 #: Algorithms that end a run by their own convergence test: whole-run ones, and step-wise ones
 #: that need no budget.
 CONVERGING = [cls for cls in ALL if issubclass(cls, WholeRunAlgorithm) or not cls.needs_budget]
+#: Those that use the gradient: a wrong one misleads them (a derivative-free method never sees it).
+GRADIENT_CONVERGING = [cls for cls in CONVERGING if cls.traits.uses_gradient]
+#: Methods whose line search ends the run with FAILURE when it can find no decrease at a finite
+#: point (scipy's "precision loss" and "ABNORMAL"). A trust region or a simplex instead shrinks
+#: until its own test is met, and reports scipy's verdict there.
+LINE_SEARCH_FAILS = (om.BFGS, om.LBFGS, om.CG)
 
 
 def ids(cls: type) -> str:
@@ -98,7 +105,7 @@ def check_against_scipy(sol: om.Solution, prob: om.OptimizationProblem, maxiters
     same problem, whose iterations, evaluations and point the run must match."""
     if isinstance(sol.algorithm, WholeRunAlgorithm):
         assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-        assert (sol.stats.iterations, sol.stats.fevals) == (sol.original.nit, sol.original.nfev)
+        assert (sol.stats.iterations, sol.stats.fevals) == scipy_counts(sol, prob)
         np.testing.assert_array_equal(sol.u, sol.original.x)
         return sol.original
     return assert_follows_scipy_twin(sol, prob, maxiters)
@@ -138,7 +145,7 @@ def test_convergence_is_success(cls: type, loss: Any, u0: np.ndarray) -> None:
     assert sol.retcode is om.ReturnCode.SUCCESS
     assert sol.success is True
     res = check_against_scipy(sol, prob)
-    assert res.status == 0
+    assert res.success
     if issubclass(cls, WholeRunAlgorithm):
         assert sol.message == res.message
     else:
@@ -147,7 +154,7 @@ def test_convergence_is_success(cls: type, loss: Any, u0: np.ndarray) -> None:
     assert sol.objective == float(loss(sol.u, None))
 
 
-@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+@pytest.mark.parametrize("cls", GRADIENT_CONVERGING, ids=ids)
 def test_long_run_follows_scipy(cls: type) -> None:
     # The 30-dim Rosenbrock with the user's gradient: over a hundred line searches, where any
     # drift in the arithmetic of an update would change the steps and evaluations scipy makes.
@@ -158,7 +165,8 @@ def test_long_run_follows_scipy(cls: type) -> None:
     sol = om.solve(prob, configured(cls))
     assert sol.retcode is om.ReturnCode.SUCCESS
     res = check_against_scipy(sol, prob)
-    assert res.nit > 100
+    if cls in LINE_SEARCH_FAILS:
+        assert res.nit > 100
 
 
 @pytest.mark.parametrize("cls", CONVERGING, ids=ids)
@@ -168,11 +176,12 @@ def test_iteration_limit_is_maxiters(cls: type) -> None:
     assert sol.retcode is om.ReturnCode.MAXITERS
     assert sol.success is False
     assert sol.stats.iterations == 2
-    res = check_against_scipy(sol, prob, maxiters=2)
-    assert res.nit == 2
+    check_against_scipy(sol, prob, maxiters=2)
+    if issubclass(cls, WholeRunAlgorithm):
+        assert scipy_counts(sol, prob)[0] == 2
 
 
-@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+@pytest.mark.parametrize("cls", GRADIENT_CONVERGING, ids=ids)
 def test_line_search_failure_is_failure_with_scipys_outcome(cls: type) -> None:
     # A user gradient with the wrong sign: every search direction goes uphill, so the line search
     # cannot find a decrease; scipy ends with "precision loss" (BFGS) or "ABNORMAL" (L-BFGS-B).
@@ -197,7 +206,7 @@ def _flipped_rosenbrock_grad(u: Any, p: Any) -> Any:
     return -g if np.max(np.abs(np.asarray(u) - 1.0)) < 0.3 else g
 
 
-@pytest.mark.parametrize("cls", [cls for cls in CONVERGING if cls in STATE_COMMITTING], ids=ids)
+@pytest.mark.parametrize("cls", [cls for cls in GRADIENT_CONVERGING if cls in STATE_COMMITTING], ids=ids)
 def test_line_search_failure_mid_run_commits_once_per_step_and_adds_no_call(cls: type) -> None:
     plain = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]), grad=_flipped_rosenbrock_grad)
     reference = om.solve(plain, configured(cls))
@@ -276,10 +285,20 @@ def test_nonfinite_loss_is_nonfinite_where_the_returned_point_is(cls: type, loss
         sol = om.solve(prob, configured(cls))
     value, grad = value_and_grad_at(prob, sol.u)
     nonfinite = not (np.isfinite(value) and np.isfinite(grad).all())
-    assert sol.retcode is (om.ReturnCode.NONFINITE if nonfinite else om.ReturnCode.FAILURE), (sol.u, value, grad)
-    assert sol.success is False
+    if cls.traits.requires_hessian:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+            nonfinite = nonfinite or not np.isfinite(autograd.hessian(loss)(sol.u, None)).all()
+    if nonfinite or cls in LINE_SEARCH_FAILS:
+        assert sol.retcode is (om.ReturnCode.NONFINITE if nonfinite else om.ReturnCode.FAILURE), (sol.u, value, grad)
+    else:
+        # At a finite point, the method's own verdict (a trust region shrunk to nothing, a simplex
+        # collapsed at the edge of the NaN region): never NONFINITE.
+        assert sol.retcode in (om.ReturnCode.FAILURE, om.ReturnCode.SUCCESS, om.ReturnCode.MAXITERS), sol.retcode
+    assert sol.success is (sol.retcode is om.ReturnCode.SUCCESS)
     # The human message must not contradict the return code, nor the objective the returned point.
-    assert "success" not in sol.message.lower(), sol.message
+    if not sol.success:
+        assert "success" not in sol.message.lower(), sol.message
     assert same_value(sol.objective, value), (sol.u, sol.objective, value)
     u0_value, u0_grad = value_and_grad_at(prob, prob.u0)
     if issubclass(cls, WholeRunAlgorithm):

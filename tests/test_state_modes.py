@@ -884,7 +884,12 @@ def test_finite_differences_keep_one_state_per_step_with_adam() -> None:
     np.testing.assert_array_equal(last[0].state_out["mean"], sol.state["mean"])
 
 
-@pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
+#: Exact-value algorithms that take a finite-difference gradient: those that use a gradient and
+#: need no second derivatives (refused with grad="finite-difference", see test_traits.py).
+EXACT_FD = [cls for cls in EXACT if cls.traits.uses_gradient and not cls.traits.requires_hessian]
+
+
+@pytest.mark.parametrize("cls", EXACT_FD, ids=lambda c: c.__name__)
 def test_line_search_with_finite_differences_converges(cls: type) -> None:
     rec = Recorder(_quadratic)
     sol = om.solve(om.OptimizationProblem(rec, np.zeros(3), p=C, grad="finite-difference"), _alg(cls))

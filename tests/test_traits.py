@@ -38,6 +38,8 @@ FIRST_ORDER = om.Traits(
     supports_bounds=True,
     requires_bounds=False,
     supports_callback=True,
+    uses_gradient=True,
+    requires_hessian=False,
 )
 DECLARED = {
     "SGD": (om.SGD, FIRST_ORDER),
@@ -52,6 +54,8 @@ DECLARED = {
             supports_bounds=False,
             requires_bounds=False,
             supports_callback=True,
+            uses_gradient=True,
+            requires_hessian=False,
         ),
     ),
     "LBFGS": (
@@ -64,6 +68,8 @@ DECLARED = {
             supports_bounds=True,
             requires_bounds=False,
             supports_callback=True,
+            uses_gradient=True,
+            requires_hessian=False,
         ),
     ),
     "OLBFGS": (
@@ -76,6 +82,8 @@ DECLARED = {
             supports_bounds=False,
             requires_bounds=False,
             supports_callback=True,
+            uses_gradient=True,
+            requires_hessian=False,
         ),
     ),
 }
