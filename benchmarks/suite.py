@@ -43,6 +43,16 @@ CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
     "Adagrad": lambda prob: om.Adagrad(lr=10 * prob.rates["Adam"]),
     "Adadelta": lambda prob: om.Adadelta(lr=1.0),
     "Lion": lambda prob: om.Lion(lr=prob.rates["Adam"] / 10),
+    # scipy's methods with their defaults (Nelder-Mead and Powell with tight tolerances, so that
+    # they run to the minimum rather than to scipy's loose defaults).
+    "CG": lambda prob: om.CG(),
+    "TNC": lambda prob: om.TNC(),
+    "NewtonCG": lambda prob: om.NewtonCG(),
+    "TrustNCG": lambda prob: om.TrustNCG(),
+    "TrustKrylov": lambda prob: om.TrustKrylov(),
+    "TrustExact": lambda prob: om.TrustExact(),
+    "NelderMead": lambda prob: om.NelderMead(xatol=1e-10, fatol=1e-14, adaptive=True),
+    "Powell": lambda prob: om.Powell(xtol=1e-10, ftol=1e-14),
 }
 
 
