@@ -9,8 +9,10 @@ sign flip for maximisation, and the call counts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import autograd
@@ -128,6 +130,15 @@ def strip_tracers(tree: Any) -> Any:
     return tree_map(plain, tree)
 
 
+@contextlib.contextmanager
+def _constant_gradients_allowed() -> Iterator[None]:
+    """autograd warns when a gradient does not depend on u; for second derivatives that is just
+    a zero Hessian (a linear loss)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+        yield
+
+
 #: Relative step of finite differences: the square root of float64's machine epsilon.
 _FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 
@@ -183,6 +194,7 @@ class Objective:
         self.gevals = 0
         self.probe_fevals = 0
         self.hevals = 0
+        self._base: tuple[bytes, np.ndarray] | None = None
         self._f = prob.f
         self._grad = prob.grad if callable(prob.grad) else None
         self._finite_difference = prob.grad == "finite-difference"
@@ -337,6 +349,14 @@ class Objective:
         out, _ = self._call(self._grad, "grad", self._user_u(x), copy.deepcopy(self.state) if self.stateful else None)
         return self.layout.flatten(out, "the gradient returned by grad", broadcast=False)
 
+    def _grad_at_base(self, x: np.ndarray) -> np.ndarray:
+        # The base point of difference quotients: scipy asks many products at one x (its inner
+        # conjugate-gradient loop), so the gradient there is computed once per x.
+        key = x.tobytes() + id(self.state).to_bytes(8, "little")  # a committed state is a new object
+        if self._base is None or self._base[0] != key:
+            self._base = (key, self._grad_only(x))
+        return self._base[1]
+
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of f at `x` times `v` (minimisation sense): reverse-over-reverse autograd,
         or a forward difference of the user's ``grad`` along `v`."""
@@ -344,16 +364,14 @@ class Objective:
         x, v = np.asarray(x, dtype=np.float64), np.asarray(v, dtype=np.float64)
         if self._grad is None:
             loss = self._plain_loss(self.state)
-            with warnings.catch_warnings():
-                # A gradient that does not depend on u (a linear loss) has a zero Hessian.
-                warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+            with _constant_gradients_allowed():
                 product = autograd.grad(lambda y: anp.dot(autograd.grad(loss)(y), v))(x)
         else:
             norm = float(np.linalg.norm(v))
             if norm == 0.0:
                 return np.zeros_like(x)
             h = _FD_STEP * max(1.0, float(np.linalg.norm(x))) / norm
-            product = (self._grad_only(x + h * v) - self._grad_only(x)) / h
+            product = (self._grad_only(x + h * v) - self._grad_at_base(x)) / h
         return self.sign * np.asarray(product, dtype=np.float64)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
@@ -362,14 +380,16 @@ class Objective:
         self.hevals += 1
         x = np.asarray(x, dtype=np.float64)
         if self._grad is None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
+            with _constant_gradients_allowed():
                 matrix = np.asarray(autograd.hessian(self._plain_loss(self.state))(x), dtype=np.float64)
         else:
-            g0 = self._grad_only(x)
+            g0 = self._grad_at_base(x)
             steps = _FD_STEP * np.maximum(1.0, np.abs(x))
-            columns = [(self._grad_only(x + steps[i] * np.eye(x.size)[i]) - g0) / steps[i] for i in range(x.size)]
-            matrix = np.array(columns)
+            matrix = np.empty((x.size, x.size))
+            for i in range(x.size):
+                shifted = x.copy()
+                shifted[i] += steps[i]
+                matrix[i] = (self._grad_only(shifted) - g0) / steps[i]
             matrix = 0.5 * (matrix + matrix.T)
         return self.sign * matrix.reshape(x.size, x.size)
 

@@ -115,7 +115,6 @@ class ScipyMinimize(WholeRunAlgorithm):
         with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             # Non-finite trial values are reported through the return code, not as warnings.
             warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.simplefilter("ignore", scipy.optimize.OptimizeWarning)
             try:
                 res = scipy.optimize.minimize(
                     x0=objective.x0,
