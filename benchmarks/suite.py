@@ -19,6 +19,7 @@ from typing import Any
 
 import autograd
 import numpy as np
+from autograd.tracer import getval
 
 import optimeta as om
 
@@ -90,7 +91,7 @@ class Counter:
 
     def record(self, value: Any) -> None:
         self.calls += 1
-        value = float(getattr(value, "_value", value))  # an autograd box holds the value
+        value = float(getval(value))  # autograd boxes (nested, for second derivatives) hold the value
         if value < self.best:
             self.best = value
             self.evals.append(self.calls)

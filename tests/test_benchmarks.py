@@ -151,3 +151,19 @@ def test_every_registered_algorithm_is_configured_for_the_suite() -> None:
     from benchmarks.suite import CONFIGS
 
     assert sorted(CONFIGS) == sorted(cls.__name__ for cls in om.algorithms())
+
+
+def test_every_registered_algorithm_runs_on_a_suite_problem_without_error() -> None:
+    # The suite's counter sees the objective under every kind of tracing (second derivatives
+    # trace it twice): no algorithm may end in an "error" row.
+    from dataclasses import replace
+
+    import optimeta as om
+    from benchmarks.problems import make_problems
+    from benchmarks.suite import run_algorithm
+
+    problem = replace(next(p for p in make_problems() if p.name == "beale"), maxiters=50)
+    for cls in om.algorithms():
+        result = run_algorithm(problem, cls.__name__, cls)
+        assert result.status == "ok", (cls.__name__, result.message)
+        assert result.gap is not None and np.isfinite(result.gap)
