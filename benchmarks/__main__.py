@@ -1,6 +1,7 @@
 """``python -m benchmarks``: compare every algorithm and the peers on the benchmark problems.
 
-Options: ``--quick`` (the default; under 3 minutes on 2 cores) or ``--full``; ``--problems`` and
+Options: ``--quick`` (the default; under 3 minutes on 2 cores; every algorithm but the untuned
+variants of the first-order family in ``suite.FULL_ONLY``) or ``--full``; ``--problems`` and
 ``--algorithms`` filter by name; ``--out DIR`` (default ``bench-results/``) receives results.md,
 summary.md, results.json and one PNG per problem; ``--perf`` runs the performance section instead.
 """
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(
                 f"unknown algorithm(s): {', '.join(sorted(set(solvers) - known))}; known: {', '.join(sorted(known))}"
             )
-    results = run_suite(problems, solvers, peers, progress=not args.no_progress)
+    results = run_suite(problems, solvers, peers, progress=not args.no_progress, full=args.full)
     written = write(results, args.out)
     sys.stdout.write(written["table"] + "\n\nGap to the optimum (objective where unknown):\n\n")
     sys.stdout.write(written["summary"] + "\n")

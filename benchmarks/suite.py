@@ -202,11 +202,23 @@ def _progress(items: list[Any], enabled: bool) -> Iterable[Any]:
     return items
 
 
+#: Run by ``--full`` (or when named): the rest of the first-order family, untuned variants of
+#: Adam and SGD whose 2000 steps a problem would add a minute to the quick suite.
+FULL_ONLY = frozenset({"AdamW", "AMSGrad", "Adamax", "NAdam", "RMSProp", "Adagrad", "Adadelta", "Lion"})
+
+
 def run_suite(
-    problems: list[BenchProblem], algorithms: list[str] | None, peers: list[Peer], progress: bool = True
+    problems: list[BenchProblem],
+    algorithms: list[str] | None,
+    peers: list[Peer],
+    progress: bool = True,
+    full: bool = True,
 ) -> list[Result]:
     registered = {cls.__name__: cls for cls in om.algorithms()}
-    names = [n for n in registered if algorithms is None or n in algorithms]
+    if algorithms is None:
+        names = [n for n in registered if full or n not in FULL_ONLY]
+    else:
+        names = [n for n in registered if n in algorithms]
     chosen_peers = [p for p in peers if algorithms is None or p.name in algorithms]
     jobs: list[tuple[BenchProblem, str | Peer]] = [(p, n) for p in problems for n in names]
     jobs += [(p, peer) for p in problems for peer in chosen_peers]
