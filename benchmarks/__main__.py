@@ -1,7 +1,8 @@
 """``python -m benchmarks``: compare every algorithm and the peers on the benchmark problems.
 
 Options: ``--quick`` (the default; under 3 minutes on 2 cores; every algorithm but the untuned
-variants of the first-order family in ``suite.FULL_ONLY``) or ``--full``; ``--problems`` and
+variants of the first-order family in ``suite.FULL_ONLY``, with COBYLA and COBYQA only on the
+small problems, ``suite.QUICK_MAX_SIZE``) or ``--full``; ``--problems`` and
 ``--algorithms`` filter by name; ``--out DIR`` (default ``bench-results/``) receives results.md,
 summary.md, results.json and one PNG per problem; ``--perf`` runs the performance section instead.
 """

@@ -39,14 +39,27 @@ class Peer:
         name: Its name in the tables, e.g. ``scipy:BFGS``.
         needs_deterministic: Runs only on deterministic problems (it trusts exact values).
         run: ``run(problem, value_and_grad) -> PeerResult``.
+        constraints: Honours the problem's bounds and constraints; only such a peer runs on a
+            problem that has them. "bounds" for bounds alone, "all" for both, "" for neither.
+        needs_bounds: Searches a box: runs only on problems with bounds.
     """
 
     name: str
     needs_deterministic: bool
     run: Callable[[BenchProblem, ValueAndGrad], PeerResult]
+    constraints: str = ""
+    needs_bounds: bool = False
 
     def applies(self, problem: BenchProblem) -> bool:
         stateless = "state" not in problem.options and not problem.solve_options
+        if self.needs_bounds and "bounds" not in problem.options:
+            return False
+        if problem.constrained:
+            handled = self.constraints == "all" or (
+                self.constraints == "bounds" and "constraints" not in problem.options
+            )
+            if not handled:
+                return False
         return stateless and (problem.plain or not self.needs_deterministic)
 
 
@@ -56,6 +69,38 @@ def _scipy(method: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
         return PeerResult(res.x, int(res.nit), bool(res.success), str(res.message))
 
     return run
+
+
+def _scipy_constrained(method: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
+    """``scipy.optimize.minimize`` with the problem's bounds and constraints."""
+
+    def run(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
+        bounds = problem.options.get("bounds")
+        res = scipy.optimize.minimize(
+            fg,
+            problem.u0,
+            jac=True,
+            method=method,
+            bounds=None if bounds is None else scipy.optimize.Bounds(*bounds),
+            constraints=problem.options.get("constraints", ()),
+            options={"maxiter": problem.maxiters},
+        )
+        return PeerResult(res.x, int(res.nit), bool(res.success), str(res.message))
+
+    return run
+
+
+def _differential_evolution(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
+    """scipy's differential evolution from its defaults, seeded as the suite's optimeta run is."""
+    res = scipy.optimize.differential_evolution(
+        lambda x: fg(x)[0],
+        scipy.optimize.Bounds(*problem.options["bounds"]),
+        maxiter=problem.maxiters,
+        rng=np.random.default_rng(0),
+        constraints=problem.options.get("constraints", ()),
+        x0=problem.u0,
+    )
+    return PeerResult(res.x, int(res.nit), bool(res.success), str(res.message))
 
 
 def _torch(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
@@ -167,9 +212,14 @@ def _optax(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
 
 
 def available_peers() -> list[Peer]:
-    """scipy's BFGS and L-BFGS-B; torch's SGD, Adam and LBFGS and optax's sgd, adam and lbfgs
+    """scipy's BFGS, L-BFGS-B, SLSQP and differential evolution; torch's SGD, Adam and LBFGS and optax's sgd, adam and lbfgs
     where they are installed."""
-    peers = [Peer("scipy:BFGS", True, _scipy("BFGS")), Peer("scipy:L-BFGS-B", True, _scipy("L-BFGS-B"))]
+    peers = [
+        Peer("scipy:BFGS", True, _scipy("BFGS")),
+        Peer("scipy:L-BFGS-B", True, _scipy_constrained("L-BFGS-B"), "bounds"),
+        Peer("scipy:SLSQP", True, _scipy_constrained("SLSQP"), "all"),
+        Peer("scipy:differential_evolution", True, _differential_evolution, "all", needs_bounds=True),
+    ]
     if importlib.util.find_spec("torch") is not None:
         peers += [
             Peer("torch:SGD", False, _torch("SGD")),

@@ -64,6 +64,11 @@ class BenchProblem:
         """Stateless and deterministic, with no minibatches: every peer can run it."""
         return "state" not in self.options and not self.options.get("stochastic") and not self.solve_options
 
+    @property
+    def constrained(self) -> bool:
+        """Has bounds or general constraints, which only some peers honour."""
+        return "bounds" in self.options or "constraints" in self.options
+
 
 def rosenbrock(u: Any, p: Any) -> Any:
     return anp.sum(100.0 * (u[1:] - u[:-1] ** 2) ** 2 + (1.0 - u[:-1]) ** 2)
@@ -96,6 +101,37 @@ def wood(u: Any, p: Any) -> Any:
 
 def brown_badly_scaled(u: Any, p: Any) -> Any:
     return (u[0] - 1e6) ** 2 + (u[1] - 2e-6) ** 2 + (u[0] * u[1] - 2.0) ** 2
+
+
+def rastrigin(u: Any, p: Any) -> Any:
+    """Rastrigin's function: a lattice of local minima around the global one at u = 0."""
+    return 10.0 * u.size + anp.sum(u**2 - 10.0 * anp.cos(2.0 * np.pi * u))
+
+
+def hs71(u: Any, p: Any) -> Any:
+    """Hock & Schittkowski's problem 71: with 1 <= u <= 5, u0 u1 u2 u3 >= 25 and |u|^2 = 40."""
+    return u[0] * u[3] * (u[0] + u[1] + u[2]) + u[2]
+
+
+#: HS71's optimum (Hock & Schittkowski, 1981).
+HS71_STAR = 17.0140172891563
+
+
+def hs71_constraints() -> list[Any]:
+    """HS71's constraints, as scipy constraint objects with autograd Jacobians."""
+    import autograd
+    import scipy.optimize
+
+    def product(u: Any) -> Any:
+        return u[0] * u[1] * u[2] * u[3]
+
+    def squares(u: Any) -> Any:
+        return anp.sum(u**2)
+
+    return [
+        scipy.optimize.NonlinearConstraint(product, 25.0, np.inf, jac=autograd.grad(product)),
+        scipy.optimize.NonlinearConstraint(squares, 40.0, 40.0, jac=autograd.grad(squares)),
+    ]
 
 
 def quadratic(u: Any, p: Any) -> Any:
@@ -197,6 +233,24 @@ def make_problems() -> list[BenchProblem]:
             options={"stochastic": True},
             exact=lambda u: float(np.sum(np.linspace(1.0, 10.0, 10) * (u - 1.0) ** 2)),
             fresh=_noisy_quadratic,
+        ),
+        BenchProblem(
+            "rastrigin-box-4",
+            rastrigin,
+            np.array([3.2, -2.1, 1.9, -3.9]),  # near the local minimum (3, -2, 2, -4)
+            0.0,
+            1000,
+            {"SGD": 1e-3, "Adam": 1e-2, "OLBFGS": 0.1},
+            options={"bounds": (np.full(4, -5.12), np.full(4, 5.12))},
+        ),
+        BenchProblem(
+            "hs71",
+            hs71,
+            np.array([1.0, 5.0, 5.0, 1.0]),
+            HS71_STAR,
+            200,
+            first_order,
+            options={"bounds": (np.ones(4), np.full(4, 5.0)), "constraints": hs71_constraints()},
         ),
         BenchProblem(
             "stateful-mlp",

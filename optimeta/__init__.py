@@ -6,16 +6,23 @@ a problem/algorithm pair that cannot work before the objective is ever called.
 """
 
 from . import schedules
+from ._chain import Chain
+from ._constraints import Constraint
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
-from ._solve import solve
+from ._solve import default_algorithm, solve
 from ._state import StateMutationError
 from .backends import (
     BFGS,
     CG,
+    COBYLA,
+    COBYQA,
+    DIRECT,
     LBFGS,
     OLBFGS,
     SGD,
+    SHGO,
+    SLSQP,
     TNC,
     Adadelta,
     Adagrad,
@@ -23,12 +30,16 @@ from .backends import (
     Adamax,
     AdamW,
     AMSGrad,
+    DifferentialEvolution,
+    Dogleg,
+    DualAnnealing,
     Lion,
     NAdam,
     NelderMead,
     NewtonCG,
     Powell,
     RMSProp,
+    TrustConstr,
     TrustExact,
     TrustKrylov,
     TrustNCG,
@@ -40,9 +51,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BFGS",
     "CG",
+    "COBYLA",
+    "COBYQA",
+    "DIRECT",
     "LBFGS",
     "OLBFGS",
     "SGD",
+    "SHGO",
+    "SLSQP",
     "TNC",
     "AMSGrad",
     "Adadelta",
@@ -50,6 +66,11 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Chain",
+    "Constraint",
+    "DifferentialEvolution",
+    "Dogleg",
+    "DualAnnealing",
     "IncompatibleAlgorithmError",
     "IterationInfo",
     "Lion",
@@ -64,11 +85,13 @@ __all__ = [
     "StateMutationError",
     "Stats",
     "Traits",
+    "TrustConstr",
     "TrustExact",
     "TrustKrylov",
     "TrustNCG",
     "__version__",
     "algorithms",
+    "default_algorithm",
     "schedules",
     "solve",
     "traits",

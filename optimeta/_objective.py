@@ -186,6 +186,7 @@ class Objective:
         self.x0: np.ndarray = prob._x0
         self.lb: np.ndarray | None = prob._lb
         self.ub: np.ndarray | None = prob._ub
+        self.constraints: tuple[Any, ...] = prob.constraints
         self.sign = 1.0 if prob.sense == "min" else -1.0
         self.stateful = prob.state is not None
         self.state: Any = copy.deepcopy(prob.state)

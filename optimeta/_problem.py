@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.optimize
 
+from ._constraints import check_constraints
 from ._objective import Layout, real_array
 from ._tree import is_container, tree_map
 
@@ -58,6 +59,11 @@ class OptimizationProblem:
         bounds: Box constraints ``lb <= u <= ub``: a pair ``(lb, ub)`` whose members have the
             structure of ``u0`` (a scalar or None also stands for a whole leaf or side), or a
             ``scipy.optimize.Bounds`` over the flattened ``u``. ``u0`` must lie in the box.
+        constraints: General constraints ``lb <= c(u) <= ub``: a list of `Constraint`
+            (Jacobians from autograd) and ``scipy.optimize.NonlinearConstraint`` /
+            ``LinearConstraint`` objects (over the flattened ``u``). Stored as a tuple; only
+            algorithms with ``supports_constraints`` accept a constrained problem. ``u0`` need not
+            be feasible.
         sense: ``"min"`` or ``"max"``.
         stochastic: ``True`` declares that calls at the same point may return different
             values (minibatches, a global RNG); ``False`` that they never do; ``None`` (the
@@ -90,6 +96,7 @@ class OptimizationProblem:
     state: Any = None
     grad: Callable[..., Any] | Literal["autograd", "finite-difference"] | None = None
     bounds: Any = None
+    constraints: Any = None
     sense: Literal["min", "max"] = "min"
     stochastic: bool | None = None
     state_mode: Literal["evolving", "constant"] = "evolving"
@@ -137,6 +144,7 @@ class OptimizationProblem:
         # Normalised: None when no side bounds anything, else read-only copies shaped like u0.
         box = None if lb is None or ub is None else (_readonly_tree(layout, lb), _readonly_tree(layout, ub))
         set_(self, "bounds", box)
+        set_(self, "constraints", check_constraints(self.constraints))
 
     def _flat_bounds(self, layout: Layout, x0: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         bounds = self.bounds

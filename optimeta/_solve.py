@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from ._chain import Chain
 from ._objective import Objective
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm
 from .traits import Requirements, check_compatible, needs_probe, requirements, traits
 
-__all__ = ["solve"]
+__all__ = ["default_algorithm", "solve"]
 
 Callback = Callable[[IterationInfo], "bool | None"]
 
@@ -54,9 +55,12 @@ class _Monitor:
                 return ReturnCode.TERMINATED
         if self.maxiters is not None and self.iterations >= self.maxiters:
             return ReturnCode.MAXITERS
-        if self.maxtime is not None and time.perf_counter() - self.start >= self.maxtime:
+        if self.out_of_time():
             return ReturnCode.MAXTIME
         return None
+
+    def out_of_time(self) -> bool:
+        return self.maxtime is not None and time.perf_counter() - self.start >= self.maxtime
 
 
 def _batches(data: Iterable[Any] | None, epochs: int, p: Any) -> Iterator[tuple[int | None, Any]]:
@@ -161,9 +165,49 @@ def _positive_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 1
 
 
+#: Above this many variables, the default for a smooth problem is L-BFGS: BFGS's dense n x n
+#: inverse Hessian costs O(n^2) memory and time per step.
+LARGE = 2000
+
+
+def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Algorithm:
+    """The algorithm ``solve(prob)`` uses when none is given, from the problem's requirements.
+
+    * an evolving state, a stochastic loss or minibatches (``data``): ``Adam()`` (needs a budget);
+    * general constraints: ``SLSQP()``;
+    * bounds, or more than 2000 variables: ``LBFGS()``;
+    * otherwise (smooth, unconstrained, deterministic): ``BFGS()``.
+
+    Args:
+        prob: The problem.
+        data: Whether the solve feeds minibatches.
+
+    Returns:
+        A configured algorithm instance (its traits may still refuse an unusual problem, e.g.
+        a stateful one with constraints: ``solve`` then says why).
+
+    Example:
+        >>> import numpy as np, optimeta as om
+        >>> om.default_algorithm(om.OptimizationProblem(lambda u, p: (u ** 2).sum(), np.ones(3)))
+        BFGS(gtol=1e-05)
+    """
+    from .backends import BFGS, LBFGS, SLSQP, Adam
+
+    if not isinstance(prob, OptimizationProblem):
+        raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
+    req = requirements(prob, data=data)
+    if req.evolving_state or req.stochastic:
+        return Adam()
+    if req.constrained:
+        return SLSQP()
+    if req.bounded or prob._x0.size > LARGE:
+        return LBFGS()
+    return BFGS()
+
+
 def solve(
     prob: OptimizationProblem,
-    alg: Algorithm,
+    alg: Algorithm | None = None,
     *,
     maxiters: int | None = None,
     maxtime: float | None = None,
@@ -191,7 +235,9 @@ def solve(
 
     Args:
         prob: The problem.
-        alg: A configured algorithm instance, e.g. ``Adam(lr=1e-3)`` or ``BFGS()``.
+        alg: A configured algorithm instance, e.g. ``Adam(lr=1e-3)``, ``BFGS()`` or a `Chain`;
+            None picks one from the problem's requirements (`default_algorithm`), named in
+            ``Solution.algorithm``.
         maxiters: Stop after this many steps (``ReturnCode.MAXITERS``); a positive integer.
         maxtime: Stop after the first step that ends this many seconds after the start
             (``ReturnCode.MAXTIME``).
@@ -226,11 +272,16 @@ def solve(
     """
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
+    chosen = alg is None
+    if alg is None:
+        alg = default_algorithm(prob, data=data is not None)
     _check_options(alg, maxiters, maxtime, callback, data, epochs)
     if not isinstance(check_determinism, bool):
         raise TypeError(f"check_determinism must be True or False, got {check_determinism!r}")
     req = requirements(prob, callback=callback is not None, data=data is not None)
     check_compatible(alg, req)
+    if isinstance(alg, Chain):
+        return _solve_chain(prob, alg, req, maxiters, maxtime, callback, data, check_determinism)
     if data is not None and isinstance(alg, WholeRunAlgorithm):
         raise ValueError(f"data= feeds one minibatch per step, and {type(alg).__name__} runs as one whole solve")
     if (
@@ -241,8 +292,9 @@ def solve(
         and data is None
     ):
         name = type(alg).__name__
+        picked = f"solve picked {alg!r} (the default for a stateful or stochastic problem), which " if chosen else ""
         raise ValueError(
-            f"{name} has no convergence test and runs until a budget is used up: pass maxiters= or "
+            f"{picked or name + ' '}has no convergence test and runs until a budget is used up: pass maxiters= or "
             f"maxtime= (or data=) to solve, e.g. solve(prob, {name}(...), maxiters=1000)"
         )
 
@@ -278,3 +330,96 @@ def solve(
         algorithm=alg,
         original=original,
     )
+
+
+def _solve_chain(
+    prob: OptimizationProblem,
+    chain: Chain,
+    req: Requirements,
+    maxiters: int | None,
+    maxtime: float | None,
+    callback: Callback | None,
+    data: Iterable[Any] | None,
+    check_determinism: bool,
+) -> Solution:
+    """Run a `Chain`'s stages in turn, each a solve from the previous one's u and state."""
+    if data is not None:
+        raise ValueError(
+            "data= is not supported with a Chain: give each stage's minibatches to its own solve, "
+            "starting each from the previous Solution's u and state"
+        )
+    last = len(chain.stages) - 1
+    for i, (stage, budget) in enumerate(chain.stages):
+        unbudgeted = budget is None and maxiters is None and maxtime is None
+        if unbudgeted and isinstance(stage, StepwiseAlgorithm) and stage.needs_budget:
+            name = type(stage).__name__
+            raise ValueError(
+                f"Chain stage {i} ({name}) has no convergence test and runs until a budget is used up: give "
+                f"it as ({name}(...), maxiters) in the Chain, or pass maxiters= or maxtime= to solve"
+            )
+    if check_determinism and needs_probe(req, chain.traits):
+        probe = Objective(prob)
+        _probe(chain, req, probe)
+        probe_fevals = probe.probe_fevals
+    else:
+        probe_fevals = 0
+    start = time.perf_counter()  # the probe's time is not the run's, as in a single solve
+    solutions: list[Solution] = []
+    current = prob
+    done = 0
+    out_of_time = False
+    for i, (stage, budget) in enumerate(chain.stages):
+        left = None if maxiters is None else maxiters - done
+        stage_iters = left if budget is None else budget if left is None else min(budget, left)
+        # The first stage always runs (with a sliver of time at least), as any solve makes one step.
+        stage_time = None if maxtime is None else max(maxtime - (time.perf_counter() - start), 1e-9)
+        if maxtime is not None and time.perf_counter() - start >= maxtime and solutions:
+            out_of_time = True
+            break
+        stage_callback = None if callback is None else _offset(callback, done)
+        sol = solve(
+            current,
+            stage,
+            maxiters=stage_iters,
+            maxtime=stage_time,
+            callback=stage_callback,
+            check_determinism=False,
+        )
+        solutions.append(sol)
+        done += sol.stats.iterations
+        stopped = sol.retcode in (ReturnCode.NONFINITE, ReturnCode.TERMINATED, ReturnCode.MAXTIME)
+        if stopped or (maxiters is not None and done >= maxiters) or i == last:
+            break
+        current = replace(current, u0=sol.u, state=sol.state)
+    final = solutions[-1]
+    stats = Stats(
+        iterations=sum(s.stats.iterations for s in solutions),
+        fevals=sum(s.stats.fevals for s in solutions),
+        gevals=sum(s.stats.gevals for s in solutions),
+        time=time.perf_counter() - start,
+        probe_fevals=probe_fevals + sum(s.stats.probe_fevals for s in solutions),
+        hevals=sum(s.stats.hevals for s in solutions),
+    )
+    retcode, message = final.retcode, final.message
+    if out_of_time:
+        retcode, message = ReturnCode.MAXTIME, ReturnCode.MAXTIME.message
+    message = f"stage {len(solutions)} of {len(chain.stages)} ({type(final.algorithm).__name__}): {message}"
+    return Solution(
+        u=final.u,
+        objective=final.objective,
+        state=final.state,
+        retcode=retcode,
+        message=message,
+        stats=stats,
+        algorithm=chain,
+        original=tuple(solutions),
+    )
+
+
+def _offset(callback: Callback, offset: int) -> Callback:
+    """The callback of a chain's stage: iterations numbered on from the earlier stages'."""
+
+    def stage_callback(info: IterationInfo) -> bool | None:
+        return callback(replace(info, iteration=info.iteration + offset))
+
+    return stage_callback

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 if TYPE_CHECKING:
     from ._problem import OptimizationProblem
 
@@ -50,6 +52,9 @@ class Traits:
             calls only ``f``).
         requires_hessian: Needs second derivatives: Hessians or Hessian-vector products, from
             autograd, or from differences of the user's ``grad``.
+        supports_constraints: Honours general constraints ``lb <= c(u) <= ub``
+            (``OptimizationProblem(constraints=...)``).
+        requires_constraints: Cannot run without general constraints.
     """
 
     single_call_per_step: bool
@@ -61,6 +66,8 @@ class Traits:
     supports_callback: bool
     uses_gradient: bool
     requires_hessian: bool
+    supports_constraints: bool
+    requires_constraints: bool
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -86,6 +93,8 @@ class Requirements:
         callback: A callback was given to ``solve``.
         hessian_available: Second derivatives can be had: the gradient comes from autograd or
             from the user's ``grad`` (not from finite differences).
+        constrained: The problem has general constraints (``constraints=``).
+        finite_bounds: The problem bounds every variable on both sides by finite numbers.
     """
 
     evolving_state: bool
@@ -94,6 +103,8 @@ class Requirements:
     bounded: bool
     callback: bool
     hessian_available: bool = True
+    constrained: bool = False
+    finite_bounds: bool = False
 
 
 def requirements(prob: OptimizationProblem, *, callback: bool = False, data: bool = False) -> Requirements:
@@ -126,7 +137,13 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False, data: boo
         bounded=prob.bounds is not None,
         callback=callback,
         hessian_available=prob.grad != "finite-difference",
+        constrained=bool(prob.constraints),
+        finite_bounds=_finite(prob._lb) and _finite(prob._ub),
     )
+
+
+def _finite(side: np.ndarray | None) -> bool:
+    return side is not None and bool(np.isfinite(side).all())
 
 
 @dataclass(frozen=True)
@@ -172,8 +189,23 @@ RULES: tuple[Rule, ...] = (
     Rule(
         ("requires_bounds",),
         False,
-        lambda r: not r.bounded,
-        lambda r: "the algorithm searches a box, and the problem gives no bounds",
+        lambda r: not r.finite_bounds,
+        lambda r: (
+            "the algorithm searches a finite box, and the problem "
+            + ("leaves some variables unbounded on a side" if r.bounded else "gives no bounds")
+        ),
+    ),
+    Rule(
+        ("supports_constraints",),
+        True,
+        lambda r: r.constrained,
+        lambda r: "the problem has general constraints (constraints=), and the algorithm would ignore them",
+    ),
+    Rule(
+        ("requires_constraints",),
+        False,
+        lambda r: not r.constrained,
+        lambda r: "the algorithm needs general constraints, and the problem gives none",
     ),
     Rule(
         ("requires_hessian",),
@@ -308,10 +340,13 @@ def traits(alg: Any) -> Traits:
     return declared
 
 
-def algorithms(**wanted: bool) -> list[Any]:
+def algorithms(*, for_problem: OptimizationProblem | None = None, **wanted: bool) -> list[Any]:
     """The registered algorithm classes whose traits have the given values, sorted by name.
 
     Args:
+        for_problem: Keep only the algorithms that accept this problem: every rule of
+            `check_compatible` holds for its `requirements` (a solve without callback or
+            minibatches; an objective that hides state is found only by ``solve``'s probe).
         **wanted: Trait names and the value each must have, e.g. ``single_call_per_step=True``.
 
     Returns:
@@ -325,14 +360,24 @@ def algorithms(**wanted: bool) -> list[Any]:
         >>> import optimeta as om
         >>> [cls.__name__ for cls in om.algorithms(single_call_per_step=False, tolerates_stochastic_loss=True)]
         ['OLBFGS']
+        >>> import numpy as np
+        >>> box = om.OptimizationProblem(lambda u, p: (u ** 2).sum(), np.ones(2), bounds=(-np.ones(2), np.ones(2)))
+        >>> [cls.__name__ for cls in om.algorithms(for_problem=box, requires_bounds=True)]
+        ['DIRECT', 'DifferentialEvolution', 'DualAnnealing', 'SHGO']
     """
     for name, value in wanted.items():
         if name not in TRAIT_NAMES:
             raise ValueError(f"unknown trait {name!r}; the traits are: {', '.join(TRAIT_NAMES)}")
         if not isinstance(value, bool):
             raise TypeError(f"trait {name} must be asked for with True or False, got {value!r}")
+    from ._problem import OptimizationProblem
+
+    if for_problem is not None and not isinstance(for_problem, OptimizationProblem):
+        raise TypeError(f"for_problem must be an OptimizationProblem or None, got {for_problem!r}")
+    req = None if for_problem is None else requirements(for_problem)
     return [
         cls
         for _, cls in sorted(_REGISTRY.items())
         if all(getattr(cls.traits, name) is value for name, value in wanted.items())
+        and (req is None or not violations(req, cls.traits))
     ]

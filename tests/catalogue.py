@@ -5,13 +5,16 @@ so the tests check the library's rules against this table instead of against the
 Objectives record every call (the point and the state received) for contract tests.
 
 What a run of an algorithm must look like (a budget or a convergence test, calls per step, a
-final evaluation) is derived here, once, from its shape (step-wise or whole-run), its traits and
-its class data (``needs_budget``, ``loss_at_new_iterate``), never from its name.
+final evaluation, the counts its scipy result implies) is derived here, once, from its shape
+(step-wise or whole-run), its traits and its class data (``needs_budget``, ``loss_at_new_iterate``,
+the tables below, each entry with the documented reason), never from its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Any
 import autograd
 import autograd.numpy as anp
 import numpy as np
+import pytest
 import scipy.optimize
 
 import optimeta as om
@@ -173,26 +177,97 @@ def _build_noisy() -> tuple[om.OptimizationProblem, Recorder]:
     return om.OptimizationProblem(rec, np.zeros(3), p=C, stochastic=True), rec
 
 
+# Constrained problems, each with its optimum from the KKT conditions.
+
+DISK_TARGET = np.array([2.0, 1.0])
+
+
+def _distance(u: Any, p: Any) -> Any:
+    return anp.sum((u - p) ** 2)
+
+
+def _disk(u: Any, p: Any) -> Any:
+    return anp.sum(u**2)
+
+
+def _build_disk() -> tuple[om.OptimizationProblem, Recorder]:
+    # |u|^2 <= 1, active: the point of the unit disk nearest the target outside it.
+    rec = Recorder(_distance)
+    disk = om.Constraint(_disk, ub=1.0)
+    return om.OptimizationProblem(rec, np.zeros(2), p=DISK_TARGET, constraints=[disk]), rec
+
+
+DISK_STAR = DISK_TARGET / np.linalg.norm(DISK_TARGET)
+
+
+def _build_plane() -> tuple[om.OptimizationProblem, Recorder]:
+    # sum(u) == 1, as scipy's LinearConstraint; u0 = 0 is off the plane.
+    rec = Recorder(_quadratic)
+    plane = scipy.optimize.LinearConstraint(np.ones((1, 3)), 1.0, 1.0)
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, constraints=[plane]), rec
+
+
+# Stationarity 2 SCALES (u - C) = lam 1 with sum(u) = 1.
+PLANE_MULTIPLIER = 2.0 * (1.0 - C.sum()) / np.sum(1.0 / SCALES)
+PLANE_STAR = C + PLANE_MULTIPLIER / (2.0 * SCALES)
+
+CORNER_TARGET = np.array([2.0, -2.0])
+UNIT_BOX = (np.zeros(2), np.ones(2))
+
+
+def _build_boxed_parabola() -> tuple[om.OptimizationProblem, Recorder]:
+    # In the unit box, above the parabola u1 >= u0^2 - 1/4 (scipy's NonlinearConstraint, over the
+    # flat u): the optimum (1/2, 0) has the bound u1 >= 0 and the constraint active, with
+    # multipliers 1 and 3 (the gradient there is (-3, 4) = -3 (1, -1) - 1 (0, -1)).
+    rec = Recorder(_distance)
+    parabola = scipy.optimize.NonlinearConstraint(
+        lambda x: x[0] ** 2 - x[1], -np.inf, 0.25, jac=lambda x: np.array([[2.0 * x[0], -1.0]])
+    )
+    prob = om.OptimizationProblem(rec, np.full(2, 0.1), p=CORNER_TARGET, bounds=UNIT_BOX, constraints=[parabola])
+    return prob, rec
+
+
 #: A need written "a or b" is met by an algorithm with either trait.
 STATE_COMMIT = "single_call_per_step or commits_state_per_step"
-STATEFUL_NEEDS = {STATE_COMMIT: True, "tolerates_stochastic_loss": True}
+#: Problems without a finite box refuse the methods that search one; unconstrained ones refuse
+#: the methods that need general constraints.
+UNBOUNDED = {"requires_bounds": False}
+UNCONSTRAINED = {"requires_constraints": False}
+PLAIN_NEEDS = {**UNBOUNDED, **UNCONSTRAINED}
+STATEFUL_NEEDS = {**PLAIN_NEEDS, STATE_COMMIT: True, "tolerates_stochastic_loss": True}
+CONSTRAINED_NEEDS = {**UNBOUNDED, "supports_constraints": True}
 
 PROBLEMS: list[ProblemCase] = [
-    ProblemCase("quadratic", _build_quadratic, C, 0.0, {}),
-    ProblemCase("rosenbrock", _build_rosenbrock, np.ones(2), 0.0, {}, atol=2e-2),
-    ProblemCase("pytree", _build_tree, TREE_STAR, 0.0, {}),
-    ProblemCase("maximise", _build_max, C, 3.0, {}),
+    ProblemCase("quadratic", _build_quadratic, C, 0.0, PLAIN_NEEDS),
+    ProblemCase("rosenbrock", _build_rosenbrock, np.ones(2), 0.0, PLAIN_NEEDS, atol=2e-2),
+    ProblemCase("pytree", _build_tree, TREE_STAR, 0.0, PLAIN_NEEDS),
+    ProblemCase("maximise", _build_max, C, 3.0, PLAIN_NEEDS),
     ProblemCase(
         "bounded",
         _build_bounded,
         np.clip(C, *BOX),
         float(np.sum(SCALES * (np.clip(C, *BOX) - C) ** 2)),
-        {"supports_bounds": True},
+        {"supports_bounds": True, **UNCONSTRAINED},
     ),
     ProblemCase("stateful_counter", _build_counter, C, 0.0, STATEFUL_NEEDS),
     ProblemCase("stateful_key", _build_keyed, C, 0.0, STATEFUL_NEEDS),
     ProblemCase("stateful_generator", _build_generator_state, C, 0.0, STATEFUL_NEEDS),
-    ProblemCase("stochastic", _build_noisy, C, 0.0, {"tolerates_stochastic_loss": True}),
+    ProblemCase("stochastic", _build_noisy, C, 0.0, {**PLAIN_NEEDS, "tolerates_stochastic_loss": True}),
+    ProblemCase("disk", _build_disk, DISK_STAR, float((np.linalg.norm(DISK_TARGET) - 1.0) ** 2), CONSTRAINED_NEEDS),
+    ProblemCase(
+        "plane",
+        _build_plane,
+        PLANE_STAR,
+        float(np.sum(SCALES * (PLANE_STAR - C) ** 2)),
+        CONSTRAINED_NEEDS,
+    ),
+    ProblemCase(
+        "boxed_parabola",
+        _build_boxed_parabola,
+        np.array([0.5, 0.0]),
+        float(np.sum((np.array([0.5, 0.0]) - CORNER_TARGET) ** 2)),
+        {"supports_bounds": True, "supports_constraints": True},
+    ),
 ]
 
 ALGORITHMS: list[AlgorithmCase] = [
@@ -219,6 +294,22 @@ ALGORITHMS: list[AlgorithmCase] = [
     AlgorithmCase("TrustExact", om.TrustExact(), None),
     AlgorithmCase("NelderMead", om.NelderMead(xatol=1e-10, fatol=1e-14, adaptive=True), None),
     AlgorithmCase("Powell", om.Powell(xtol=1e-8, ftol=1e-12), None),
+    AlgorithmCase("Dogleg", om.Dogleg(), None),
+    # SLSQP's ftol has a narrow window here: from 8e-11 up it stops 1.1e-5 short on the Rosenbrock
+    # function; from 3e-11 down its line search fails at the boxed parabola's optimum ("Positive
+    # directional derivative for linesearch").
+    AlgorithmCase("SLSQP", om.SLSQP(ftol=5e-11), None),
+    # The interior point reaches an active inequality to 1e-5 only with tolerances this tight.
+    AlgorithmCase("TrustConstr", om.TrustConstr(gtol=1e-15, xtol=1e-15, barrier_tol=1e-15), None),
+    AlgorithmCase("COBYLA", om.COBYLA(rhobeg=0.1, tol=1e-8, catol=1e-10), None),
+    AlgorithmCase("COBYQA", om.COBYQA(final_tr_radius=1e-8), None),
+    # Seeded: the same run every time. 5 members per variable keep the runs short; at tol 1e-7 the
+    # polish (trust-constr with constraints) ends within 1e-7 of the boxed parabola's optimum.
+    AlgorithmCase("DifferentialEvolution", om.DifferentialEvolution(seed=0, tol=1e-7, popsize=5), None),
+    # 200 annealing iterations (not 1000): the local searches make the accuracy.
+    AlgorithmCase("DualAnnealing", om.DualAnnealing(seed=0, maxiter=200), None),
+    AlgorithmCase("DIRECT", om.DIRECT(eps=1e-8, vol_tol=0.0, len_tol=1e-8), None),
+    AlgorithmCase("SHGO", om.SHGO(n=32, sampling_method="halton"), None),
 ]
 
 
@@ -277,16 +368,127 @@ CALLS_PER_STEP: dict[type, int] = {om.OLBFGS: 2}
 SCIPY_TWINS: dict[type, str] = {om.BFGS: "BFGS"}
 
 
-#: scipy counts Nelder-Mead's initial simplex as its iteration 1, so its ``nit`` is one more than
-#: the iterations it reports to its callback (which are optimeta's).
-SCIPY_NIT_OFFSET: dict[type, int] = {om.NelderMead: 1}
+#: scipy counts Nelder-Mead's initial simplex as its iteration 1, and DIRECT two iterations before
+#: its first callback (as DIRECT documents), so their ``nit`` is more than the iterations they
+#: report to their callback (which are optimeta's).
+SCIPY_NIT_OFFSET: dict[type, int] = {om.NelderMead: 1, om.DIRECT: 2}
+
+#: The field of scipy's result that counts the iterations a method reports, where it is not
+#: ``nit``, as each method documents it: COBYQA's callback comes once per evaluation (those are
+#: its iterations), so they are its ``nfev``; COBYLA's result keeps no count of iterations
+#: (its ``nit`` is None), so its iterations cannot be checked against scipy (its calls can).
+SCIPY_ITERATIONS: dict[type, str | None] = {om.COBYQA: "nfev", om.COBYLA: None}
+
+#: Global methods whose local search is given the gradient as a function of its own (their
+#: docstrings: L-BFGS-B or SLSQP "with the problem's gradient"): scipy counts those calls in this
+#: field, not in ``nfev``; each one evaluates f with its gradient, a call of f for optimeta.
+SCIPY_GRADIENT_CALLS: dict[type, str] = {om.DualAnnealing: "njev", om.SHGO: "nljev"}
+
+#: Methods whose scipy ``nfev`` is exact after their first iteration only: scipy's shgo adds the
+#: sampling evaluations to it when an iteration's local searches find a minimiser, so after later
+#: refinements (``nit > 1``) that find none it falls behind the calls made (seen with the
+#: simplicial and Sobol samplings). It is then a lower bound.
+SCIPY_NFEV_LAGS: tuple[type, ...] = (om.SHGO,)
+
+#: Methods whose scipy ``nit`` may exceed the iterations they report: scipy's SLSQP calls back
+#: once per return from its solver in which its iteration count grew, and one return may complete
+#: several iterations (seen: 8 callbacks for ``nit`` 12 on the boxed parabola, where its QP meets a
+#: bound and the constraint together). Its ``nit`` is then an upper bound.
+SCIPY_NIT_BOUNDS_ITERATIONS: tuple[type, ...] = (om.SLSQP,)
 
 
-def scipy_counts(sol: om.Solution, prob: om.OptimizationProblem) -> tuple[int, int]:
+def scipy_counts(sol: om.Solution, prob: om.OptimizationProblem) -> tuple[int | None, int]:
     """(iterations, calls of f) that a whole-run algorithm's scipy result implies, in optimeta's
-    terms: scipy's ``nit`` and ``nfev``, plus one call of f for every Hessian or Hessian-vector
-    product that autograd computes by tracing f (scipy counts those in ``nhev``, not ``nfev``)."""
-    return sol.original.nit - SCIPY_NIT_OFFSET.get(type(sol.algorithm), 0), sol.original.nfev + hessian_calls(sol, prob)
+    terms: scipy's ``nit`` (`SCIPY_NIT_OFFSET`; another field or None, `SCIPY_ITERATIONS`) and
+    ``nfev``, plus one call of f for every Hessian or Hessian-vector product that autograd computes
+    by tracing f (scipy counts those in ``nhev``, not ``nfev``), for every gradient a global
+    method's local search asks for apart from the value (`SCIPY_GRADIENT_CALLS`), for the call at u0
+    that scipy's COBYLA makes and does not count (`uncounted_calls`), and for the one the adapter
+    makes at a returned point that is not scipy's (`moved_point_calls`)."""
+    res, cls = sol.original, type(sol.algorithm)
+    if adapter_result(res):
+        return int(res.nit), int(res.nfev)
+    field = SCIPY_ITERATIONS.get(cls, "nit")
+    iterations = None if field is None else int(res[field]) - SCIPY_NIT_OFFSET.get(cls, 0)
+    calls = int(res.nfev) + hessian_calls(sol, prob) + uncounted_calls(sol, prob) + moved_point_calls(sol, prob)
+    if cls in SCIPY_GRADIENT_CALLS:
+        calls += int(res[SCIPY_GRADIENT_CALLS[cls]])
+    return iterations, calls
+
+
+def uncounted_calls(sol: om.Solution, prob: om.OptimizationProblem) -> int:
+    """Calls of f that scipy makes and leaves out of ``nfev``: scipy's COBYLA evaluates f at u0
+    before PRIMA, without a nonlinear constraint, projects u0 onto the bounds and linear
+    constraints and starts from there; PRIMA's count (scipy's ``nfev``) misses that first call when
+    the projection moved u0, that is when u0 is off a linear constraint (it is always in the box)."""
+    if type(sol.algorithm) is not om.COBYLA:
+        return 0
+    if any(not isinstance(c, scipy.optimize.LinearConstraint) for c in prob.constraints):
+        return 0
+    x0 = flat(prob.u0)
+    for c in prob.constraints:
+        values = np.atleast_2d(c.A) @ x0
+        if np.any(values < c.lb) or np.any(values > c.ub):
+            return 1
+    return 0
+
+
+#: The fields of the result the adapter builds itself when scipy returned none (a callback, the
+#: budget or maxtime stopped the run by an exception, as with DIRECT's legacy callback, or a
+#: method without callbacks stopped by maxtime): its counts are optimeta's own.
+ADAPTER_RESULT_FIELDS = {"x", "fun", "success", "status", "message", "nit", "nfev"}
+
+
+def adapter_result(res: scipy.optimize.OptimizeResult) -> bool:
+    """Whether ``res`` was built by the adapter, not returned by scipy (status -1, its fields)."""
+    return res.get("status") == -1 and set(res) == ADAPTER_RESULT_FIELDS
+
+
+def moved_point_calls(sol: om.Solution, prob: om.OptimizationProblem) -> int:
+    """The adapter's call of f at the point it returns, when scipy never evaluated that point: one
+    that scipy maps back from its own scaling and that differs in the last bits from the point it
+    evaluated (DIRECT, from its unit cube); the value there then differs from scipy's ``fun``. A
+    method that clips its points into the box (``clip_to_bounds``: COBYLA, TrustConstr) had the
+    clipped point evaluated already, when scipy evaluated the point it returns."""
+    x, fun = sol.original.get("x"), sol.original.get("fun")
+    if x is None or np.size(x) != flat(sol.u).size:
+        return 0  # scipy returned no point: the run ends at the best point evaluated
+    if type(sol.algorithm).clip_to_bounds:
+        return 0
+    moved = flat(sol.u).tobytes() != np.asarray(x, dtype=np.float64).tobytes()
+    loss = sol.objective if prob.sense == "min" else -sol.objective
+    return int(moved or (fun is not None and np.isfinite(fun) and float(fun) != loss))
+
+
+def returns_last_iterate(alg: Any, prob: om.OptimizationProblem) -> bool:
+    """Whether a run's returned point is the last iterate it reports to the callback. Not so, as
+    each method documents it or scipy does it, for: differential evolution with ``polish``, which
+    refines the best point after its last generation; DIRECT, whose last iteration (scipy's
+    ``nit`` counts two it does not report) ends without a callback; and COBYLA with bounds or
+    general constraints, for which PRIMA returns the best point of its history by a merit function
+    of value and constraint violation, not its last iterate, clipped into the box."""
+    if isinstance(alg, om.DifferentialEvolution):
+        return not alg.polish
+    if isinstance(alg, om.DIRECT):
+        return False
+    if isinstance(alg, om.COBYLA):
+        return prob.bounds is None and not prob.constraints
+    return True
+
+
+def assert_scipy_counts(sol: om.Solution, prob: om.OptimizationProblem) -> None:
+    """A whole-run algorithm hands back scipy's own result, and its iterations and calls of f are
+    the ones that result implies (`scipy_counts`)."""
+    assert isinstance(sol.original, scipy.optimize.OptimizeResult)
+    iterations, calls = scipy_counts(sol, prob)
+    if iterations is not None and type(sol.algorithm) in SCIPY_NIT_BOUNDS_ITERATIONS:
+        assert sol.stats.iterations <= iterations, f"iterations: optimeta {sol.stats.iterations}, scipy {iterations}"
+    elif iterations is not None:
+        assert sol.stats.iterations == iterations, f"iterations: optimeta {sol.stats.iterations}, scipy {iterations}"
+    if type(sol.algorithm) in SCIPY_NFEV_LAGS and sol.original.nit > 1:
+        assert sol.stats.fevals >= calls, f"fevals: optimeta {sol.stats.fevals}, scipy at least {calls}"
+    else:
+        assert sol.stats.fevals == calls, f"fevals: optimeta {sol.stats.fevals}, scipy {calls}"
 
 
 def hessian_calls(sol: om.Solution, prob: om.OptimizationProblem) -> int:
@@ -387,3 +589,101 @@ def assert_follows_scipy_twin(
     )
     np.testing.assert_allclose(flat(sol.u), ref.x, rtol=0, atol=atol)
     return ref
+
+
+def constraint_violation(prob: om.OptimizationProblem, u: Any) -> float:
+    """The largest violation of the problem's general constraints at ``u`` (0 when all hold),
+    computed here: `om.Constraint` on ``u`` as given, scipy's constraints on the flat vector."""
+    x = flat(u)
+    worst = 0.0
+    for c in prob.constraints:
+        if isinstance(c, om.Constraint):
+            values = np.ravel(np.asarray(c.fun(u, prob.p), dtype=np.float64))
+        elif isinstance(c, scipy.optimize.LinearConstraint):
+            values = np.atleast_2d(c.A) @ x
+        else:
+            values = np.ravel(np.asarray(c.fun(x), dtype=np.float64))
+        below, above = np.asarray(c.lb) - values, values - np.asarray(c.ub)
+        worst = max(worst, float(np.max(np.maximum(np.maximum(below, above), 0.0))))
+    return worst
+
+
+#: The constraint violation a method tolerates at its solution, where it has an option for it:
+#: the attribute holding it. The others (SLSQP's and SHGO's SQP steps, trust-constr, differential
+#: evolution's trust-constr polish) are held to `FEASIBILITY_ATOL`.
+FEASIBILITY_OPTION: dict[type, str] = {om.COBYLA: "catol", om.COBYQA: "feasibility_tol"}
+FEASIBILITY_ATOL = 1e-8
+
+
+def feasibility_tol(alg: Any) -> float:
+    """The largest constraint violation `alg` may leave at its solution (`FEASIBILITY_OPTION`)."""
+    option = FEASIBILITY_OPTION.get(type(alg))
+    return FEASIBILITY_ATOL if option is None else float(getattr(alg, option))
+
+
+#: Methods whose accuracy at an interior minimum is set by a local search they give no option to
+#: tighten: SHGO's local searches are SLSQP at scipy's default ftol (1e-6 on f), which ends some
+#: 2e-4 short in u on the tests' quadratics and Rosenbrock function.
+LOCAL_SEARCH_ATOL: dict[type, float] = {om.SHGO: 1e-3}
+
+
+def converged_atol(alg: Any, atol: float) -> float:
+    """The accuracy ``atol`` required of a converged run of ``alg`` (an instance or a class), or the
+    coarser one its method's local search allows (`LOCAL_SEARCH_ATOL`)."""
+    cls = alg if isinstance(alg, type) else type(alg)
+    return max(atol, LOCAL_SEARCH_ATOL.get(cls, 0.0))
+
+
+def as_params(cases: list[tuple[AlgorithmCase, ProblemCase]]) -> list[Any]:
+    """The pairs as pytest params, with readable ids."""
+    return [pytest.param(alg, prob, id=f"{alg.name}-{prob.name}") for alg, prob in cases]
+
+
+#: A box around the optimum of every unbounded problem the tests build, for the methods that
+#: search one (trait requires_bounds) in tests about something else than bounds.
+SEARCH_BOX = (-3.0, 3.0)
+
+
+def box_for(alg: Any, box: tuple[float, float] = SEARCH_BOX) -> tuple[float, float] | None:
+    """``box`` for an algorithm (instance or class) that searches a box, else None."""
+    return box if om.traits(alg).requires_bounds else None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One solve of a fresh catalogue problem, and what it printed."""
+
+    prob: om.OptimizationProblem
+    rec: Recorder
+    sol: om.Solution
+    printed: tuple[str, str]
+
+
+_RUNS: dict[tuple[int, int, int | None, bool], Run] = {}
+
+
+def _ignore(info: om.IterationInfo) -> None:
+    return None
+
+
+def run(alg_case: AlgorithmCase, prob_case: ProblemCase, maxiters: int | None, *, callback: bool = False) -> Run:
+    """``solve(problem, alg, maxiters=maxiters)`` on a fresh problem (with a callback that does
+    nothing, if ``callback``), with what it printed to stdout and stderr, run once per test
+    session: the plain run that several tests inspect (and none may change, nor call the recorder
+    again). Runs are deterministic, so sharing one loses nothing."""
+    key = (id(alg_case), id(prob_case), maxiters, callback)
+    if key not in _RUNS:
+        prob, rec = prob_case.build()
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            sol = om.solve(prob, alg_case.alg, maxiters=maxiters, callback=_ignore if callback else None)
+        _RUNS[key] = Run(prob, rec, sol, (out.getvalue(), err.getvalue()))
+    return _RUNS[key]
+
+
+def solved(
+    alg_case: AlgorithmCase, prob_case: ProblemCase, maxiters: int | None, *, callback: bool = False
+) -> tuple[om.OptimizationProblem, Recorder, om.Solution]:
+    """``(problem, recorder, solution)`` of the shared `run`."""
+    shared = run(alg_case, prob_case, maxiters, callback=callback)
+    return shared.prob, shared.rec, shared.sol

@@ -162,8 +162,28 @@ def test_every_registered_algorithm_runs_on_a_suite_problem_without_error() -> N
     from benchmarks.problems import make_problems
     from benchmarks.suite import run_algorithm
 
-    problem = replace(next(p for p in make_problems() if p.name == "beale"), maxiters=50)
+    problems = {p.name: replace(p, maxiters=50) for p in make_problems() if p.name in ("beale", "hs71")}
     for cls in om.algorithms():
+        # An algorithm that searches a box, or takes constraints, on the box- and constraint-bound HS71.
+        traits = om.traits(cls)
+        problem = problems["hs71" if traits.requires_bounds or traits.supports_constraints else "beale"]
         result = run_algorithm(problem, cls.__name__, cls)
+        if problem.name == "hs71" and not traits.supports_constraints:
+            assert result.status == "refused" and result.refused_by == ["supports_constraints"], cls.__name__
+            continue
         assert result.status == "ok", (cls.__name__, result.message)
         assert result.gap is not None and np.isfinite(result.gap)
+
+
+def test_peers_that_ignore_bounds_or_constraints_do_not_run_on_such_problems() -> None:
+    from benchmarks.peers import available_peers
+    from benchmarks.problems import make_problems
+
+    problems = {p.name: p for p in make_problems()}
+    applies = {
+        name: sorted(peer.name for peer in available_peers() if peer.applies(problems[name]))
+        for name in ("hs71", "rastrigin-box-4", "beale")
+    }
+    assert applies["hs71"] == ["scipy:SLSQP", "scipy:differential_evolution"]
+    assert applies["rastrigin-box-4"] == ["scipy:L-BFGS-B", "scipy:SLSQP", "scipy:differential_evolution"]
+    assert "scipy:differential_evolution" not in applies["beale"] and "scipy:BFGS" in applies["beale"]

@@ -20,11 +20,15 @@ from catalogue import (
     AlgorithmCase,
     ProblemCase,
     accepts,
+    as_params,
     assert_follows_scipy_twin,
+    assert_scipy_counts,
     calls_per_step,
+    constraint_violation,
+    feasibility_tol,
     pairs,
     runs_to_budget,
-    scipy_counts,
+    solved,
     stepwise,
     unmet,
     whole_run,
@@ -117,10 +121,9 @@ def _missing(declared: om.Traits, prob_case: ProblemCase) -> set[str]:
     return unmet(declared, prob_case)
 
 
-@pytest.mark.parametrize(("alg_case", "prob_case"), COMPATIBLE, ids=_ids(COMPATIBLE))
+@pytest.mark.parametrize(("alg_case", "prob_case"), as_params(COMPATIBLE))
 def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
-    prob, rec = prob_case.build()
-    sol = om.solve(prob, alg_case.alg, maxiters=alg_case.maxiters)
+    prob, rec, sol = solved(alg_case, prob_case, alg_case.maxiters)
 
     # Exactly the structure of u0 (and of the catalogue's u_star): containers, keys, lengths, shapes.
     assert _structure(sol.u) == _structure(prob_case.u_star)
@@ -135,6 +138,12 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
     np.testing.assert_allclose(_flat(sol.u), _flat(prob_case.u_star), rtol=0, atol=atol)
     assert type(sol.objective) is float
     assert sol.objective == pytest.approx(prob_case.f_star, rel=0, abs=atol)
+    if prob.bounds is not None:
+        x, lb, ub = _flat(sol.u), _flat(prob.bounds[0]), _flat(prob.bounds[1])
+        assert np.all(lb <= x) and np.all(x <= ub), f"{x} left the box"
+    if prob.constraints:
+        # Feasible, within the method's own tolerance.
+        assert constraint_violation(prob, sol.u) <= feasibility_tol(alg_case.alg)
 
     assert sol.stats.fevals + sol.stats.probe_fevals == rec.calls
     if _budgeted(alg_case):
@@ -151,7 +160,7 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
             # scipy's own result, and optimeta's counts are scipy's.
             assert isinstance(sol.original, scipy.optimize.OptimizeResult)
             assert sol.original.success
-            assert (sol.stats.iterations, sol.stats.fevals) == scipy_counts(sol, prob)
+            assert_scipy_counts(sol, prob)
         else:
             assert_follows_scipy_twin(sol, prob_case.build()[0])
     if prob.state is not None:
@@ -220,8 +229,7 @@ def test_library_rules_agree_with_catalogue_needs(cls: type, prob_case: ProblemC
 
 @pytest.mark.parametrize(("alg_case", "prob_case"), DETERMINISTIC, ids=_ids(DETERMINISTIC))
 def test_deterministic_objective_is_f_at_returned_u(alg_case: AlgorithmCase, prob_case: ProblemCase) -> None:
-    prob, rec = prob_case.build()
-    assert prob.state is None and not prob.stochastic
     maxiters = min(alg_case.maxiters, SHORT_RUN) if _budgeted(alg_case) else None
-    sol = om.solve(prob, alg_case.alg, maxiters=maxiters)
+    prob, rec, sol = solved(alg_case, prob_case, maxiters)
+    assert prob.state is None and not prob.stochastic
     assert sol.objective == pytest.approx(float(rec.fn(sol.u, prob.p)), rel=4 * np.finfo(float).eps, abs=0)

@@ -22,7 +22,15 @@ import numpy as np
 import pytest
 import scipy.optimize
 from autograd.tracer import Box, getval
-from catalogue import Recorder, assert_follows_scipy_twin, calls_per_step, scipy_counts
+from catalogue import (
+    Recorder,
+    assert_follows_scipy_twin,
+    assert_scipy_counts,
+    box_for,
+    calls_per_step,
+    converged_atol,
+    scipy_counts,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -37,8 +45,17 @@ traits_mod = importlib.import_module("optimeta.traits")
 # -- helpers -----------------------------------------------------------------------------------
 
 
+#: The hyperparameter holding the number of iterations a method plans by design (a budget below
+#: it ends the run with MAXITERS, one above it is never reached).
+PLANNED_ITERATIONS: dict[type, str] = {om.DualAnnealing: "maxiter", om.SHGO: "iters"}
+#: Hyperparameters that keep the global searches short in these tests, which are about outcomes,
+#: not search effort: 100 annealing iterations (not 1000), 5 members per variable (not 15).
+LIGHT: dict[type, dict[str, Any]] = {om.DualAnnealing: {"maxiter": 100}, om.DifferentialEvolution: {"popsize": 5}}
+
+
 def configured(cls: type, lr: float = 0.1) -> Any:
-    """An instance of a registered algorithm class: `lr` when it has one, defaults otherwise."""
+    """An instance of a registered algorithm class: `lr` when it has one, seed 0 when it draws
+    random numbers (the same run every time), `LIGHT` settings, defaults otherwise."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     required = [
         name
@@ -47,7 +64,16 @@ def configured(cls: type, lr: float = 0.1) -> Any:
     ]
     if required:
         pytest.fail(f"tests/test_faults.py does not know how to configure {cls.__name__} (needs {required})")
-    return cls(lr=lr) if "lr" in fields else cls()
+    kwargs: dict[str, Any] = dict(LIGHT.get(cls, {}))
+    if "seed" in fields:
+        kwargs["seed"] = 0
+    return cls(lr=lr, **kwargs) if "lr" in fields else cls(**kwargs)
+
+
+def problem(cls: type, f: Any, u0: Any, **kwargs: Any) -> om.OptimizationProblem:
+    """``OptimizationProblem(f, u0, **kwargs)``, inside `SEARCH_BOX` for a method that searches a
+    box, so that every test here runs those too."""
+    return om.OptimizationProblem(f, u0, bounds=box_for(cls), **kwargs)
 
 
 STEPWISE = [cls for cls in om.algorithms() if issubclass(cls, StepwiseAlgorithm)]
@@ -61,6 +87,30 @@ ALL = om.algorithms()
 CONVERGING = [cls for cls in ALL if issubclass(cls, WholeRunAlgorithm) or not cls.needs_budget]
 #: Those that use the gradient: a wrong one misleads them (a derivative-free method never sees it).
 GRADIENT_CONVERGING = [cls for cls in CONVERGING if cls.traits.uses_gradient]
+#: Those of them whose steps follow the gradient. A method that searches a box (requires_bounds)
+#: samples values over it and takes the gradient only in local searches from its best samples:
+#: neither a wrong gradient nor a long valley in 30 variables is what drives its run.
+LOCAL_GRADIENT_CONVERGING = [cls for cls in GRADIENT_CONVERGING if not cls.traits.requires_bounds]
+
+#: Hyperparameters with which a method's convergence test means 1e-4 on this file's Rosenbrock
+#: function: the defaults of these stop short, as scipy's own do (SLSQP by 1.5e-4 at ftol 1e-6,
+#: DIRECT by 1.03e-4 at len_tol 1e-6 in `SEARCH_BOX`).
+ACCURATE: dict[type, dict[str, Any]] = {om.SLSQP: {"ftol": 1e-10}, om.DIRECT: {"vol_tol": 0.0, "len_tol": 1e-8}}
+#: Methods that cannot solve this file's Rosenbrock function to 1e-4 at all: COBYLA's linear
+#: models crawl along its curved valley (scipy's COBYLA reports success 0.14 short of the minimum
+#: at its default tol, and uses up its 2000 evaluations with tighter ones). They are held to
+#: scipy's verdict and counts there, not to the minimum.
+CRAWLS_IN_CURVED_VALLEYS = (om.COBYLA,)
+#: Methods documented to need a positive definite Hessian wherever they go (Dogleg): on the
+#: 30-variable Rosenbrock function, which is not convex, they end with FAILURE, as scipy's does.
+NEEDS_CONVEXITY = (om.Dogleg,)
+#: Budgets for the long run where a method's own limit without maxiters is too short for it
+#: (SLSQP: scipy's 100 iterations, as its options say).
+LONG_RUN_BUDGET: dict[type, int] = {om.SLSQP: 1000}
+#: Methods that take a trust region shrunk below xtol for convergence: scipy's trust-constr
+#: reports success there (status 2), and so does TrustConstr, even where a wrong gradient let no
+#: step be accepted.
+XTOL_IS_CONVERGENCE = (om.TrustConstr,)
 #: Methods whose line search ends the run with FAILURE when it can find no decrease at a finite
 #: point (scipy's "precision loss" and "ABNORMAL"). A trust region or a simplex instead shrinks
 #: until its own test is met, and reports scipy's verdict there.
@@ -104,8 +154,7 @@ def check_against_scipy(sol: om.Solution, prob: om.OptimizationProblem, maxiters
     and point optimeta reports; for a step-wise twin of a scipy method, scipy called directly on the
     same problem, whose iterations, evaluations and point the run must match."""
     if isinstance(sol.algorithm, WholeRunAlgorithm):
-        assert isinstance(sol.original, scipy.optimize.OptimizeResult)
-        assert (sol.stats.iterations, sol.stats.fevals) == scipy_counts(sol, prob)
+        assert_scipy_counts(sol, prob)
         np.testing.assert_array_equal(sol.u, sol.original.x)
         return sol.original
     return assert_follows_scipy_twin(sol, prob, maxiters)
@@ -117,6 +166,11 @@ def value_and_grad_at(prob: om.OptimizationProblem, u: np.ndarray) -> tuple[floa
         loss = float(prob.f(u, prob.p))
         grad = prob.grad(u, prob.p) if callable(prob.grad) else autograd.grad(prob.f)(u, prob.p)
     return loss, np.asarray(grad, dtype=np.float64)
+
+
+def scipys_message(res: Any) -> str:
+    """scipy's message for a run, as optimeta reports it: some methods give a list of lines."""
+    return res.message if isinstance(res.message, str) else "; ".join(map(str, res.message))
 
 
 def same_value(a: float, b: float) -> bool:
@@ -140,21 +194,22 @@ CONVERGENCE_CASES = [
 @pytest.mark.parametrize(("loss", "u0"), CONVERGENCE_CASES)
 @pytest.mark.parametrize("cls", CONVERGING, ids=ids)
 def test_convergence_is_success(cls: type, loss: Any, u0: np.ndarray) -> None:
-    prob = om.OptimizationProblem(loss, u0)
-    sol = om.solve(prob, configured(cls))
+    prob = problem(cls, loss, u0)
+    sol = om.solve(prob, dataclasses.replace(configured(cls), **ACCURATE.get(cls, {})))
     assert sol.retcode is om.ReturnCode.SUCCESS
     assert sol.success is True
     res = check_against_scipy(sol, prob)
     assert res.success
     if issubclass(cls, WholeRunAlgorithm):
-        assert sol.message == res.message
+        assert sol.message == scipys_message(res)
     else:
         assert sol.message == om.ReturnCode.SUCCESS.message
-    np.testing.assert_allclose(sol.u, np.ones(2) if loss is rosenbrock else u0, atol=1e-4)
+    if not (loss is rosenbrock and cls in CRAWLS_IN_CURVED_VALLEYS):
+        np.testing.assert_allclose(sol.u, np.ones(2) if loss is rosenbrock else u0, atol=converged_atol(cls, 1e-4))
     assert sol.objective == float(loss(sol.u, None))
 
 
-@pytest.mark.parametrize("cls", GRADIENT_CONVERGING, ids=ids)
+@pytest.mark.parametrize("cls", LOCAL_GRADIENT_CONVERGING, ids=ids)
 def test_long_run_follows_scipy(cls: type) -> None:
     # The 30-dim Rosenbrock with the user's gradient: over a hundred line searches, where any
     # drift in the arithmetic of an update would change the steps and evaluations scipy makes.
@@ -162,7 +217,13 @@ def test_long_run_follows_scipy(cls: type) -> None:
     prob = om.OptimizationProblem(
         lambda u, p: scipy.optimize.rosen(u), x0, grad=lambda u, p: scipy.optimize.rosen_der(u)
     )
-    sol = om.solve(prob, configured(cls))
+    sol = om.solve(prob, configured(cls), maxiters=LONG_RUN_BUDGET.get(cls))
+    if cls in NEEDS_CONVEXITY:
+        # Its Hessian is indefinite on the way: scipy's verdict, after scipy's own steps.
+        assert sol.retcode is om.ReturnCode.FAILURE
+        res = check_against_scipy(sol, prob)
+        assert not res.success and sol.message == scipys_message(res)
+        return
     assert sol.retcode is om.ReturnCode.SUCCESS
     res = check_against_scipy(sol, prob)
     if cls in LINE_SEARCH_FAILS:
@@ -171,30 +232,42 @@ def test_long_run_follows_scipy(cls: type) -> None:
 
 @pytest.mark.parametrize("cls", CONVERGING, ids=ids)
 def test_iteration_limit_is_maxiters(cls: type) -> None:
-    prob = om.OptimizationProblem(rosenbrock, np.array([-1.2, 1.0]))
-    sol = om.solve(prob, configured(cls), maxiters=2)
+    prob = problem(cls, rosenbrock, np.array([-1.2, 1.0]))
+    # A method that plans its number of iterations plans more than the limit.
+    planned = {PLANNED_ITERATIONS[cls]: 5} if cls in PLANNED_ITERATIONS else {}
+    sol = om.solve(prob, dataclasses.replace(configured(cls), **planned), maxiters=2)
     assert sol.retcode is om.ReturnCode.MAXITERS
     assert sol.success is False
     assert sol.stats.iterations == 2
     check_against_scipy(sol, prob, maxiters=2)
     if issubclass(cls, WholeRunAlgorithm):
-        assert scipy_counts(sol, prob)[0] == 2
+        # scipy's own count, where its result keeps one (not COBYLA's), stopped at the limit too.
+        assert scipy_counts(sol, prob)[0] in (2, None)
 
 
-@pytest.mark.parametrize("cls", GRADIENT_CONVERGING, ids=ids)
+@pytest.mark.parametrize("cls", LOCAL_GRADIENT_CONVERGING, ids=ids)
 def test_line_search_failure_is_failure_with_scipys_outcome(cls: type) -> None:
     # A user gradient with the wrong sign: every search direction goes uphill, so the line search
     # cannot find a decrease; scipy ends with "precision loss" (BFGS) or "ABNORMAL" (L-BFGS-B).
-    prob = om.OptimizationProblem(square_norm, np.zeros(2), grad=lambda u, p: -2.0 * (u - 1.0))
+    prob = problem(cls, square_norm, np.zeros(2), grad=lambda u, p: -2.0 * (u - 1.0))
     sol = om.solve(prob, configured(cls))
+    if cls in XTOL_IS_CONVERGENCE:
+        # Every step rejected, the radius shrinks below xtol at u0: scipy's "success", reported.
+        res = check_against_scipy(sol, prob)
+        assert res.success and res.status == 2
+        assert sol.retcode is cls.statuses[2] is om.ReturnCode.SUCCESS
+        np.testing.assert_array_equal(sol.u, prob.u0)
+        return
     assert sol.retcode is om.ReturnCode.FAILURE
     assert sol.success is False
     assert np.isfinite(sol.objective)
     assert sol.objective == float(square_norm(sol.u, None))
     res = check_against_scipy(sol, prob)
     if issubclass(cls, WholeRunAlgorithm):
-        assert cls.statuses[res.status] is om.ReturnCode.FAILURE
-        assert sol.message == res.message
+        # The adapter's rule: scipy's status by the method's table, else scipy's success flag.
+        assert not res.success
+        assert cls.statuses.get(res.status, om.ReturnCode.FAILURE) is om.ReturnCode.FAILURE
+        assert sol.message == scipys_message(res)
     else:
         assert res.status == 2 and "precision loss" in res.message
         assert sol.message == om.ReturnCode.FAILURE.message
@@ -275,14 +348,30 @@ NONFINITE_LOSSES = [
 ]
 
 
-@pytest.mark.parametrize("loss", NONFINITE_LOSSES)
-@pytest.mark.parametrize("cls", CONVERGING, ids=ids)
+#: The box of a method that searches one, reaching into the non-finite regions below.
+NONFINITE_BOX = (-6.0, 6.0)
+#: Budgets for methods whose own convergence test never holds on non-finite values: differential
+#: evolution's (the spread of its population's values) is NaN there, so it would run all its
+#: 1000 generations; 50 show the same.
+NONFINITE_BUDGET: dict[type, int] = {om.DifferentialEvolution: 50}
+
+
+def _nonfinite_cases() -> list[Any]:
+    out = []
+    for cls in CONVERGING:
+        for case in NONFINITE_LOSSES:
+            (loss,) = case.values
+            out.append(pytest.param(cls, loss, id=f"{cls.__name__}-{case.id}"))
+    return out
+
+
+@pytest.mark.parametrize(("cls", "loss"), _nonfinite_cases())
 def test_nonfinite_loss_is_nonfinite_where_the_returned_point_is(cls: type, loss: Any) -> None:
     # A line search backtracks from non-finite trial points; the run is NONFINITE when the point it
     # returns has a non-finite value or gradient, and FAILURE when it stops at a finite point.
-    prob = om.OptimizationProblem(loss, np.zeros(2))
+    prob = om.OptimizationProblem(loss, np.zeros(2), bounds=box_for(cls, NONFINITE_BOX))
     with np.errstate(over="ignore"):  # exp's own overflow in the user's objective
-        sol = om.solve(prob, configured(cls))
+        sol = om.solve(prob, configured(cls), maxiters=NONFINITE_BUDGET.get(cls))
     value, grad = value_and_grad_at(prob, sol.u)
     nonfinite = not (np.isfinite(value) and np.isfinite(grad).all())
     if cls.traits.requires_hessian:
@@ -616,7 +705,7 @@ def _subclass_loss(u: Any, p: Any) -> Any:
 @pytest.mark.parametrize("cls", ALL, ids=ids)
 def test_dict_subclasses_in_u0_round_trip(cls: type) -> None:
     u0 = _subclass_u0()
-    prob = om.OptimizationProblem(_subclass_loss, u0)
+    prob = problem(cls, _subclass_loss, u0)
     _assert_same_tree_types(prob.u0, u0)
     maxiters = 3 if issubclass(cls, StepwiseAlgorithm) and cls.needs_budget else None
     sol = om.solve(prob, configured(cls), maxiters=maxiters)

@@ -26,7 +26,15 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd.tracer import Box, getval
-from catalogue import ALGORITHMS, SCALES, C, Recorder
+from catalogue import (
+    ALGORITHMS,
+    SCALES,
+    SCIPY_GRADIENT_CALLS,
+    C,
+    Recorder,
+    box_for,
+    converged_atol,
+)
 
 import optimeta as om
 from optimeta.traits import check_compatible, requirements
@@ -153,8 +161,10 @@ class Row:
         return self.name
 
     def unmet(self, declared: om.Traits) -> set[str]:
-        """The needs, per the README table, that traits ``declared`` leave unmet."""
-        found = set()
+        """The needs, per the README table, that traits ``declared`` leave unmet. Every row's
+        problem is unbounded and unconstrained: a method that needs a finite box or general
+        constraints is refused whatever the row."""
+        found = {need for need in ("requires_bounds", "requires_constraints") if getattr(declared, need)}
         if self.evolving and not (declared.single_call_per_step or declared.commits_state_per_step):
             found.add(STATE_COMMIT)
         if self.stochastic and not declared.tolerates_stochastic_loss:
@@ -223,10 +233,15 @@ def test_every_registered_algorithm_is_configured_and_both_ways_are_exercised() 
     assert {cls for _, cls in REFUSED}, "no row refuses any registered algorithm"
     for row in ROWS:
         assert any(r is row for r, _ in ACCEPTED), f"no registered algorithm accepts {row}"
-    # The rows whose table entry is "all" accept every registered algorithm.
+    # The rows whose table entry is "all" accept every registered algorithm that needs no box and
+    # no constraints; the others refuse every row, for that alone.
+    searching = {cls for cls in om.algorithms() if cls.traits.requires_bounds or cls.traits.requires_constraints}
+    assert searching, "no registered algorithm needs a box: the rows' unbounded problems refuse none for it"
     for row in ROWS:
         if not row.evolving and not row.stochastic:
-            assert {cls for r, cls in ACCEPTED if r is row} == set(om.algorithms())
+            assert {cls for r, cls in ACCEPTED if r is row} == set(om.algorithms()) - searching
+    for cls in searching:
+        assert not any(c is cls for _, c in ACCEPTED)
 
 
 @pytest.mark.parametrize(("row", "cls"), ACCEPTED, ids=_pair_ids(ACCEPTED))
@@ -351,9 +366,12 @@ def test_constant_state_every_algorithm_solves(alg_case: Any) -> None:
 
     rec = Recorder(loss)
     initial = _constant_state()
-    prob = om.OptimizationProblem(rec, np.zeros(3), p=C, state=initial, state_mode="constant")
+    # A method that searches a box gets one around the optimum.
+    prob = om.OptimizationProblem(
+        rec, np.zeros(3), p=C, state=initial, state_mode="constant", bounds=box_for(alg_case.alg)
+    )
     sol = om.solve(prob, alg_case.alg, maxiters=alg_case.maxiters)
-    atol = 1e-5 if alg_case.maxiters is None else 1e-3
+    atol = converged_atol(alg_case.alg, 1e-5) if alg_case.maxiters is None else 1e-3
     np.testing.assert_allclose(sol.u, C, atol=atol)
     probed = not om.traits(alg_case.alg).tolerates_stochastic_loss
     assert sol.stats.probe_fevals == (2 if probed else 0)
@@ -428,7 +446,9 @@ UNCHANGED: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
 K = 4  # the call that changes the state
 
 
-def _mutating_problem(change: Callable[[Any], Any], state: Any, at: int = K) -> tuple[om.OptimizationProblem, Recorder]:
+def _mutating_problem(
+    change: Callable[[Any], Any], state: Any, at: int = K, bounds: Any = None
+) -> tuple[om.OptimizationProblem, Recorder]:
     count = itertools.count(1)
 
     def loss(u: Any, p: Any, state: Any) -> Any:
@@ -436,7 +456,7 @@ def _mutating_problem(change: Callable[[Any], Any], state: Any, at: int = K) -> 
         return anp.sum(SCALES * (u - p) ** 2), new
 
     rec = Recorder(loss)
-    return om.OptimizationProblem(rec, np.zeros(3), p=C, state=state, state_mode="constant"), rec
+    return om.OptimizationProblem(rec, np.zeros(3), p=C, state=state, state_mode="constant", bounds=bounds), rec
 
 
 def _assert_mutation(err: om.StateMutationError, call: int, path: str) -> None:
@@ -485,7 +505,7 @@ def test_constant_tuple_state_path() -> None:
 def test_constant_state_call_number_counts_every_call(cls: type, at: int) -> None:
     # The number counts every call of f, the probe's included: call 1 of an algorithm that trusts
     # exact values is a probe call.
-    prob, rec = _mutating_problem(lambda s: _set(s, "n", 4), _base_state(), at=at)
+    prob, rec = _mutating_problem(lambda s: _set(s, "n", 4), _base_state(), at=at, bounds=box_for(cls))
     with pytest.raises(om.StateMutationError) as info:
         om.solve(prob, _alg(cls), maxiters=_short_budget(cls, 10))
     _assert_mutation(info.value, at, "state['n']")
@@ -569,9 +589,11 @@ EXACT_COMMITTING = [cls for cls in EXACT if cls.traits.single_call_per_step or c
 @pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
 def test_deterministic_problem_is_probed_twice_outside_the_run_counts(cls: type) -> None:
     log = CallLog(_quadratic)
-    sol = om.solve(om.OptimizationProblem(log, np.zeros(3), p=C), _alg(cls))
+    sol = om.solve(om.OptimizationProblem(log, np.zeros(3), p=C, bounds=box_for(cls)), _alg(cls))
     unprobed_log = CallLog(_quadratic)
-    unprobed = om.solve(om.OptimizationProblem(unprobed_log, np.zeros(3), p=C), _alg(cls), check_determinism=False)
+    unprobed = om.solve(
+        om.OptimizationProblem(unprobed_log, np.zeros(3), p=C, bounds=box_for(cls)), _alg(cls), check_determinism=False
+    )
     assert sol.stats.probe_fevals == 2
     assert unprobed.stats.probe_fevals == 0
     assert len(log.calls) == sol.stats.fevals + 2
@@ -637,14 +659,15 @@ def test_algorithms_that_tolerate_noise_are_never_probed(cls: type) -> None:
     assert counter.calls == sol.stats.fevals
 
 
-@pytest.mark.parametrize("cls", EXACT, ids=lambda c: c.__name__)
+def _nan_everywhere(u: Any, p: Any) -> Any:
+    return anp.sum(u**2) + np.nan
+
+
+@pytest.mark.parametrize("cls", EXACT, ids=lambda cls: cls.__name__)
 def test_probe_does_not_mistake_a_deterministic_nan_for_hidden_state(cls: type) -> None:
     # NaN != NaN: two identical non-finite values are not evidence of hidden state. Without the
     # probe the run reports NONFINITE; the probe must not turn that into a claim of hidden state.
-    def loss(u: Any, p: Any) -> Any:
-        return anp.sum(u**2) + np.nan
-
-    sol = om.solve(om.OptimizationProblem(loss, np.zeros(2)), _alg(cls))
+    sol = om.solve(om.OptimizationProblem(_nan_everywhere, np.zeros(2), bounds=box_for(cls)), _alg(cls))
     assert sol.retcode is om.ReturnCode.NONFINITE
     assert sol.stats.probe_fevals == 2
 
@@ -812,7 +835,7 @@ def test_bad_epochs(kwargs: dict[str, Any], message: str) -> None:
 def test_data_refuses_algorithms_that_trust_exact_values(cls: type) -> None:
     log = _batch_log()
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
-        om.solve(om.OptimizationProblem(log, np.zeros(3)), _alg(cls), data=BATCHES)
+        om.solve(om.OptimizationProblem(log, np.zeros(3), bounds=box_for(cls)), _alg(cls), data=BATCHES)
     assert [v.trait for v in info.value.violations] == [STOCHASTIC]
     assert "data= gives each step another minibatch" in str(info.value)
     assert "(the objective was not called)" in str(info.value)
@@ -892,10 +915,17 @@ EXACT_FD = [cls for cls in EXACT if cls.traits.uses_gradient and not cls.traits.
 @pytest.mark.parametrize("cls", EXACT_FD, ids=lambda c: c.__name__)
 def test_line_search_with_finite_differences_converges(cls: type) -> None:
     rec = Recorder(_quadratic)
-    sol = om.solve(om.OptimizationProblem(rec, np.zeros(3), p=C, grad="finite-difference"), _alg(cls))
+    prob = om.OptimizationProblem(rec, np.zeros(3), p=C, grad="finite-difference", bounds=box_for(cls))
+    sol = om.solve(prob, _alg(cls))
     assert sol.success
-    np.testing.assert_allclose(sol.u, C, atol=1e-5)
-    assert sol.stats.fevals == (C.size + 1) * sol.stats.gevals
+    np.testing.assert_allclose(sol.u, C, atol=converged_atol(cls, 1e-5))
+    if cls in SCIPY_GRADIENT_CALLS:
+        # A global method samples values and asks for gradients in its local searches only, each
+        # one n + 1 calls; scipy counts the two apart.
+        assert sol.stats.gevals == sol.original[SCIPY_GRADIENT_CALLS[cls]] > 0
+        assert sol.stats.fevals == sol.original.nfev + (C.size + 1) * sol.stats.gevals
+    else:
+        assert sol.stats.fevals == (C.size + 1) * sol.stats.gevals
     assert rec.calls == sol.stats.fevals + sol.stats.probe_fevals
     assert sol.stats.probe_fevals == 2
 

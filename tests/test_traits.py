@@ -40,6 +40,8 @@ FIRST_ORDER = om.Traits(
     supports_callback=True,
     uses_gradient=True,
     requires_hessian=False,
+    supports_constraints=False,
+    requires_constraints=False,
 )
 DECLARED = {
     "SGD": (om.SGD, FIRST_ORDER),
@@ -56,6 +58,8 @@ DECLARED = {
             supports_callback=True,
             uses_gradient=True,
             requires_hessian=False,
+            supports_constraints=False,
+            requires_constraints=False,
         ),
     ),
     "LBFGS": (
@@ -70,6 +74,8 @@ DECLARED = {
             supports_callback=True,
             uses_gradient=True,
             requires_hessian=False,
+            supports_constraints=False,
+            requires_constraints=False,
         ),
     ),
     "OLBFGS": (
@@ -84,9 +90,41 @@ DECLARED = {
             supports_callback=True,
             uses_gradient=True,
             requires_hessian=False,
+            supports_constraints=False,
+            requires_constraints=False,
         ),
     ),
 }
+
+
+def _declared(*true: str) -> om.Traits:
+    """Traits with the named fields True and every other one False."""
+    unknown = set(true) - {f.name for f in dataclasses.fields(om.Traits)}
+    assert not unknown, unknown
+    return om.Traits(**{f.name: f.name in true for f in dataclasses.fields(om.Traits)})
+
+
+# The scipy methods added with general constraints and global search, from their docstrings: none
+# calls f once per step, commits its state per step or tolerates noise.
+_GRADIENT = ("requires_gradient", "uses_gradient")
+_CONSTRAINED = ("supports_bounds", "supports_constraints", "supports_callback")
+_GLOBAL = ("supports_bounds", "requires_bounds")
+DECLARED.update(
+    {
+        "Dogleg": (om.Dogleg, _declared(*_GRADIENT, "requires_hessian", "supports_callback")),
+        "SLSQP": (om.SLSQP, _declared(*_GRADIENT, *_CONSTRAINED)),
+        "TrustConstr": (om.TrustConstr, _declared(*_GRADIENT, *_CONSTRAINED)),
+        "COBYLA": (om.COBYLA, _declared(*_CONSTRAINED)),
+        "COBYQA": (om.COBYQA, _declared(*_CONSTRAINED)),
+        "DifferentialEvolution": (
+            om.DifferentialEvolution,
+            _declared(*_GLOBAL, "supports_constraints", "supports_callback"),
+        ),
+        "DualAnnealing": (om.DualAnnealing, _declared(*_GLOBAL, *_GRADIENT)),
+        "DIRECT": (om.DIRECT, _declared(*_GLOBAL, "supports_callback")),
+        "SHGO": (om.SHGO, _declared(*_GLOBAL, *_GRADIENT, "supports_constraints")),
+    }
+)
 
 
 class Declared:
@@ -307,6 +345,41 @@ def test_requires_bounds_refuses_unbounded_problem() -> None:
     assert info.value.violations[0].needed is False
 
 
+@pytest.mark.parametrize(
+    "bounds",
+    [(0.0, None), (None, 1.0), (np.array([0.0, -np.inf]), 1.0), (np.zeros(2), np.array([1.0, np.inf]))],
+    ids=["lower-only", "upper-only", "one-lower-infinite", "one-upper-infinite"],
+)
+def test_requires_bounds_refuses_a_box_open_on_one_side(bounds: Any) -> None:
+    # Bounded (so supports_bounds is needed), but not on every variable on both sides by finite
+    # numbers: a method that searches a finite box is refused, for that alone.
+    prob = om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.full(2, 0.5), bounds=bounds)
+    req = requirements(prob)
+    assert req.bounded and not req.finite_bounds
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(requires_bounds=True, supports_bounds=True), req)
+    assert [v.trait for v in info.value.violations] == ["requires_bounds"]
+    assert "leaves some variables unbounded on a side" in str(info.value)
+    check_compatible(Declared(supports_bounds=True), req)
+    finite = om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.full(2, 0.5), bounds=(0.0, 1.0))
+    check_compatible(Declared(requires_bounds=True, supports_bounds=True), requirements(finite))
+
+
+def test_constraints_need_supports_constraints_and_requires_constraints_needs_them() -> None:
+    disk = om.Constraint(lambda u, p: anp.sum(u**2), ub=1.0)
+    constrained = requirements(om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.zeros(2), constraints=[disk]))
+    plain = requirements(om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.zeros(2)))
+    assert constrained.constrained and not plain.constrained
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(), constrained)
+    assert [(v.trait, v.needed) for v in info.value.violations] == [("supports_constraints", True)]
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
+        check_compatible(Declared(supports_constraints=True, requires_constraints=True), plain)
+    assert [(v.trait, v.needed) for v in info.value.violations] == [("requires_constraints", False)]
+    check_compatible(Declared(supports_constraints=True, requires_constraints=True), constrained)
+    check_compatible(Declared(supports_constraints=True), plain)
+
+
 def _stateful_deterministic(rec: Recorded) -> om.OptimizationProblem:
     return om.OptimizationProblem(rec, np.zeros(3), p=np.ones(3), state={"key": 0}, stochastic=False)
 
@@ -332,7 +405,7 @@ def test_problem_needs_only_its_one_rule(build: Any, alternatives: tuple[str, ..
     req = requirements(prob)
     for trait in alternatives:
         check_compatible(Declared(**{trait: True}), req)
-    others = {name: True for name in FIELDS if name not in (*alternatives, "requires_bounds")}
+    others = {name: True for name in FIELDS if name not in (*alternatives, "requires_bounds", "requires_constraints")}
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
         check_compatible(Declared(**others), req)
     assert [v.trait for v in info.value.violations] == [" or ".join(alternatives)]

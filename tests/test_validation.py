@@ -591,7 +591,8 @@ BAD_SOLVES = [
     Bad("alg-class-adam", _solve(om.Adam, maxiters=3), TypeError, _all("alg", "instance", r"Adam\(\)")),
     Bad("alg-class-bfgs", _solve(om.BFGS), TypeError, _all("alg", "instance", r"BFGS\(\)")),
     Bad("alg-string", _solve("BFGS"), TypeError, _all("alg", "'BFGS'")),
-    Bad("alg-none", _solve(None), TypeError, _all("alg", "None")),
+    # alg=None is no error: solve picks om.default_algorithm(prob).
+    Bad("alg-list", _solve([ADAM], maxiters=3), TypeError, _all("alg", r"\[Adam\(")),
     Bad("alg-scipy-function", _solve(scipy.optimize.minimize), TypeError, _all("alg", "minimize")),
     Bad("alg-traits", _solve(om.traits(ADAM)), TypeError, _all("alg", "Traits")),
     Bad("maxiters-0", _solve(maxiters=0), ValueError, _all("maxiters", r"\b0\b")),

@@ -41,6 +41,7 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_positive_int",
+    "check_range",
     "check_rate",
     "evaluate_finite",
     "rate_at",
@@ -128,6 +129,8 @@ FIRST_ORDER_TRAITS = Traits(
     supports_callback=True,
     uses_gradient=True,
     requires_hessian=False,
+    supports_constraints=False,
+    requires_constraints=False,
 )
 
 
@@ -162,6 +165,10 @@ class Monitor(Protocol):
         """Record one completed iteration; a return code means: stop now, for this reason."""
         ...
 
+    def out_of_time(self) -> bool:
+        """Whether the time budget (maxtime) is used up."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -193,7 +200,22 @@ class WholeRunAlgorithm(Algorithm):
 def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
+
+
+def check_range(
+    name: str, value: Any, lo: float, hi: float, *, closed_lo: bool = False, closed_hi: bool = True
+) -> None:
+    """Require a real ``value`` in the interval from `lo` to `hi` (ends closed as asked)."""
+    v = _real(name, value)
+    above = v >= lo if closed_lo else v > lo
+    below = v <= hi if closed_hi else v < hi
+    if not (above and below):
+        interval = f"{'[' if closed_lo else '('}{lo:g}, {hi:g}{']' if closed_hi else ')'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
 def check_positive(name: str, value: Any) -> None:

@@ -1,4 +1,4 @@
-"""The traits every ``scipy.optimize.minimize`` method shares through the adapter, by what it uses."""
+"""The traits every scipy method shares through the adapter, by what it uses."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ from .._solution import ReturnCode
 from ..traits import Traits
 
 
-def minimize_traits(*, bounds: bool, gradient: bool = True, hessian: bool = False, commits: bool = True) -> Traits:
-    """Traits of a minimize method run by `ScipyMinimize`: several calls per step, exact values
-    trusted, every iteration reported.
+def minimize_traits(
+    *,
+    bounds: bool,
+    gradient: bool = True,
+    hessian: bool = False,
+    commits: bool = True,
+    constraints: bool = False,
+    requires_bounds: bool = False,
+    callback: bool = True,
+) -> Traits:
+    """Traits of a scipy method run by `ScipyAdapter`: several calls per step, exact values
+    trusted, every iteration reported (unless ``callback=False``).
 
     ``commits``: each iteration ends at a point evaluated during it (a line search's accepted
     point), where the state is committed once per step. A trust-region step that is rejected, or
@@ -20,11 +29,13 @@ def minimize_traits(*, bounds: bool, gradient: bool = True, hessian: bool = Fals
         commits_state_per_step=commits,
         tolerates_stochastic_loss=False,
         requires_gradient=gradient,
-        supports_bounds=bounds,
-        requires_bounds=False,
-        supports_callback=True,
+        supports_bounds=bounds or requires_bounds,
+        requires_bounds=requires_bounds,
+        supports_callback=callback,
         uses_gradient=gradient,
         requires_hessian=hessian,
+        supports_constraints=constraints,
+        requires_constraints=False,
     )
 
 

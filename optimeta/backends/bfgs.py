@@ -115,6 +115,8 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         supports_callback=True,
         uses_gradient=True,
         requires_hessian=False,
+        supports_constraints=False,
+        requires_constraints=False,
     )
 
     def __post_init__(self) -> None:

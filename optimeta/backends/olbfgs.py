@@ -92,6 +92,8 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         supports_callback=True,
         uses_gradient=True,
         requires_hessian=False,
+        supports_constraints=False,
+        requires_constraints=False,
     )
 
     def __post_init__(self) -> None:

@@ -1,4 +1,8 @@
-"""Whole-run algorithms through ``scipy.optimize.minimize``: one adapter, one class per method."""
+"""scipy's methods as whole-run algorithms: one adapter (`ScipyAdapter`), one class per method.
+
+``scipy.optimize.minimize`` methods go through `ScipyMinimize`; the global optimisers call
+their own scipy function through the same adapter.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.optimize
 
+from .._constraints import to_scipy
 from .._solution import ReturnCode
 from ..traits import Traits, register
 from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_positive_int
@@ -17,40 +22,243 @@ from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_
 if TYPE_CHECKING:
     from .._objective import Objective
 
-__all__ = ["LBFGS", "ScipyMinimize"]
+__all__ = ["LBFGS", "NonFiniteRun", "ScipyAdapter", "ScipyCalls", "ScipyMinimize"]
 
 
 class _Stop(Exception):
-    """Raised by a legacy-style callback (``callback(xk)``) to end scipy's run."""
+    """Ends scipy's run from inside a callback or an evaluation, for the given reason."""
+
+    def __init__(self, code: ReturnCode) -> None:
+        super().__init__(code.message)
+        self.code = code
+
+
+class NonFiniteRun(Exception):
+    """Raised by a method's `ScipyAdapter.call` when scipy gave up on non-finite values."""
 
 
 class _NonFiniteSecondDerivatives(Exception):
     """A Hessian or Hessian-vector product was not finite: scipy cannot go on from there."""
 
 
-class ScipyMinimize(WholeRunAlgorithm):
-    """The adapter every ``scipy.optimize.minimize`` method shares.
+class ScipyCalls:
+    """The objective as scipy's functions see it, for one run: values, gradients, second
+    derivatives, the callbacks, bounds and constraints, all on the flat vector.
 
-    The wrapped objective gives value and gradient from one evaluation (``jac=True``), or the
-    value alone for a derivative-free method, plus Hessian-vector products or Hessians where the
-    method needs them; bounds are passed when the method supports them; every iteration is
-    reported to the monitor through scipy's callback, which stops the run; scipy's status maps
-    onto `ReturnCode`, and a non-finite value at the returned point is ``NONFINITE`` whatever
-    scipy says.
+    Every evaluated point's value is kept (by the point's bytes), so the run's result is always
+    reported with the value computed at that very point; the best finite point is kept too, for
+    a method stopped (by its time budget) before it returned anything.
+    """
+
+    def __init__(self, objective: Objective, monitor: Monitor, *, timed: bool) -> None:
+        self.objective = objective
+        self.monitor = monitor
+        self.timed = timed
+        self.stopped: list[ReturnCode] = []
+        self.last: list[np.ndarray] = []
+        self.seen: dict[bytes, tuple[float, bool]] = {}
+        self.best: tuple[float, np.ndarray] | None = None
+        self.bounds = None
+        self.clip = False
+        if objective.lb is not None and objective.ub is not None:
+            self.bounds = scipy.optimize.Bounds(objective.lb, objective.ub)
+        self.constraints = to_scipy(objective.constraints, objective.layout, objective.p)
+
+    def _record(self, x: np.ndarray, loss: float, finite: bool) -> None:
+        self.seen[x.tobytes()] = (loss, finite)
+        if finite and (self.best is None or loss < self.best[0]):
+            self.best = (loss, x.copy())
+        if self.timed and self.monitor.out_of_time():
+            raise _Stop(ReturnCode.MAXTIME)
+
+    def _inside(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.clip and self.bounds is not None:
+            x = np.clip(x, self.objective.lb, self.objective.ub)
+        return x
+
+    def value(self, x: np.ndarray) -> float:
+        x = self._inside(x)
+        loss = self.objective.value(x)
+        self._record(x, loss, math.isfinite(loss))
+        return loss
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        x = self._inside(x)
+        loss, grad = self.objective.value_and_grad(x)
+        self._record(x, loss, bool(np.isfinite(loss) and np.isfinite(grad).all()))
+        return loss, grad
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """The gradient alone, for scipy interfaces that ask for it apart from the value."""
+        return self.value_and_grad(x)[1]
+
+    @staticmethod
+    def _checked(second: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
+        # A product with a non-finite vector is scipy's own doing (its Lanczos near a minimum).
+        if not np.isfinite(second).all() and (v is None or np.isfinite(v).all()):
+            raise _NonFiniteSecondDerivatives
+        return second
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self._checked(self.objective.hessp(x, v), v)
+
+    def hess(self, x: np.ndarray) -> np.ndarray:
+        return self._checked(self.objective.hessian(x))
+
+    def report(self, x: np.ndarray, loss: float) -> bool:
+        """One iteration to the monitor; True when the run must stop."""
+        self.last[:] = [np.array(self._inside(x), dtype=np.float64)]
+        code = self.monitor.after_step(self.last[0], loss)
+        if code is not None:
+            self.stopped.append(code)
+        return code is not None
+
+    def callback(self, intermediate_result: Any) -> None:
+        """scipy's callback with the iteration's result (``x`` and ``fun``)."""
+        if self.report(intermediate_result.x, intermediate_result.fun):
+            raise StopIteration
+
+    def legacy(self, xk: np.ndarray, *_: Any) -> None:
+        """scipy's older callback, ``callback(xk)``: the value comes from the evaluation at xk."""
+        x = np.array(self._inside(xk), dtype=np.float64)
+        if self.report(x, self.loss_at(x)[0]):
+            raise _Stop(self.stopped[0])
+
+    def loss_at(self, x: np.ndarray) -> tuple[float, bool]:
+        """(value, finite) at x: from the evaluation made there, or a new one."""
+        known = self.seen.get(x.tobytes())
+        if known is not None:
+            return known
+        timed, self.timed = self.timed, False  # the result's own value, never cut short
+        try:
+            loss = self.value(x)
+        finally:
+            self.timed = timed
+        return loss, math.isfinite(loss)
+
+
+class ScipyAdapter(WholeRunAlgorithm):
+    """The whole-run adapter every scipy method shares: ``scipy.optimize.minimize`` methods and
+    the global optimisers alike.
+
+    A method says how scipy is called (`call`, with the functions of `ScipyCalls`); the adapter
+    reports every iteration to the monitor through scipy's callback, which stops the run; maps
+    scipy's status onto `ReturnCode`; and reports the returned point with the value computed
+    there. A non-finite value at the returned point is ``NONFINITE`` whatever scipy says. A
+    method without per-iteration callbacks (``supports_callback=False``) takes its iteration
+    budget as its own option, reports scipy's ``nit``, and is stopped by ``maxtime`` at the
+    first evaluation past it, at the best point seen.
+
+    Class data:
+        statuses: scipy's status codes for the method, mapped onto return codes (others:
+            SUCCESS when scipy reports success, FAILURE otherwise).
+        legacy_callback: The method calls ``callback(xk)``, not ``callback(intermediate_result)``.
+        clip_to_bounds: The method may try points outside the box (it treats bounds as
+            constraints it can violate on the way): they are evaluated, and reported, at the
+            nearest point of the box, so that ``f`` is never called outside it.
+    """
+
+    statuses: ClassVar[dict[int, ReturnCode]] = {}
+    legacy_callback: ClassVar[bool] = False
+    clip_to_bounds: ClassVar[bool] = False
+
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        """Run scipy's method; return its ``OptimizeResult``."""
+        raise NotImplementedError
+
+    def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
+        """The return code for scipy's result of a run that ran to its own end."""
+        return self.statuses.get(res.get("status"), ReturnCode.SUCCESS if res.success else ReturnCode.FAILURE)
+
+    def run(self, objective: Objective, monitor: Monitor) -> RunResult:
+        reports = self.traits.supports_callback
+        calls = ScipyCalls(objective, monitor, timed=not reports)
+        calls.clip = self.clip_to_bounds
+        res: Any = None
+        overflow = ""
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            # Non-finite trial values are reported through the return code, not as warnings.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # scipy's notes on how the run went, which the return code and message report:
+            # trust-constr's quasi-Newton update without curvature (a linear constraint), and
+            # differential evolution without a feasible point (it polishes the least infeasible).
+            for note in ("delta_grad == 0.0", "differential evolution didn't find a solution"):
+                warnings.filterwarnings("ignore", note, UserWarning)
+            try:
+                res = self.call(calls, monitor)
+            except _Stop as stop:
+                if not calls.stopped:
+                    calls.stopped.append(stop.code)
+            except NonFiniteRun:
+                calls.stopped.append(ReturnCode.NONFINITE)
+            except _NonFiniteSecondDerivatives:
+                overflow = "the second derivatives (a Hessian or a Hessian-vector product) were not finite"
+            except ValueError as exc:
+                # scipy's own check on a matrix it built from overflowing second derivatives.
+                if "infs or NaNs" not in str(exc):
+                    raise
+                overflow = f"scipy's {type(self).__name__} met infs or NaNs in its own arithmetic"
+        if not reports and res is not None:
+            monitor.iterations = int(res.get("nit", 0))
+        if res is None:
+            # scipy returned nothing: a callback or the time budget stopped it, or it could not
+            # go on. The run ends at its last iterate (with callbacks) or its best point (without).
+            if calls.last:
+                x = calls.last[0]
+            elif calls.best is not None:
+                x = calls.best[1]
+            else:
+                x = objective.x0
+            loss, finite = calls.loss_at(x)
+            if overflow:
+                code, message = ReturnCode.FAILURE, f"{overflow}; stopped at the last iterate"
+            else:
+                code, message = calls.stopped[0], calls.stopped[0].message
+            if not finite:
+                code, message = ReturnCode.NONFINITE, ReturnCode.NONFINITE.message
+            res = scipy.optimize.OptimizeResult(
+                x=x, fun=loss, success=False, status=-1, message=message, nit=monitor.iterations, nfev=objective.fevals
+            )
+            return RunResult(x, loss, code, message, res)
+        message = res.message if isinstance(res.message, str) else "; ".join(map(str, res.message))
+        if res.get("x") is None or np.size(res.x) != objective.x0.size:
+            # scipy found no point to return (SHGO without a minimiser): the best one evaluated.
+            x = calls.best[1] if calls.best is not None else objective.x0
+            loss, finite = calls.loss_at(x)
+            if not finite:
+                return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
+            return RunResult(x, loss, ReturnCode.FAILURE, f"{message}; the best point evaluated", res)
+        x = np.asarray(res.x, dtype=np.float64)
+        if objective.lb is not None and objective.ub is not None and self.traits.supports_bounds:
+            # Derivative-free methods may end a rounding error outside the box (COBYLA).
+            x = np.clip(x, objective.lb, objective.ub)
+        loss, finite = calls.loss_at(x)
+        if not finite:  # whatever stopped the run: SUCCESS or a budget is never reported there
+            return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
+        if calls.stopped:
+            return RunResult(x, loss, calls.stopped[0], calls.stopped[0].message, res)
+        code = self.retcode(res, monitor)
+        if code is not ReturnCode.SUCCESS and res.success:
+            message = code.message  # scipy's "terminated successfully" would contradict the code
+        return RunResult(x, loss, code, message, res)
+
+
+class ScipyMinimize(ScipyAdapter):
+    """A ``scipy.optimize.minimize`` method through `ScipyAdapter`.
+
+    The objective gives value and gradient from one evaluation (``jac=True``), or the value
+    alone for a derivative-free method, plus Hessian-vector products or Hessians where the
+    method needs them; bounds and constraints are passed when the method supports them.
 
     Class data:
         method: scipy's name for the method.
-        statuses: scipy's status codes for the method, mapped onto return codes (others:
-            SUCCESS when scipy reports success, FAILURE otherwise).
         derivatives: What the method is given: "none" (values only), "gradient", "hessp"
             (Hessian-vector products too) or "hess" (full Hessians too).
-        legacy_callback: The method calls ``callback(xk)``, not ``callback(intermediate_result)``.
     """
 
     method: ClassVar[str]
-    statuses: ClassVar[dict[int, ReturnCode]] = {}
     derivatives: ClassVar[str] = "gradient"
-    legacy_callback: ClassVar[bool] = False
 
     def options(self, monitor: Monitor, n: int) -> dict[str, Any]:
         """The method's ``options=`` for scipy, for `n` variables."""
@@ -61,108 +269,25 @@ class ScipyMinimize(WholeRunAlgorithm):
         """scipy's ``maxiter`` option from the run's budget (none without one)."""
         return {} if monitor.maxiters is None else {"maxiter": monitor.maxiters}
 
-    def run(self, objective: Objective, monitor: Monitor) -> RunResult:
-        stopped: list[ReturnCode] = []
-        last: list[np.ndarray] = []
-        # The loss at every evaluated point, by the point's bytes: scipy can return a point with
-        # the value of a later, rejected trial (L-BFGS-B after an aborted line search).
-        seen: dict[bytes, tuple[float, bool]] = {}
-
-        def report(x: np.ndarray, loss: float) -> bool:
-            last[:] = [np.array(x, dtype=np.float64)]
-            code = monitor.after_step(x, loss)
-            if code is not None:
-                stopped.append(code)
-            return code is not None
-
-        def callback(intermediate_result: Any) -> None:
-            if report(intermediate_result.x, intermediate_result.fun):
-                raise StopIteration
-
-        def legacy(xk: np.ndarray) -> None:
-            x = np.array(xk, dtype=np.float64)
-            known = seen.get(x.tobytes())
-            if report(x, known[0] if known is not None else value(x)):
-                raise _Stop
-
-        def value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-            loss, grad = objective.value_and_grad(x)
-            seen[x.tobytes()] = (loss, bool(np.isfinite(loss) and np.isfinite(grad).all()))
-            return loss, grad
-
-        def value(x: np.ndarray) -> float:
-            loss = objective.value(x)
-            seen[np.asarray(x, dtype=np.float64).tobytes()] = (loss, math.isfinite(loss))
-            return loss
-
-        def checked(second: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
-            # A product with a non-finite vector is scipy's own doing (its Lanczos near a minimum).
-            if not np.isfinite(second).all() and (v is None or np.isfinite(v).all()):
-                raise _NonFiniteSecondDerivatives
-            return second
-
-        kwargs: dict[str, Any] = {"fun": value_and_grad, "jac": True}
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        kwargs: dict[str, Any] = {"fun": calls.value_and_grad, "jac": True}
         if self.derivatives == "none":
-            kwargs = {"fun": value}
+            kwargs = {"fun": calls.value}
         elif self.derivatives == "hessp":
-            kwargs["hessp"] = lambda x, v: checked(objective.hessp(x, v), v)
+            kwargs["hessp"] = calls.hessp
         elif self.derivatives == "hess":
-            kwargs["hess"] = lambda x: checked(objective.hessian(x))
-        if self.traits.supports_bounds and objective.lb is not None and objective.ub is not None:
-            kwargs["bounds"] = scipy.optimize.Bounds(objective.lb, objective.ub)
-        res: Any = None
-        overflow = ""
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            # Non-finite trial values are reported through the return code, not as warnings.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            try:
-                res = scipy.optimize.minimize(
-                    x0=objective.x0,
-                    method=self.method,
-                    options=self.options(monitor, objective.x0.size),
-                    callback=legacy if self.legacy_callback else callback,
-                    **kwargs,
-                )
-            except _Stop:
-                pass
-            except _NonFiniteSecondDerivatives:
-                overflow = "the second derivatives (a Hessian or a Hessian-vector product) were not finite"
-            except ValueError as exc:
-                # scipy's own check on a matrix it built from overflowing second derivatives.
-                if "infs or NaNs" not in str(exc):
-                    raise
-                overflow = f"scipy's {self.method} met infs or NaNs in its own arithmetic"
-        if overflow:
-            # scipy cannot go on, and left no result: the run ends at its last iterate, whose value
-            # and gradient are finite (a non-finite one would have ended it as NONFINITE).
-            x = last[0] if last else objective.x0
-            known = seen.get(x.tobytes())
-            loss = known[0] if known is not None else value(x)
-            message = f"{overflow}; stopped at the last iterate"
-            res = scipy.optimize.OptimizeResult(
-                x=x, fun=loss, success=False, status=-1, message=message, nit=monitor.iterations, nfev=objective.fevals
-            )
-            return RunResult(x, loss, ReturnCode.FAILURE, message, res)
-        x = last[0] if res is None else np.asarray(res.x, dtype=np.float64)
-        known = seen.get(x.tobytes())
-        loss, finite = known if known is not None else (value(x), None)
-        finite = math.isfinite(loss) if finite is None else finite
-        if res is None:  # a legacy-style run stopped by the callback: scipy returned nothing
-            res = scipy.optimize.OptimizeResult(
-                x=x,
-                fun=loss,
-                success=False,
-                status=-1,
-                message=stopped[0].message,
-                nit=monitor.iterations,
-                nfev=objective.fevals,
-            )
-        if stopped:
-            return RunResult(x, loss, stopped[0], stopped[0].message, res)
-        if not finite:
-            return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
-        code = self.statuses.get(res.status, ReturnCode.SUCCESS if res.success else ReturnCode.FAILURE)
-        return RunResult(x, loss, code, str(res.message), res)
+            kwargs["hess"] = calls.hess
+        if self.traits.supports_bounds and calls.bounds is not None:
+            kwargs["bounds"] = calls.bounds
+        if self.traits.supports_constraints and calls.constraints:
+            kwargs["constraints"] = calls.constraints
+        return scipy.optimize.minimize(
+            x0=calls.objective.x0,
+            method=self.method,
+            options=self.options(monitor, calls.objective.x0.size),
+            callback=calls.legacy if self.legacy_callback else calls.callback,
+            **kwargs,
+        )
 
 
 @register
@@ -216,6 +341,8 @@ class LBFGS(ScipyMinimize):
         supports_callback=True,
         uses_gradient=True,
         requires_hessian=False,
+        supports_constraints=False,
+        requires_constraints=False,
     )
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from ._base import Monitor, check_positive
 from ._scipy_traits import GRADIENT_STATUSES, minimize_traits
 from .scipy_minimize import ScipyMinimize
 
-__all__ = ["NewtonCG", "TrustExact", "TrustKrylov", "TrustNCG"]
+__all__ = ["Dogleg", "NewtonCG", "TrustExact", "TrustKrylov", "TrustNCG"]
 
 _NEWTON = minimize_traits(bounds=False, hessian=True, commits=False)
 _EXAMPLE = """
@@ -44,7 +44,7 @@ class _Newton(ScipyMinimize):
 @register
 @dataclass(frozen=True, kw_only=True)
 class NewtonCG(_Newton):
-    (
+    __doc__ = (
         r"""Line-search Newton-CG: the Newton step :math:`\nabla^2 f\, d = -\nabla f` solved
     inexactly by conjugate gradients with Hessian-vector products, then a Wolfe line search.
 
@@ -72,7 +72,7 @@ class NewtonCG(_Newton):
 @register
 @dataclass(frozen=True, kw_only=True)
 class TrustNCG(_Newton):
-    (
+    __doc__ = (
         r"""Trust-region Newton with the Steihaug conjugate-gradient subproblem solver.
 
     Args:
@@ -100,7 +100,7 @@ class TrustNCG(_Newton):
 @register
 @dataclass(frozen=True, kw_only=True)
 class TrustKrylov(_Newton):
-    (
+    __doc__ = (
         r"""Trust-region Newton with the generalized Lanczos (GLTR) subproblem solver: nearly exact
     steps from Hessian-vector products alone.
 
@@ -129,7 +129,7 @@ class TrustKrylov(_Newton):
 @register
 @dataclass(frozen=True, kw_only=True)
 class TrustExact(_Newton):
-    (
+    __doc__ = (
         r"""Trust-region Newton solving the subproblem nearly exactly from the full Hessian
     (Moré & Sorensen); for small problems (O(n^3) per iteration).
 
@@ -151,5 +151,36 @@ class TrustExact(_Newton):
     gtol: float = 1e-6
 
     method: ClassVar[str] = "trust-exact"
+    derivatives: ClassVar[str] = "hess"
+    traits: ClassVar[Traits] = _NEWTON
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Dogleg(_Newton):
+    __doc__ = (
+        r"""Dogleg trust-region method: the step follows the path from the Cauchy point to the
+    full Newton step, cut at the trust-region radius. The Hessian must be positive definite
+    wherever the method goes (convex problems); elsewhere it ends with FAILURE.
+
+    Args:
+        gtol: Gradient tolerance, > 0.
+
+    Traits:
+        requires_gradient, requires_hessian (full Hessians), supports_callback. Not
+        commits_state_per_step (a rejected step ends where the last one did), no bounds, not
+        stochastic-tolerant.
+    """
+        + _EXAMPLE.format(name="Dogleg")
+        + """
+    References:
+        Powell (1970), "A new algorithm for unconstrained optimization", in Nonlinear
+        Programming; Nocedal & Wright (2006), section 4.1.
+    """
+    )
+
+    gtol: float = 1e-6
+
+    method: ClassVar[str] = "dogleg"
     derivatives: ClassVar[str] = "hess"
     traits: ClassVar[Traits] = _NEWTON

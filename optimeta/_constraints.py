@@ -1,0 +1,168 @@
+"""General constraints ``lb <= c(u) <= ub``: `Constraint`, and their form for scipy's methods."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+import scipy.optimize
+
+from ._objective import real_array, strip_tracers
+
+if TYPE_CHECKING:
+    from ._objective import Layout
+
+__all__ = ["Constraint", "ScipyConstraint", "check_constraints", "to_scipy"]
+
+#: What ``OptimizationProblem(constraints=...)`` accepts besides `Constraint`: scipy's own
+#: constraint objects, over the flattened ``u``.
+ScipyConstraint: TypeAlias = scipy.optimize.NonlinearConstraint | scipy.optimize.LinearConstraint
+
+
+@dataclass(frozen=True, eq=False)
+class Constraint:
+    r"""A general constraint ``lb <= fun(u, p) <= ub`` on the parameters.
+
+    .. math:: \text{lb} \le c(u, p) \le \text{ub}, \qquad c : u \mapsto \mathbb{R}^m
+
+    Equal sides make an equality constraint; an infinite side is no constraint. The Jacobian
+    comes from autograd (write ``fun`` with ``autograd.numpy``) unless ``jac`` is given. ``u``
+    has the structure of the problem's ``u0``; ``p`` is the problem's ``p``.
+
+    Args:
+        fun: ``fun(u, p) -> c``, a real scalar or 1-d array of m values.
+        lb: Lower sides: a scalar for every component, or m values; ``-inf`` for none.
+        ub: Upper sides, likewise; ``inf`` for none.
+        jac: Optional ``jac(u, p) -> J``, the m x n Jacobian with respect to the flattened
+            ``u`` (in the order of `OptimizationProblem`'s flattening).
+
+    Raises:
+        TypeError: ``fun`` or ``jac`` not callable; sides that are not real.
+        ValueError: NaN sides, ``lb > ub``, or no finite side at all.
+
+    Example:
+        >>> import autograd.numpy as anp, numpy as np, optimeta as om
+        >>> disk = om.Constraint(lambda u, p: anp.sum(u ** 2), ub=1.0)   # |u|^2 <= 1
+        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 2.0) ** 2), np.zeros(2),
+        ...                               constraints=[disk])
+        >>> sol = om.solve(prob, om.SLSQP())
+        >>> sol.retcode.name, np.round(sol.u, 4)
+        ('SUCCESS', array([0.7071, 0.7071]))
+    """
+
+    fun: Callable[..., Any]
+    lb: Any = -math.inf
+    ub: Any = math.inf
+    jac: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.fun):
+            raise TypeError(f"Constraint fun must be callable as fun(u, p), got {self.fun!r}")
+        if self.jac is not None and not callable(self.jac):
+            raise TypeError(f"Constraint jac must be callable as jac(u, p) or None, got {self.jac!r}")
+        lb, ub = real_array(self.lb, "Constraint lb"), real_array(self.ub, "Constraint ub")
+        for side, name in ((lb, "lb"), (ub, "ub")):
+            if side.ndim > 1:
+                raise ValueError(f"Constraint {name} must be a scalar or a 1-d array, got shape {side.shape}")
+            if np.isnan(side).any():
+                raise ValueError(f"Constraint {name} must not be NaN, got {self.lb if name == 'lb' else self.ub!r}")
+        try:
+            lo, hi = np.broadcast_arrays(lb, ub)
+        except ValueError as exc:
+            raise ValueError(f"Constraint lb and ub must have the same length, got {lb.shape} and {ub.shape}") from exc
+        if (lo > hi).any():
+            i = int(np.argmax(np.ravel(lo > hi)))
+            raise ValueError(
+                f"Constraint needs lb <= ub, got lb={float(np.ravel(lo)[i])!r} > ub={float(np.ravel(hi)[i])!r}"
+            )
+        if np.isneginf(lo).all() and np.isposinf(hi).all():
+            raise ValueError("Constraint needs a finite lb or ub: -inf <= c(u) <= inf constrains nothing")
+        same = np.isinf(lo) & (lo == hi)
+        if same.any():
+            inf = float(np.ravel(lo)[int(np.argmax(np.ravel(same)))])
+            raise ValueError(f"Constraint lb == ub == {inf!r} cannot be met by a finite c(u)")
+        for name, side in (("lb", lo), ("ub", hi)):
+            if side.ndim:
+                side = side.copy()
+                side.flags.writeable = False
+            object.__setattr__(self, name, side if side.ndim else float(side))
+
+
+def check_constraints(constraints: Any) -> tuple[Constraint | ScipyConstraint, ...]:
+    """The problem's constraints as a tuple, each checked to be a `Constraint` or one of scipy's.
+
+    Raises:
+        TypeError: Anything else (a scipy dict-style constraint included), naming its index.
+    """
+    if constraints is None:
+        return ()
+    single = (Constraint, scipy.optimize.NonlinearConstraint, scipy.optimize.LinearConstraint)
+    items = (constraints,) if isinstance(constraints, single) else constraints
+    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+        raise TypeError(f"constraints must be a list of om.Constraint or scipy constraint objects, got {constraints!r}")
+    for i, c in enumerate(items):
+        if not isinstance(c, single):
+            hint = (
+                "; a dict-style constraint is written scipy.optimize.NonlinearConstraint(fun, lb, ub) "
+                "or om.Constraint(fun, lb, ub)"
+                if isinstance(c, dict)
+                else ""
+            )
+            raise TypeError(
+                f"constraints[{i}] must be an om.Constraint, scipy.optimize.NonlinearConstraint or "
+                f"LinearConstraint, got {c!r}{hint}"
+            )
+    # scipy's constraint objects hold the caller's arrays: a copy keeps the problem unchanged.
+    return tuple(c if isinstance(c, Constraint) else copy.deepcopy(c) for c in items)
+
+
+def to_scipy(constraints: Sequence[Constraint | ScipyConstraint], layout: Layout, p: Any) -> list[ScipyConstraint]:
+    """The constraints over the flat vector, as scipy's methods take them; scipy's own pass as given."""
+    return [c if not isinstance(c, Constraint) else _nonlinear(c, layout, p) for c in constraints]
+
+
+def _nonlinear(c: Constraint, layout: Layout, p: Any) -> scipy.optimize.NonlinearConstraint:
+    def traced(x: Any) -> Any:
+        out = c.fun(layout.unflatten(x), p)
+        if np.ndim(out) > 1:
+            raise ValueError(
+                f"a Constraint's fun must return a scalar or a 1-d array, got shape {np.shape(strip_tracers(out))}"
+            )
+        return out if np.ndim(out) == 1 else anp.reshape(out, (1,))
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        return _values(traced(np.asarray(x, dtype=np.float64)))
+
+    if c.jac is None:
+        jacobian = autograd.jacobian(traced)
+
+        def jac(x: np.ndarray) -> np.ndarray:
+            return np.atleast_2d(np.asarray(jacobian(np.asarray(x, dtype=np.float64)), dtype=np.float64))
+    else:
+        user_jac = c.jac
+
+        def jac(x: np.ndarray) -> np.ndarray:
+            matrix = np.atleast_2d(
+                real_array(user_jac(layout.unflatten(np.asarray(x, dtype=np.float64)), p), "Constraint jac")
+            )
+            if matrix.ndim != 2 or matrix.shape[1] != layout.size:
+                raise ValueError(
+                    f"a Constraint's jac must return an m x {layout.size} matrix (one column per entry of the "
+                    f"flattened u), got shape {matrix.shape}"
+                )
+            return matrix
+
+    return scipy.optimize.NonlinearConstraint(fun, c.lb, c.ub, jac=jac)
+
+
+def _values(out: Any) -> np.ndarray:
+    values = real_array(strip_tracers(out), "the value of a Constraint's fun")
+    if values.ndim > 1:
+        raise ValueError(f"a Constraint's fun must return a scalar or a 1-d array, got shape {values.shape}")
+    return values.reshape(-1)

@@ -1,0 +1,371 @@
+"""Global optimisers of ``scipy.optimize``: differential evolution, dual annealing, DIRECT and
+SHGO, through the same whole-run adapter as the local methods.
+
+Each searches the whole box, so each needs finite bounds on every variable (trait
+``requires_bounds``). The random ones take a ``seed``: the same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.optimize
+
+from .._solution import ReturnCode
+from ..traits import Traits, register
+from ._base import Monitor, check_fraction, check_nonnegative, check_positive, check_positive_int, check_range
+from ._scipy_traits import minimize_traits
+from .scipy_minimize import NonFiniteRun, ScipyAdapter, ScipyCalls
+
+__all__ = ["DIRECT", "SHGO", "DifferentialEvolution", "DualAnnealing"]
+
+_EXAMPLE = """
+    Example:
+        >>> import autograd.numpy as anp, numpy as np, optimeta as om
+        >>> def rastrigin(u, p):  # many local minima; the global one at u = 0
+        ...     return 10.0 * u.size + anp.sum(u ** 2 - 10.0 * anp.cos(2 * np.pi * u))
+        >>> prob = om.OptimizationProblem(rastrigin, np.full(2, 2.5),
+        ...                               bounds=(np.full(2, -5.12), np.full(2, 5.12)))
+        >>> sol = om.solve(prob, om.{name})
+        >>> bool(np.allclose(sol.u, 0.0, atol=1e-4)), bool(sol.objective < 1e-6)
+        (True, True)
+"""
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+
+
+def _rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _budget_retcode(res: Any, monitor: Monitor, planned: int) -> ReturnCode:
+    """A method that runs a planned number of iterations by design: MAXITERS when ``solve``'s
+    budget cut the plan short, SUCCESS when it ran its course, FAILURE when scipy says so."""
+    if not res.success:
+        return ReturnCode.FAILURE
+    if monitor.maxiters is not None and monitor.maxiters < planned and res.get("nit", 0) >= monitor.maxiters:
+        return ReturnCode.MAXITERS
+    return ReturnCode.SUCCESS
+
+
+_STRATEGIES = (
+    "best1bin",
+    "best1exp",
+    "rand1bin",
+    "rand1exp",
+    "rand2bin",
+    "rand2exp",
+    "randtobest1bin",
+    "randtobest1exp",
+    "currenttobest1bin",
+    "currenttobest1exp",
+    "best2exp",
+    "best2bin",
+)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class DifferentialEvolution(ScipyAdapter):
+    __doc__ = (
+        r"""Differential evolution (``scipy.optimize.differential_evolution``): a population of
+    ``popsize * n`` points in the box, each generation mutated and recombined; a generation is an
+    iteration. ``u0`` joins the initial population. With ``polish``, the best point is refined by
+    a local method from differences (L-BFGS-B, or trust-constr with constraints).
+
+    Args:
+        seed: Seed of the random generator (None: a fresh one each run).
+        strategy: scipy's mutation strategy, e.g. ``"best1bin"``.
+        popsize: Population size per variable, >= 1.
+        tol: Relative spread of the population's values at which to stop, >= 0.
+        atol: Absolute spread at which to stop, >= 0.
+        mutation: Differential weight in [0, 2), or a pair (lo, hi) for dithering.
+        recombination: Crossover probability in [0, 1).
+        polish: Refine the best point with a local method at the end.
+
+    Traits:
+        requires_bounds (finite), supports_constraints, supports_callback; no gradient used
+        (requires_gradient=False, uses_gradient=False). Not commits_state_per_step, not
+        stochastic-tolerant (the polishing trusts exact values).
+    """
+        + _EXAMPLE.format(name="DifferentialEvolution(seed=0, tol=1e-8)")
+        + """
+    References:
+        Storn & Price (1997), "Differential Evolution - A Simple and Efficient Heuristic for
+        Global Optimization over Continuous Spaces", J. Global Optim. 11.
+    """
+    )
+
+    seed: int | None = None
+    strategy: str = "best1bin"
+    popsize: int = 15
+    tol: float = 0.01
+    atol: float = 0.0
+    mutation: float | tuple[float, float] = (0.5, 1.0)
+    recombination: float = 0.7
+    polish: bool = True
+
+    traits: ClassVar[Traits] = minimize_traits(
+        bounds=True, requires_bounds=True, gradient=False, constraints=True, commits=False
+    )
+
+    def __post_init__(self) -> None:
+        _check_seed(self.seed)
+        if self.strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {self.strategy!r}")
+        check_positive_int("popsize", self.popsize)
+        check_nonnegative("tol", self.tol)
+        check_nonnegative("atol", self.atol)
+        sides = self.mutation if isinstance(self.mutation, tuple) else (self.mutation,)
+        if len(sides) not in (1, 2) or not all(
+            isinstance(m, numbers.Real) and not isinstance(m, bool) and 0 <= m < 2 for m in sides
+        ):
+            raise ValueError(f"mutation must be a number in [0, 2) or a pair (lo, hi) of them, got {self.mutation!r}")
+        if len(sides) == 2 and sides[0] > sides[1]:
+            raise ValueError(f"mutation as a pair must have lo <= hi, got {self.mutation!r}")
+        check_fraction("recombination", self.recombination)
+        if not isinstance(self.polish, bool):
+            raise TypeError(f"polish must be a bool, got {self.polish!r}")
+
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        return scipy.optimize.differential_evolution(
+            calls.value,
+            calls.bounds,
+            strategy=self.strategy,
+            maxiter=1000 if monitor.maxiters is None else monitor.maxiters,
+            popsize=self.popsize,
+            tol=self.tol,
+            atol=self.atol,
+            mutation=self.mutation,
+            recombination=self.recombination,
+            rng=_rng(self.seed),
+            callback=calls.callback,
+            polish=self.polish,
+            constraints=calls.constraints or (),
+            x0=calls.objective.x0,
+        )
+
+    def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
+        if res.success:
+            return ReturnCode.SUCCESS
+        return ReturnCode.MAXITERS if "Maximum number" in str(res.message) else ReturnCode.FAILURE
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class DualAnnealing(ScipyAdapter):
+    __doc__ = (
+        r"""Dual annealing (``scipy.optimize.dual_annealing``): generalised simulated annealing
+    (Tsallis visiting distribution) with a local search (L-BFGS-B with the problem's gradient)
+    from the points it accepts. It runs ``maxiter`` iterations by design (SUCCESS), fewer when
+    ``solve``'s ``maxiters`` is smaller (MAXITERS); scipy gives no per-iteration callback, so
+    ``Stats.iterations`` is scipy's count and a callback is refused.
+
+    Args:
+        seed: Seed of the random generator (None: a fresh one each run).
+        maxiter: Iterations of the annealing run, >= 1.
+        initial_temp: Initial temperature, in (0.01, 5e4].
+        restart_temp_ratio: Temperature ratio at which annealing restarts, in (0, 1).
+        visit: Visiting distribution parameter, in (1, 3].
+        accept: Acceptance distribution parameter, in (-1e4, -5].
+        no_local_search: Plain generalised simulated annealing, without local searches.
+
+    Traits:
+        requires_bounds (finite), requires_gradient (the local search). Not supports_callback,
+        not commits_state_per_step, not stochastic-tolerant.
+    """
+        + _EXAMPLE.format(name="DualAnnealing(seed=0)")
+        + """
+    References:
+        Xiang, Sun, Fan & Gong (1997), "Generalized Simulated Annealing Algorithm and Its
+        Application to the Thomson Model", Physics Letters A 233.
+    """
+    )
+
+    seed: int | None = None
+    maxiter: int = 1000
+    initial_temp: float = 5230.0
+    restart_temp_ratio: float = 2e-5
+    visit: float = 2.62
+    accept: float = -5.0
+    no_local_search: bool = False
+
+    traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, commits=False, callback=False)
+
+    def __post_init__(self) -> None:
+        _check_seed(self.seed)
+        check_positive_int("maxiter", self.maxiter)
+        check_range("initial_temp", self.initial_temp, 0.01, 5e4)
+        check_range("restart_temp_ratio", self.restart_temp_ratio, 0.0, 1.0, closed_hi=False)
+        check_range("visit", self.visit, 1.0, 3.0)
+        check_range("accept", self.accept, -1e4, -5.0)
+        if not isinstance(self.no_local_search, bool):
+            raise TypeError(f"no_local_search must be a bool, got {self.no_local_search!r}")
+
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        try:
+            return self._anneal(calls, monitor)
+        except ValueError as exc:
+            # scipy gives up when it draws no finite value: the run ends as non-finite.
+            if "NaN" not in str(exc):
+                raise
+            raise NonFiniteRun from exc
+
+    def _anneal(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        return scipy.optimize.dual_annealing(
+            calls.value,
+            calls.bounds,
+            maxiter=self.maxiter if monitor.maxiters is None else min(self.maxiter, monitor.maxiters),
+            # scipy hands its own local search no bounds when given minimizer_kwargs.
+            minimizer_kwargs={"method": "L-BFGS-B", "jac": calls.grad, "bounds": calls.bounds},
+            initial_temp=self.initial_temp,
+            restart_temp_ratio=self.restart_temp_ratio,
+            visit=self.visit,
+            accept=self.accept,
+            rng=_rng(self.seed),
+            no_local_search=self.no_local_search,
+            x0=calls.objective.x0,
+        )
+
+    def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
+        return _budget_retcode(res, monitor, self.maxiter)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class DIRECT(ScipyAdapter):
+    __doc__ = (
+        r"""DIRECT, DIviding RECTangles (``scipy.optimize.direct``): splits the box into
+    hyperrectangles and divides the potentially optimal ones, deterministically. It ends when a
+    rectangle is smaller than ``vol_tol`` or ``len_tol`` (SUCCESS), or at its evaluation limit
+    (MAXITERS).
+
+    Args:
+        eps: Minimal improvement for a rectangle to count as potentially optimal, > 0.
+        locally_biased: The locally biased variant (DIRECT-L), better for few local minima.
+        vol_tol: Relative volume of the smallest rectangle at which to stop, in [0, 1).
+        len_tol: Relative side (locally biased) or diagonal of the smallest rectangle at which
+            to stop, in [0, 1).
+        maxfun: Evaluation limit, >= 1 (None: 1000 per variable).
+
+    Traits:
+        requires_bounds (finite), supports_callback; no gradient used. Not
+        commits_state_per_step, not stochastic-tolerant.
+    """
+        + _EXAMPLE.format(name="DIRECT(len_tol=1e-7, maxfun=20000)").replace("atol=1e-4", "atol=1e-3")
+        + """
+    References:
+        Jones, Perttunen & Stuckman (1993), "Lipschitzian optimization without the Lipschitz
+        constant", J. Optim. Theory Appl. 79; Gablonsky & Kelley (2001), DIRECT-L.
+    """
+    )
+
+    eps: float = 1e-4
+    locally_biased: bool = True
+    vol_tol: float = 1e-16
+    len_tol: float = 1e-6
+    maxfun: int | None = None
+
+    # 1 and 2: the evaluation and iteration limits; 3-5: a target value or the rectangles'
+    # volume or size reached.
+    statuses: ClassVar[dict[int, ReturnCode]] = {
+        1: ReturnCode.MAXITERS,
+        2: ReturnCode.MAXITERS,
+        3: ReturnCode.SUCCESS,
+        4: ReturnCode.SUCCESS,
+        5: ReturnCode.SUCCESS,
+    }
+    legacy_callback: ClassVar[bool] = True
+    traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, gradient=False, commits=False)
+
+    def __post_init__(self) -> None:
+        check_positive("eps", self.eps)
+        if not isinstance(self.locally_biased, bool):
+            raise TypeError(f"locally_biased must be a bool, got {self.locally_biased!r}")
+        check_fraction("vol_tol", self.vol_tol)
+        check_fraction("len_tol", self.len_tol)
+        if self.maxfun is not None:
+            check_positive_int("maxfun", self.maxfun)
+
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        n = calls.objective.x0.size
+        # scipy counts two iterations before the first callback: two more let the monitor stop
+        # the run after exactly maxiters reported ones.
+        return scipy.optimize.direct(
+            calls.value,
+            calls.bounds,
+            eps=self.eps,
+            maxfun=1000 * n if self.maxfun is None else self.maxfun,
+            maxiter=1000 if monitor.maxiters is None else monitor.maxiters + 2,
+            locally_biased=self.locally_biased,
+            vol_tol=self.vol_tol,
+            len_tol=self.len_tol,
+            callback=calls.legacy,
+        )
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class SHGO(ScipyAdapter):
+    __doc__ = (
+        r"""Simplicial homology global optimisation (``scipy.optimize.shgo``): samples the box,
+    builds a simplicial complex on the samples, and runs a local search (SLSQP with the
+    problem's gradient, honouring constraints) from each minimiser of the complex.
+    Deterministic. It runs ``iters`` refinements of the complex (SUCCESS), fewer when
+    ``solve``'s ``maxiters`` is smaller (MAXITERS); scipy gives no per-iteration callback, so
+    ``Stats.iterations`` is scipy's count and a callback is refused. When scipy finds no
+    minimiser (too few samples, or infeasible constraints), the run ends with FAILURE at the
+    best point evaluated.
+
+    Args:
+        n: Sampling points per iteration, >= 1.
+        iters: Refinements of the complex, >= 1.
+        sampling_method: ``"simplicial"``, ``"sobol"`` or ``"halton"``.
+
+    Traits:
+        requires_bounds (finite), requires_gradient (the local search), supports_constraints.
+        Not supports_callback, not commits_state_per_step, not stochastic-tolerant.
+    """
+        + _EXAMPLE.format(name="SHGO()")
+        + """
+    References:
+        Endres, Sandrock & Focke (2018), "A simplicial homology algorithm for Lipschitz
+        optimisation", J. Global Optim. 72.
+    """
+    )
+
+    n: int = 100
+    iters: int = 1
+    sampling_method: str = "simplicial"
+
+    traits: ClassVar[Traits] = minimize_traits(
+        bounds=True, requires_bounds=True, constraints=True, commits=False, callback=False
+    )
+
+    def __post_init__(self) -> None:
+        check_positive_int("n", self.n)
+        check_positive_int("iters", self.iters)
+        if self.sampling_method not in ("simplicial", "sobol", "halton"):
+            raise ValueError(f"sampling_method must be 'simplicial', 'sobol' or 'halton', got {self.sampling_method!r}")
+
+    def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        return scipy.optimize.shgo(
+            calls.value,
+            calls.bounds,
+            constraints=calls.constraints or None,
+            n=self.n,
+            iters=self.iters if monitor.maxiters is None else min(self.iters, monitor.maxiters),
+            minimizer_kwargs={"method": "SLSQP", "jac": calls.grad},
+            sampling_method=self.sampling_method,
+        )
+
+    def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
+        return _budget_retcode(res, monitor, self.iters)
