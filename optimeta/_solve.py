@@ -38,17 +38,25 @@ class _Monitor:
         self.iterations = 0
         self.epoch: int | None = None
         self.start = time.perf_counter()
+        # The last completed step's iterate and loss, for a partial solution if the run is
+        # interrupted (the iterate by reference: the algorithm owns it and never writes to it
+        # while it is the current one).
+        self.last: tuple[np.ndarray, float] | None = None
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
         obj = self.objective
         if obj.per_step_commit:
             obj.commit_at(x)
+        self.last = (x, loss)
         if self.callback is not None:
             info = IterationInfo(
                 self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state), self.epoch
             )
-            answer = self.callback(info)
+            try:
+                answer = self.callback(info)
+            except StopIteration:
+                return ReturnCode.TERMINATED
             if answer is not None and not isinstance(answer, (bool, np.bool_)):
                 raise TypeError(f"callback must return True (stop), False or None, got {answer!r}")
             if answer:
@@ -95,6 +103,34 @@ def _drive(
         if stopped is not None:
             return x, loss, stopped
     return x, loss, ReturnCode.MAXITERS
+
+
+def _attach_partial(exc: BaseException, alg: Algorithm, objective: Objective, monitor: _Monitor) -> None:
+    """Give an exception that ends a run a note naming the algorithm and the step, and the
+    partial solution so far as ``exc.partial_solution``: the last completed step's iterate and
+    loss (u0 and NaN before the first), the committed state, and the stats."""
+    if hasattr(exc, "partial_solution"):
+        return  # raised by a nested solve (a Chain's stage), which attached its own
+    if monitor.last is None:
+        x, loss = objective.x0, math.nan
+    else:
+        x, loss = monitor.last
+    name = type(alg).__name__
+    message = f"interrupted by {type(exc).__name__} during step {monitor.iterations + 1} of {name}"
+    partial = _solution(alg, objective, monitor, x, loss, ReturnCode.FAILURE, message, None)
+    try:
+        exc.partial_solution = partial  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__: the note still says what happened
+        pass
+    note = (
+        f"optimeta: raised during step {monitor.iterations + 1} of {name} ({monitor.iterations} steps "
+        "completed); the solution so far is attached as .partial_solution"
+    )
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    else:  # Python 3.10: PEP 678's attribute, which 3.11's traceback shows
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
@@ -242,7 +278,8 @@ def solve(
         maxtime: Stop after the first step that ends this many seconds after the start
             (``ReturnCode.MAXTIME``).
         callback: ``callback(info: IterationInfo) -> bool | None``, called after every step with
-            copies of the iterate and state; returning True stops with ``ReturnCode.TERMINATED``.
+            copies of the iterate and state; returning True, or raising ``StopIteration``, stops
+            with ``ReturnCode.TERMINATED``.
         data: Minibatches: step i receives the i-th batch as ``p``. Makes the problem stochastic,
             so only ``tolerates_stochastic_loss`` algorithms accept it; all calls of one step see
             the same batch. The run lasts ``epochs * len(data)`` steps (``MAXITERS``), or fewer
@@ -254,6 +291,9 @@ def solve(
         The `Solution`.
 
     Raises:
+        Exception: Whatever the objective, the gradient or the callback raised (and
+            ``KeyboardInterrupt``), with a note naming the algorithm and the step, and the run
+            so far as ``exc.partial_solution`` (a `Solution` with ``ReturnCode.FAILURE``).
         IncompatibleAlgorithmError: The algorithm's traits do not fit the problem, or the probe
             found the objective not deterministic.
         StateMutationError: A state declared constant came back changed.
@@ -304,19 +344,37 @@ def solve(
         _probe(alg, req, objective)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     original = None
-    if isinstance(alg, StepwiseAlgorithm):
-        x, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p))
-        message = retcode.message
-        if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != maxiters:
-            message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
-        deterministic = not req.stochastic and not req.evolving_state
-        if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
-            loss = objective.value(x)
-    elif isinstance(alg, WholeRunAlgorithm):
-        result = alg.run(objective, monitor)
-        x, loss, retcode, message, original = result.x, result.loss, result.retcode, result.message, result.original
-    else:
-        raise TypeError(f"{type(alg).__name__} is neither a step-wise nor a whole-run algorithm")
+    try:
+        if isinstance(alg, StepwiseAlgorithm):
+            x, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p))
+            message = retcode.message
+            if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != maxiters:
+                message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
+            deterministic = not req.stochastic and not req.evolving_state
+            if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
+                loss = objective.value(x)
+        elif isinstance(alg, WholeRunAlgorithm):
+            result = alg.run(objective, monitor)
+            x, loss, retcode, message = result.x, result.loss, result.retcode, result.message
+            original = result.original
+        else:
+            raise TypeError(f"{type(alg).__name__} is neither a step-wise nor a whole-run algorithm")
+    except (Exception, KeyboardInterrupt) as exc:
+        _attach_partial(exc, alg, objective, monitor)
+        raise
+    return _solution(alg, objective, monitor, x, loss, retcode, message, original)
+
+
+def _solution(
+    alg: Algorithm,
+    objective: Objective,
+    monitor: _Monitor,
+    x: np.ndarray,
+    loss: float,
+    retcode: ReturnCode,
+    message: str,
+    original: Any,
+) -> Solution:
     elapsed = time.perf_counter() - monitor.start
     return Solution(
         u=objective.layout.to_user(x),
