@@ -11,6 +11,7 @@ from ._constraints import Constraint
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import default_algorithm, solve
+from ._solver import Checkpoint, Solver, init, resume
 from ._state import StateMutationError
 from .backends import (
     BFGS,
@@ -67,6 +68,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Chain",
+    "Checkpoint",
     "Constraint",
     "DifferentialEvolution",
     "Dogleg",
@@ -82,6 +84,7 @@ __all__ = [
     "RMSProp",
     "ReturnCode",
     "Solution",
+    "Solver",
     "StateMutationError",
     "Stats",
     "Traits",
@@ -92,6 +95,8 @@ __all__ = [
     "__version__",
     "algorithms",
     "default_algorithm",
+    "init",
+    "resume",
     "schedules",
     "solve",
     "traits",

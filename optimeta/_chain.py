@@ -32,6 +32,7 @@ def combined_traits(stages: list[Traits]) -> Traits:
     values["commits_state_per_step"] = not values["single_call_per_step"] and all(
         t.single_call_per_step or t.commits_state_per_step for t in stages
     )
+    values["supports_checkpoint"] = False  # a chain runs as solves of its stages, not under om.init
     return Traits(**values)
 
 

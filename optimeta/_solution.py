@@ -44,6 +44,8 @@ class Stats:
         probe_fevals: Calls of ``f`` made by the determinism probe before the run; they never
             advance the committed state.
         hevals: Hessians or Hessian-vector products computed (Newton-type methods).
+        skipped: Steps whose update was skipped because their evaluation was not finite
+            (``nan_policy="skip"``); they count among the iterations.
     """
 
     iterations: int
@@ -52,6 +54,7 @@ class Stats:
     time: float
     probe_fevals: int = 0
     hevals: int = 0
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

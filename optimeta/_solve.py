@@ -42,6 +42,11 @@ class _Monitor:
         # interrupted (the iterate by reference: the algorithm owns it and never writes to it
         # while it is the current one).
         self.last: tuple[np.ndarray, float] | None = None
+        # nan_policy="skip": how many non-finite steps in a row may be skipped (0: none), and
+        # how many were, in all and in the current row.
+        self.max_skips = 0
+        self.skipped = 0
+        self.skips_in_a_row = 0
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
@@ -79,30 +84,71 @@ def _batches(data: Iterable[Any] | None, epochs: int, p: Any) -> Iterator[tuple[
 
 
 def _drive(
-    alg: StepwiseAlgorithm[Any], objective: Objective, monitor: _Monitor, schedule: Iterator[tuple[int | None, Any]]
-) -> tuple[np.ndarray, float, ReturnCode]:
-    """The driver loop: one step per batch until the monitor stops the run, the data runs out,
-    or an evaluation is not finite."""
+    alg: StepwiseAlgorithm[Any],
+    objective: Objective,
+    monitor: _Monitor,
+    schedule: Iterator[tuple[int | None, Any]],
+    x: np.ndarray,
+    opt_state: Any,
+    limit: int | None = None,
+) -> tuple[np.ndarray, Any, float, ReturnCode | None]:
+    """The driver loop: one step per batch from iterate `x` and algorithm state `opt_state` until
+    the monitor stops the run, the data runs out, or an evaluation is not finite; then (x,
+    opt_state, loss, return code). With `limit`, at most that many steps: the return code is None
+    when the run may go on."""
 
-    x = objective.x0.copy()
     loss = math.nan
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
-    opt_state = alg.init(x)
+    taken = 0
     for monitor.epoch, objective.p in schedule:
         try:
             x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
-            return exc.x, exc.loss, ReturnCode.NONFINITE
+            if monitor.skips_in_a_row >= monitor.max_skips:
+                return exc.x, opt_state, exc.loss, ReturnCode.NONFINITE
+            # nan_policy="skip": a step without an update, counted as an iteration.
+            monitor.skips_in_a_row += 1
+            monitor.skipped += 1
+            stopped = monitor.after_step(x, exc.loss)
+            if stopped is not None:
+                return x, opt_state, exc.loss, stopped
+            continue
+        monitor.skips_in_a_row = 0
         ended = alg.terminate(opt_state)
         if ended is not None and x_new is x:
-            return x, loss, ended  # ended without moving: no iteration to count or commit
+            return x, opt_state, loss, ended  # ended without moving: no iteration to count or commit
         x = x_new
         stopped = monitor.after_step(x, loss)
         if ended is not None:
-            return x, loss, ended
+            return x, opt_state, loss, ended
         if stopped is not None:
-            return x, loss, stopped
-    return x, loss, ReturnCode.MAXITERS
+            return x, opt_state, loss, stopped
+        if limit is not None:
+            taken += 1
+            if taken >= limit:
+                return x, opt_state, loss, None
+    return x, opt_state, loss, ReturnCode.MAXITERS
+
+
+def _stepwise_solution(
+    alg: StepwiseAlgorithm[Any],
+    req: Requirements,
+    objective: Objective,
+    monitor: _Monitor,
+    end: tuple[np.ndarray, float, ReturnCode],
+    data: Any,
+    epochs: int,
+) -> Solution:
+    """The `Solution` of an ended step-wise run: on a deterministic problem, with one counted
+    evaluation at the returned iterate when the last step reported the loss before its update."""
+    x, loss, retcode = end
+    message = retcode.message
+    if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != monitor.maxiters:
+        message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
+    deterministic = not req.stochastic and not req.evolving_state
+    if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
+        loss = objective.value(x)
+    return _solution(alg, objective, monitor, x, loss, retcode, message, None)
 
 
 def _attach_partial(exc: BaseException, alg: Algorithm, objective: Objective, monitor: _Monitor) -> None:
@@ -251,6 +297,8 @@ def solve(
     data: Iterable[Any] | None = None,
     epochs: int = 1,
     check_determinism: bool = True,
+    nan_policy: str = "stop",
+    max_skips: int = 10,
 ) -> Solution:
     """Solve ``prob`` with ``alg``, threading the problem's state through every call.
 
@@ -286,6 +334,11 @@ def solve(
             with ``maxiters``/``maxtime``.
         epochs: Passes over ``data``; more than 1 needs ``data`` that can be iterated again.
         check_determinism: Run the determinism probe described above (default True).
+        nan_policy: ``"stop"`` (the default): a non-finite loss or gradient ends the run with
+            ``ReturnCode.NONFINITE``. ``"skip"`` (step-wise algorithms): a step whose evaluation
+            is not finite makes no update and counts as an iteration (``Stats.skipped``); more
+            than ``max_skips`` such steps in a row end the run with ``NONFINITE``.
+        max_skips: With ``nan_policy="skip"``, the non-finite steps in a row that are skipped.
 
     Returns:
         The `Solution`.
@@ -310,6 +363,46 @@ def solve(
         >>> om.solve(prob, om.Adam(lr=0.1), maxiters=50).state
         {'calls': 50}
     """
+    alg, chosen, skips, req = _arguments(
+        prob, alg, maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips
+    )
+    if isinstance(alg, Chain):
+        return _solve_chain(prob, alg, req, maxiters, maxtime, callback, data, check_determinism)
+    objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
+    monitor = _Monitor(objective, maxiters, maxtime, callback)
+    monitor.max_skips = skips
+    try:
+        if isinstance(alg, StepwiseAlgorithm):
+            x0 = objective.x0.copy()
+            x, _, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p), x0, alg.init(x0))
+            assert retcode is not None  # no step limit
+            return _stepwise_solution(alg, req, objective, monitor, (x, loss, retcode), data, epochs)
+        if isinstance(alg, WholeRunAlgorithm):
+            result = alg.run(objective, monitor)
+            return _solution(
+                alg, objective, monitor, result.x, result.loss, result.retcode, result.message, result.original
+            )
+        raise TypeError(f"{type(alg).__name__} is neither a step-wise nor a whole-run algorithm")
+    except (Exception, KeyboardInterrupt) as exc:
+        _attach_partial(exc, alg, objective, monitor)
+        raise
+
+
+def _arguments(
+    prob: Any,
+    alg: Algorithm | None,
+    maxiters: Any,
+    maxtime: Any,
+    callback: Any,
+    data: Any,
+    epochs: Any,
+    check_determinism: Any,
+    nan_policy: Any,
+    max_skips: Any,
+) -> tuple[Algorithm, bool, int, Requirements]:
+    """`solve`'s (and `init`'s) arguments checked, the algorithm chosen when none is given, and
+    the pair checked against the traits: (algorithm, whether it was chosen, skips allowed,
+    requirements)."""
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     chosen = alg is None
@@ -318,10 +411,40 @@ def solve(
     _check_options(alg, maxiters, maxtime, callback, data, epochs)
     if not isinstance(check_determinism, bool):
         raise TypeError(f"check_determinism must be True or False, got {check_determinism!r}")
+    skips = _skips(alg, nan_policy, max_skips)
     req = requirements(prob, callback=callback is not None, data=data is not None)
     check_compatible(alg, req)
-    if isinstance(alg, Chain):
-        return _solve_chain(prob, alg, req, maxiters, maxtime, callback, data, check_determinism)
+    return alg, chosen, skips, req
+
+
+def _skips(alg: Algorithm, nan_policy: Any, max_skips: Any) -> int:
+    """The non-finite steps in a row a run may skip (0 for ``nan_policy="stop"``)."""
+    if nan_policy not in ("stop", "skip"):
+        raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+    if not _positive_int(max_skips):
+        raise ValueError(f"max_skips must be a positive integer, got {max_skips!r}")
+    if nan_policy == "stop":
+        return 0
+    if not traits(alg).supports_checkpoint:
+        raise ValueError(
+            f"nan_policy='skip' skips one step's update, and {type(alg).__name__} is not run step by step by "
+            "optimeta (only the step-wise algorithms, trait supports_checkpoint, are)"
+        )
+    return int(max_skips)
+
+
+def _prepared(
+    prob: OptimizationProblem,
+    alg: Algorithm,
+    req: Requirements,
+    maxiters: int | None,
+    maxtime: float | None,
+    data: Any,
+    check_determinism: bool,
+    chosen: bool = False,
+) -> Objective:
+    """The checks that need the algorithm's shape (a budget, minibatches), then the objective
+    wrapper for the run, after the determinism probe where it applies."""
     if data is not None and isinstance(alg, WholeRunAlgorithm):
         raise ValueError(f"data= feeds one minibatch per step, and {type(alg).__name__} runs as one whole solve")
     if (
@@ -342,27 +465,7 @@ def solve(
     objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
     if check_determinism and needs_probe(req, declared):
         _probe(alg, req, objective)
-    monitor = _Monitor(objective, maxiters, maxtime, callback)
-    original = None
-    try:
-        if isinstance(alg, StepwiseAlgorithm):
-            x, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p))
-            message = retcode.message
-            if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != maxiters:
-                message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
-            deterministic = not req.stochastic and not req.evolving_state
-            if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
-                loss = objective.value(x)
-        elif isinstance(alg, WholeRunAlgorithm):
-            result = alg.run(objective, monitor)
-            x, loss, retcode, message = result.x, result.loss, result.retcode, result.message
-            original = result.original
-        else:
-            raise TypeError(f"{type(alg).__name__} is neither a step-wise nor a whole-run algorithm")
-    except (Exception, KeyboardInterrupt) as exc:
-        _attach_partial(exc, alg, objective, monitor)
-        raise
-    return _solution(alg, objective, monitor, x, loss, retcode, message, original)
+    return objective
 
 
 def _solution(
@@ -383,7 +486,13 @@ def _solution(
         retcode=retcode,
         message=message,
         stats=Stats(
-            monitor.iterations, objective.fevals, objective.gevals, elapsed, objective.probe_fevals, objective.hevals
+            monitor.iterations,
+            objective.fevals,
+            objective.gevals,
+            elapsed,
+            objective.probe_fevals,
+            objective.hevals,
+            monitor.skipped,
         ),
         algorithm=alg,
         original=original,
@@ -457,6 +566,7 @@ def _solve_chain(
         time=time.perf_counter() - start,
         probe_fevals=probe_fevals + sum(s.stats.probe_fevals for s in solutions),
         hevals=sum(s.stats.hevals for s in solutions),
+        skipped=sum(s.stats.skipped for s in solutions),
     )
     retcode, message = final.retcode, final.message
     if out_of_time:

@@ -55,6 +55,8 @@ class Traits:
         supports_constraints: Honours general constraints ``lb <= c(u) <= ub``
             (``OptimizationProblem(constraints=...)``).
         requires_constraints: Cannot run without general constraints.
+        supports_checkpoint: Runs step by step under ``om.init``: a `Solver` can be stepped,
+            checkpointed and resumed (in another process too) with bitwise-identical results.
     """
 
     single_call_per_step: bool
@@ -68,6 +70,7 @@ class Traits:
     requires_hessian: bool
     supports_constraints: bool
     requires_constraints: bool
+    supports_checkpoint: bool
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -42,6 +42,7 @@ FIRST_ORDER = om.Traits(
     requires_hessian=False,
     supports_constraints=False,
     requires_constraints=False,
+    supports_checkpoint=True,
 )
 DECLARED = {
     "SGD": (om.SGD, FIRST_ORDER),
@@ -60,6 +61,7 @@ DECLARED = {
             requires_hessian=False,
             supports_constraints=False,
             requires_constraints=False,
+            supports_checkpoint=True,
         ),
     ),
     "LBFGS": (
@@ -76,6 +78,7 @@ DECLARED = {
             requires_hessian=False,
             supports_constraints=False,
             requires_constraints=False,
+            supports_checkpoint=False,
         ),
     ),
     "OLBFGS": (
@@ -92,6 +95,7 @@ DECLARED = {
             requires_hessian=False,
             supports_constraints=False,
             requires_constraints=False,
+            supports_checkpoint=True,
         ),
     ),
 }

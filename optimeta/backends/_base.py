@@ -131,6 +131,7 @@ FIRST_ORDER_TRAITS = Traits(
     requires_hessian=False,
     supports_constraints=False,
     requires_constraints=False,
+    supports_checkpoint=True,
 )
 
 

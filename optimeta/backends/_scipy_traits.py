@@ -36,6 +36,7 @@ def minimize_traits(
         requires_hessian=hessian,
         supports_constraints=constraints,
         requires_constraints=False,
+        supports_checkpoint=False,
     )
 
 

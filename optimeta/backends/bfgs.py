@@ -117,6 +117,7 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         requires_hessian=False,
         supports_constraints=False,
         requires_constraints=False,
+        supports_checkpoint=True,
     )
 
     def __post_init__(self) -> None:

@@ -94,6 +94,7 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         requires_hessian=False,
         supports_constraints=False,
         requires_constraints=False,
+        supports_checkpoint=True,
     )
 
     def __post_init__(self) -> None:

@@ -343,6 +343,7 @@ class LBFGS(ScipyMinimize):
         requires_hessian=False,
         supports_constraints=False,
         requires_constraints=False,
+        supports_checkpoint=False,
     )
 
     def __post_init__(self) -> None:
