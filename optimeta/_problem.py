@@ -146,6 +146,19 @@ class OptimizationProblem:
         set_(self, "bounds", box)
         set_(self, "constraints", check_constraints(self.constraints))
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled (a checkpoint read back): arrays come back writeable; the problem's are not.
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        for name in ("_x0", "_lb", "_ub"):
+            arr = state.get(name)
+            if arr is not None:
+                arr.flags.writeable = False
+        object.__setattr__(self, "u0", _readonly_tree(self._layout, self._x0))
+        if self._lb is not None and self._ub is not None:
+            box = (_readonly_tree(self._layout, self._lb), _readonly_tree(self._layout, self._ub))
+            object.__setattr__(self, "bounds", box)
+
     def _flat_bounds(self, layout: Layout, x0: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         bounds = self.bounds
         if bounds is None:

@@ -91,13 +91,13 @@ def _drive(
     x: np.ndarray,
     opt_state: Any,
     limit: int | None = None,
+    loss: float = math.nan,
 ) -> tuple[np.ndarray, Any, float, ReturnCode | None]:
     """The driver loop: one step per batch from iterate `x` and algorithm state `opt_state` until
     the monitor stops the run, the data runs out, or an evaluation is not finite; then (x,
     opt_state, loss, return code). With `limit`, at most that many steps: the return code is None
-    when the run may go on."""
+    when the run may go on. `loss` is the last step's, returned when no step is taken."""
 
-    loss = math.nan
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
     taken = 0
     for monitor.epoch, objective.p in schedule:
@@ -109,20 +109,21 @@ def _drive(
             # nan_policy="skip": a step without an update, counted as an iteration.
             monitor.skips_in_a_row += 1
             monitor.skipped += 1
-            stopped = monitor.after_step(x, exc.loss)
+            loss = exc.loss
+            stopped = monitor.after_step(x, loss)
             if stopped is not None:
-                return x, opt_state, exc.loss, stopped
-            continue
-        monitor.skips_in_a_row = 0
-        ended = alg.terminate(opt_state)
-        if ended is not None and x_new is x:
-            return x, opt_state, loss, ended  # ended without moving: no iteration to count or commit
-        x = x_new
-        stopped = monitor.after_step(x, loss)
-        if ended is not None:
-            return x, opt_state, loss, ended
-        if stopped is not None:
-            return x, opt_state, loss, stopped
+                return x, opt_state, loss, stopped
+        else:
+            monitor.skips_in_a_row = 0
+            ended = alg.terminate(opt_state)
+            if ended is not None and x_new is x:
+                return x, opt_state, loss, ended  # ended without moving: no iteration to count or commit
+            x = x_new
+            stopped = monitor.after_step(x, loss)
+            if ended is not None:
+                return x, opt_state, loss, ended
+            if stopped is not None:
+                return x, opt_state, loss, stopped
         if limit is not None:
             taken += 1
             if taken >= limit:

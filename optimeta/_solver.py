@@ -13,7 +13,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -62,6 +62,7 @@ class Checkpoint:
         consumed: Steps taken from the schedule of batches so far.
         loss: The loss the last step reported.
         ended: Why the run ended, or None while it may go on.
+        solution: The `Solution`, once `Solver.solve` has made it.
     """
 
     problem: OptimizationProblem
@@ -79,6 +80,7 @@ class Checkpoint:
     consumed: int
     loss: float
     ended: ReturnCode | None
+    solution: Solution | None = None
 
 
 class Solver:
@@ -120,8 +122,7 @@ class Solver:
         self._opt_state = opt_state
         self._data = data
         self._epochs = epochs
-        self._consumed = consumed
-        self._schedule = itertools.islice(_batches(data, epochs, prob.p), consumed, None)
+        self._schedule = _Counted(itertools.islice(_batches(data, epochs, prob.p), consumed, None), consumed)
         self._loss = loss
         self.retcode = ended
         self._solution: Solution | None = None
@@ -170,17 +171,13 @@ class Solver:
 
     def _advance(self, limit: int | None) -> None:
         monitor = self._monitor
-        before = monitor.iterations
         try:
             x, opt_state, loss, code = _drive(
-                self.algorithm, self._objective, monitor, self._schedule, self._x, self._opt_state, limit
+                self.algorithm, self._objective, monitor, self._schedule, self._x, self._opt_state, limit, self._loss
             )
         except (Exception, KeyboardInterrupt) as exc:
             _attach_partial(exc, self.algorithm, self._objective, monitor)
             raise
-        # Batches taken from the schedule: one per completed step while the run goes on (a run
-        # that has ended is never stepped again, so its position no longer matters).
-        self._consumed += monitor.iterations - before
         self._x, self._opt_state, self._loss, self.retcode = x, opt_state, loss, code
 
     def checkpoint(self) -> Checkpoint:
@@ -204,9 +201,10 @@ class Solver:
             maxtime=monitor.maxtime,
             data=self._data,
             epochs=self._epochs,
-            consumed=self._consumed,
+            consumed=self._schedule.count,
             loss=self._loss,
             ended=self.retcode,
+            solution=self._solution,
         )
 
 
@@ -301,13 +299,16 @@ def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solve
     monitor.iterations = iterations
     monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = checkpoint.skips
     monitor.start = time.perf_counter() - checkpoint.elapsed
-    return Solver(
+    x = checkpoint.x.copy()
+    if iterations:
+        monitor.last = (x, checkpoint.loss)  # the run so far, should the next step raise
+    solver = Solver(
         prob,
         alg,
         req,
         objective,
         monitor,
-        checkpoint.x.copy(),
+        x,
         copy.deepcopy(checkpoint.opt_state),
         checkpoint.data,
         checkpoint.epochs,
@@ -315,6 +316,26 @@ def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solve
         checkpoint.loss,
         checkpoint.ended,
     )
+    solver._solution = checkpoint.solution
+    return solver
+
+
+class _Counted:
+    """The schedule of batches, counting those taken (a checkpoint's position in the data)."""
+
+    __slots__ = ("_items", "count")
+
+    def __init__(self, items: Iterator[tuple[int | None, Any]], count: int) -> None:
+        self._items = items
+        self.count = count
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> tuple[int | None, Any]:
+        item = next(self._items)
+        self.count += 1
+        return item
 
 
 def _not_checkpointable(alg: Algorithm) -> NoReturn:
