@@ -202,6 +202,7 @@ class Objective:
         self._constant = self.stateful and prob.state_mode == "constant"
         self.per_step_commit = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
+        self._previous: Any = self.state
         self._probing = False
         if self._grad is not None and not self.stateful and self.layout._single:
             self._gradient_method = self._user_grad_plain
@@ -251,7 +252,15 @@ class Objective:
         if self.per_step_commit:
             self._pending[x.tobytes()] = new_state
         elif self.stateful and not self._constant:
+            self._previous = self.state
             self.state = new_state
+
+    def revert(self) -> None:
+        """Per-call commit: take back the state the last call committed (its value was not
+        finite, and the run ends at the iterate before it). States are replaced, never written
+        to, so the one before is intact."""
+        if self.stateful and not self._constant and not self.per_step_commit:
+            self.state = self._previous
 
     # -- evaluations ---------------------------------------------------------------------------
 

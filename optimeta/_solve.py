@@ -105,6 +105,10 @@ def _drive(
             x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
             if monitor.skips_in_a_row >= monitor.max_skips:
+                if objective.stateful and monitor.last is not None:
+                    # The last iterate, with its step's loss and the state that went with it.
+                    objective.revert()
+                    return x, opt_state, monitor.last[1], ReturnCode.NONFINITE
                 return exc.x, opt_state, exc.loss, ReturnCode.NONFINITE
             # nan_policy="skip": a step without an update, counted as an iteration.
             monitor.skips_in_a_row += 1

@@ -116,3 +116,18 @@ def test_skip_is_refused_by_whole_run_algorithms(cls: type) -> None:
     with pytest.raises(ValueError, match=r"nan_policy='skip' .* supports_checkpoint"):
         om.solve(prob, configured(cls), nan_policy="skip")
     assert calls == []
+
+
+@pytest.mark.parametrize("cls", STATEFUL, ids=lambda cls: cls.__name__)
+def test_a_stateful_run_stopped_by_a_non_finite_value_keeps_the_state_of_its_last_step(cls: type) -> None:
+    # nan_policy="stop": the run ends at the last iterate with the state that went with it, not
+    # with the state the non-finite call returned.
+    infos: list[om.IterationInfo] = []
+    sol = om.solve(_problem(_bad_at({6})), configured(cls, lr=0.05), maxiters=20, callback=infos.append)
+    assert sol.retcode is om.ReturnCode.NONFINITE
+    assert infos, "no step completed"
+    last = infos[-1]
+    assert sol.stats.iterations == last.iteration
+    assert sol.state == last.state
+    assert sol.u.tobytes() == last.u.tobytes()
+    assert sol.objective == last.objective and np.isfinite(sol.objective)

@@ -44,3 +44,14 @@ def test_the_table_names_exactly_the_registered_algorithms() -> None:
 def test_the_row_gives_the_declared_traits(cls: type) -> None:
     declared = om.traits(cls)
     assert _table()[cls.__name__] == {name: getattr(declared, name) for name in TRAIT_NAMES}
+
+
+def test_the_guarantees_table_names_tests_that_exist() -> None:
+    text = README.read_text()
+    table = text[text.index("## What optimeta guarantees") : text.index("## Layout")]
+    cited = re.findall(r"`(test_\w+\.py)(?:::(\w+))?`", table)
+    assert len(cited) >= 15
+    tests = README.parent / "tests"
+    for module, name in cited:
+        source = (tests / module).read_text()
+        assert not name or f"def {name}(" in source, f"{module}::{name} is not a test"

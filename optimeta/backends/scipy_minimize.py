@@ -33,6 +33,15 @@ class _Stop(Exception):
         self.code = code
 
 
+class _UserError(Exception):
+    """Carries an exception raised by the user's objective through scipy, which would otherwise
+    turn some into its own (differential evolution's map wrapper) or match their messages."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class NonFiniteRun(Exception):
     """Raised by a method's `ScipyAdapter.call` when scipy gave up on non-finite values."""
 
@@ -65,6 +74,11 @@ class ScipyCalls:
         self.constraints = to_scipy(objective.constraints, objective.layout, objective.p)
 
     def _record(self, x: np.ndarray, loss: float, finite: bool) -> None:
+        if not finite and not self.seen and x.tobytes() == self.objective.x0.tobytes():
+            # Not finite at u0: the run ends there at once, as a step-wise one does.
+            self.seen[x.tobytes()] = (loss, finite)
+            self.last[:] = [x.copy()]
+            raise _Stop(ReturnCode.NONFINITE)
         self.seen[x.tobytes()] = (loss, finite)
         if finite and (self.best is None or loss < self.best[0]):
             self.best = (loss, x.copy())
@@ -79,13 +93,19 @@ class ScipyCalls:
 
     def value(self, x: np.ndarray) -> float:
         x = self._inside(x)
-        loss = self.objective.value(x)
+        try:
+            loss = self.objective.value(x)
+        except Exception as exc:
+            raise _UserError(exc) from exc
         self._record(x, loss, math.isfinite(loss))
         return loss
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         x = self._inside(x)
-        loss, grad = self.objective.value_and_grad(x)
+        try:
+            loss, grad = self.objective.value_and_grad(x)
+        except Exception as exc:
+            raise _UserError(exc) from exc
         self._record(x, loss, bool(np.isfinite(loss) and np.isfinite(grad).all()))
         return loss, grad
 
@@ -101,10 +121,18 @@ class ScipyCalls:
         return second
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return self._checked(self.objective.hessp(x, v), v)
+        try:
+            product = self.objective.hessp(x, v)
+        except Exception as exc:
+            raise _UserError(exc) from exc
+        return self._checked(product, v)
 
     def hess(self, x: np.ndarray) -> np.ndarray:
-        return self._checked(self.objective.hessian(x))
+        try:
+            matrix = self.objective.hessian(x)
+        except Exception as exc:
+            raise _UserError(exc) from exc
+        return self._checked(matrix)
 
     def report(self, x: np.ndarray, loss: float) -> bool:
         """One iteration to the monitor; True when the run must stop."""
@@ -187,6 +215,8 @@ class ScipyAdapter(WholeRunAlgorithm):
                 warnings.filterwarnings("ignore", note, UserWarning)
             try:
                 res = self.call(calls, monitor)
+            except _UserError as wrapped:
+                raise wrapped.error from None
             except _Stop as stop:
                 if not calls.stopped:
                     calls.stopped.append(stop.code)
@@ -235,6 +265,9 @@ class ScipyAdapter(WholeRunAlgorithm):
             x = np.clip(x, objective.lb, objective.ub)
         loss, finite = calls.loss_at(x)
         if not finite:  # whatever stopped the run: SUCCESS or a budget is never reported there
+            if calls.best is not None:  # the best finite point seen, with its value
+                x = calls.best[1]
+                loss = calls.best[0]
             return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
         if calls.stopped:
             return RunResult(x, loss, calls.stopped[0], calls.stopped[0].message, res)
