@@ -41,7 +41,7 @@ def _uncapped(n: int, maxiters: int | None, default: int) -> int:
 def _verdict(statuses: dict[int, ReturnCode], res: Any) -> ReturnCode:
     """scipy's status mapped onto a return code; a status of convergence that scipy itself does
     not call a success (the point found violates the constraints) is FAILURE."""
-    code = statuses.get(res.status, ReturnCode.FAILURE)
+    code = statuses.get(res.get("status"), ReturnCode.SUCCESS if res.success else ReturnCode.FAILURE)
     return ReturnCode.FAILURE if code is ReturnCode.SUCCESS and not res.success else code
 
 

@@ -202,6 +202,17 @@ class ScipyAdapter(WholeRunAlgorithm):
     def run(self, objective: Objective, monitor: Monitor) -> RunResult:
         reports = self.traits.supports_callback
         calls = ScipyCalls(objective, monitor, timed=not reports)
+        if objective.lb is not None and objective.ub is not None and np.array_equal(objective.lb, objective.ub):
+            # Every coordinate fixed by its bounds: the box is one point, which some scipy
+            # methods refuse (or crash on); it is the answer, with its value.
+            x = objective.lb.copy()
+            loss, finite = calls.loss_at(x)
+            code = ReturnCode.SUCCESS if finite else ReturnCode.NONFINITE
+            message = "the bounds fix every coordinate (lb == ub): the box's one point" if finite else code.message
+            point = scipy.optimize.OptimizeResult(
+                x=x, fun=loss, success=finite, status=0, message=message, nit=0, nfev=objective.fevals
+            )
+            return RunResult(x, loss, code, message, point)
         calls.clip = self.clip_to_bounds
         res: Any = None
         overflow = ""
