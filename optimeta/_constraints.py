@@ -18,7 +18,7 @@ from ._objective import real_array, strip_tracers
 if TYPE_CHECKING:
     from ._objective import Layout
 
-__all__ = ["Constraint", "ScipyConstraint", "check_constraints", "to_scipy"]
+__all__ = ["Constraint", "ScipyConstraint", "check_constraints", "on_free_coordinates", "to_scipy"]
 
 #: What ``OptimizationProblem(constraints=...)`` accepts besides `Constraint`: scipy's own
 #: constraint objects, over the flattened ``u``.
@@ -125,6 +125,34 @@ def check_constraints(constraints: Any) -> tuple[Constraint | ScipyConstraint, .
 def to_scipy(constraints: Sequence[Constraint | ScipyConstraint], layout: Layout, p: Any) -> list[ScipyConstraint]:
     """The constraints over the flat vector, as scipy's methods take them; scipy's own pass as given."""
     return [c if not isinstance(c, Constraint) else _nonlinear(c, layout, p) for c in constraints]
+
+
+def on_free_coordinates(
+    c: ScipyConstraint, full: Callable[[np.ndarray], np.ndarray], free: np.ndarray, fixed_values: np.ndarray
+) -> ScipyConstraint:
+    """A scipy constraint over the free coordinates of x alone, the others held at
+    ``fixed_values``; ``full`` rebuilds the whole x from the free coordinates."""
+    if isinstance(c, scipy.optimize.LinearConstraint):
+        a = c.A.toarray() if hasattr(c.A, "toarray") else np.atleast_2d(np.asarray(c.A, dtype=np.float64))
+        shift = a[:, ~free] @ fixed_values
+        return scipy.optimize.LinearConstraint(a[:, free], c.lb - shift, c.ub - shift, keep_feasible=c.keep_feasible)
+    fun, jac, hess = c.fun, c.jac, c.hess
+
+    def jac_free(x: np.ndarray) -> Any:
+        return jac(full(x))[:, free]
+
+    def hess_free(x: np.ndarray, v: np.ndarray) -> Any:
+        return hess(full(x), v)[free][:, free]
+
+    return scipy.optimize.NonlinearConstraint(
+        lambda x: fun(full(x)),
+        c.lb,
+        c.ub,
+        jac=jac_free if callable(jac) else jac,
+        hess=hess_free if callable(hess) else hess,
+        keep_feasible=c.keep_feasible,
+        finite_diff_rel_step=c.finite_diff_rel_step,
+    )
 
 
 def _nonlinear(c: Constraint, layout: Layout, p: Any) -> scipy.optimize.NonlinearConstraint:

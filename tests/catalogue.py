@@ -448,13 +448,15 @@ def moved_point_calls(sol: om.Solution, prob: om.OptimizationProblem) -> int:
     """The adapter's call of f at the point it returns, when scipy never evaluated that point: one
     that scipy maps back from its own scaling and that differs in the last bits from the point it
     evaluated (DIRECT, from its unit cube); the value there then differs from scipy's ``fun``. A
-    method that clips its points into the box (``clip_to_bounds``: COBYLA, TrustConstr) had the
-    clipped point evaluated already, when scipy evaluated the point it returns."""
+    point scipy returns outside the box (COBYLA, TrustConstr) is clipped into it, as every point
+    scipy tries is before f is called there: that point was evaluated when scipy evaluated it."""
     x, fun = sol.original.get("x"), sol.original.get("fun")
     if x is None or np.size(x) != flat(sol.u).size:
         return 0  # scipy returned no point: the run ends at the best point evaluated
-    if type(sol.algorithm).clip_to_bounds:
-        return 0
+    if prob.bounds is not None and type(sol.algorithm).traits.supports_bounds:
+        x = np.asarray(x, dtype=np.float64)
+        if np.clip(x, flat(prob.bounds[0]), flat(prob.bounds[1])).tobytes() != x.tobytes():
+            return 0
     moved = flat(sol.u).tobytes() != np.asarray(x, dtype=np.float64).tobytes()
     loss = sol.objective if prob.sense == "min" else -sol.objective
     return int(moved or (fun is not None and np.isfinite(fun) and float(fun) != loss))

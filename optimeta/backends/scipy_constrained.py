@@ -118,7 +118,6 @@ class TrustConstr(ScipyMinimize):
     barrier_tol: float = 1e-8
 
     method: ClassVar[str] = "trust-constr"
-    clip_to_bounds: ClassVar[bool] = True
     # 0: the iteration or evaluation limit; 1: gtol met; 2: xtol met (converged to a point the
     # radius cannot improve); 3: stopped by the callback (reported as TERMINATED before this).
     statuses: ClassVar[dict[int, ReturnCode]] = {
@@ -173,7 +172,7 @@ class COBYLA(ScipyMinimize):
     catol: float = 2e-4
 
     method: ClassVar[str] = "COBYLA"
-    clip_to_bounds: ClassVar[bool] = True
+    drops_fixed: ClassVar[bool] = True  # scipy's COBYLA drops them itself, then fails when none is left
     # 0: the radius reached tol; 1: a target value was reached; 3: the evaluation limit.
     statuses: ClassVar[dict[int, ReturnCode]] = {0: ReturnCode.SUCCESS, 1: ReturnCode.SUCCESS, 3: ReturnCode.MAXITERS}
     derivatives: ClassVar[str] = "none"

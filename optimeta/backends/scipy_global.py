@@ -46,6 +46,22 @@ def _rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _start_inside(x0: np.ndarray, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    """x0 moved, by the few ulps that rounding needs, to where differential evolution's
+    rescaling onto [0, 1] keeps it inside (scipy refuses a start on a bound otherwise)."""
+    x0 = x0.copy()
+    middle, width = 0.5 * (lb + ub), np.fabs(ub - lb)
+    with np.errstate(divide="ignore"):
+        recip = np.where(width > 0, 1.0 / width, 0.0)
+    for _ in range(64):
+        scaled = (x0 - middle) * recip + 0.5
+        outside = (scaled < 0.0) | (scaled > 1.0)
+        if not outside.any():
+            break
+        x0[outside] = np.nextafter(x0[outside], middle[outside])
+    return x0
+
+
 def _budget_retcode(res: Any, monitor: Monitor, planned: int) -> ReturnCode:
     """A method that runs a planned number of iterations by design: MAXITERS when ``solve``'s
     budget cut the plan short, SUCCESS when it ran its course, FAILURE when scipy says so."""
@@ -136,6 +152,8 @@ class DifferentialEvolution(ScipyAdapter):
             raise TypeError(f"polish must be a bool, got {self.polish!r}")
 
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        box = calls.bounds
+        assert box is not None  # requires_bounds
         return scipy.optimize.differential_evolution(
             calls.value,
             calls.bounds,
@@ -150,7 +168,7 @@ class DifferentialEvolution(ScipyAdapter):
             callback=calls.callback,
             polish=self.polish,
             constraints=calls.constraints or (),
-            x0=calls.objective.x0,
+            x0=_start_inside(calls.x0, box.lb, box.ub),
         )
 
     def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
@@ -199,6 +217,7 @@ class DualAnnealing(ScipyAdapter):
     no_local_search: bool = False
 
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, commits=False, callback=False)
+    drops_fixed: ClassVar[bool] = True  # scipy refuses a fixed coordinate mid-run
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -232,7 +251,7 @@ class DualAnnealing(ScipyAdapter):
             accept=self.accept,
             rng=_rng(self.seed),
             no_local_search=self.no_local_search,
-            x0=calls.objective.x0,
+            x0=calls.x0,
         )
 
     def retcode(self, res: Any, monitor: Monitor) -> ReturnCode:
@@ -284,6 +303,7 @@ class DIRECT(ScipyAdapter):
         5: ReturnCode.SUCCESS,
     }
     legacy_callback: ClassVar[bool] = True
+    drops_fixed: ClassVar[bool] = True  # scipy refuses a fixed coordinate once it divides the box
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, gradient=False, commits=False)
 
     def __post_init__(self) -> None:
@@ -296,7 +316,7 @@ class DIRECT(ScipyAdapter):
             check_positive_int("maxfun", self.maxfun)
 
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
-        n = calls.objective.x0.size
+        n = calls.x0.size
         # scipy counts two iterations before the first callback: two more let the monitor stop
         # the run after exactly maxiters reported ones.
         return scipy.optimize.direct(
@@ -346,6 +366,7 @@ class SHGO(ScipyAdapter):
     iters: int = 1
     sampling_method: str = "simplicial"
 
+    drops_fixed: ClassVar[bool] = True  # its Qhull triangulation fails on a box flat in one coordinate
     traits: ClassVar[Traits] = minimize_traits(
         bounds=True, requires_bounds=True, constraints=True, commits=False, callback=False
     )

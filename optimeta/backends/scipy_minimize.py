@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import scipy.optimize
 
-from .._constraints import to_scipy
+from .._constraints import on_free_coordinates, to_scipy
 from .._solution import ReturnCode
 from ..traits import Traits, register
 from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_positive_int
@@ -68,7 +68,8 @@ class ScipyCalls:
         self.seen: dict[bytes, tuple[float, bool]] = {}
         self.best: tuple[float, np.ndarray] | None = None
         self.bounds = None
-        self.clip = False
+        self.fixed: np.ndarray | None = None  # the coordinates scipy is not given (`drop_fixed`)
+        self.start = objective.x0  # where those coordinates stay
         if objective.lb is not None and objective.ub is not None:
             self.bounds = scipy.optimize.Bounds(objective.lb, objective.ub)
         self.constraints = to_scipy(objective.constraints, objective.layout, objective.p)
@@ -85,9 +86,43 @@ class ScipyCalls:
         if self.timed and self.monitor.out_of_time():
             raise _Stop(ReturnCode.MAXTIME)
 
-    def _inside(self, x: np.ndarray) -> np.ndarray:
+    def drop_fixed(self) -> None:
+        """Hand scipy the free coordinates alone, for a method that cannot take a coordinate
+        its bounds fix: `x0`, the bounds, the gradient and the constraints lose the fixed ones,
+        which stay at their start. A coordinate counts as fixed when its box is narrower than
+        the bounds' rounding (``10 n eps`` times their largest magnitude, as scipy's COBYLA
+        measures it)."""
+        lb, ub = self.objective.lb, self.objective.ub
+        if lb is None or ub is None:
+            return
+        magnitude = max(1.0, np.abs(lb[np.isfinite(lb)]).max(initial=1.0), np.abs(ub[np.isfinite(ub)]).max(initial=1.0))
+        fixed = (lb == ub) | (ub - lb < 10.0 * np.finfo(np.float64).eps * lb.size * magnitude)
+        if not fixed.any():
+            return
+        free = ~fixed
+        self.fixed = fixed
+        self.start = np.clip(self.objective.x0, lb, ub)
+        self.bounds = scipy.optimize.Bounds(lb[free], ub[free])
+        self.constraints = [on_free_coordinates(c, self.full, free, self.start[fixed]) for c in self.constraints]
+
+    @property
+    def x0(self) -> np.ndarray:
+        """The starting point as scipy sees it."""
+        return self.objective.x0 if self.fixed is None else self.start[~self.fixed]
+
+    def full(self, x: np.ndarray) -> np.ndarray:
+        """A point of scipy's with every coordinate: one of the free coordinates alone (a
+        method given them by `drop_fixed`) gets the fixed ones back."""
         x = np.asarray(x, dtype=np.float64)
-        if self.clip and self.bounds is not None:
+        if self.fixed is not None and x.size == np.count_nonzero(~self.fixed) != self.fixed.size:
+            whole: np.ndarray = self.start.copy()
+            whole[~self.fixed] = x
+            return whole
+        return x
+
+    def _inside(self, x: np.ndarray) -> np.ndarray:
+        x = self.full(x)
+        if self.bounds is not None:
             x = np.clip(x, self.objective.lb, self.objective.ub)
         return x
 
@@ -107,7 +142,7 @@ class ScipyCalls:
         except Exception as exc:
             raise _UserError(exc) from exc
         self._record(x, loss, bool(np.isfinite(loss) and np.isfinite(grad).all()))
-        return loss, grad
+        return loss, (grad if self.fixed is None else grad[~self.fixed])
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         """The gradient alone, for scipy interfaces that ask for it apart from the value."""
@@ -178,18 +213,21 @@ class ScipyAdapter(WholeRunAlgorithm):
     budget as its own option, reports scipy's ``nit``, and is stopped by ``maxtime`` at the
     first evaluation past it, at the best point seen.
 
+    ``f`` is never called outside the bounds: a point scipy tries past them (methods that treat
+    bounds as constraints they may violate on the way, such as COBYLA and trust-constr, or a
+    rounding error of a rescaling) is evaluated, and reported, at the nearest point of the box.
+
     Class data:
         statuses: scipy's status codes for the method, mapped onto return codes (others:
             SUCCESS when scipy reports success, FAILURE otherwise).
         legacy_callback: The method calls ``callback(xk)``, not ``callback(intermediate_result)``.
-        clip_to_bounds: The method may try points outside the box (it treats bounds as
-            constraints it can violate on the way): they are evaluated, and reported, at the
-            nearest point of the box, so that ``f`` is never called outside it.
+        drops_fixed: The method cannot take a coordinate fixed by the bounds (lb == ub):
+            scipy is given the free coordinates alone (`ScipyCalls.drop_fixed`).
     """
 
     statuses: ClassVar[dict[int, ReturnCode]] = {}
     legacy_callback: ClassVar[bool] = False
-    clip_to_bounds: ClassVar[bool] = False
+    drops_fixed: ClassVar[bool] = False
 
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
         """Run scipy's method; return its ``OptimizeResult``."""
@@ -202,10 +240,17 @@ class ScipyAdapter(WholeRunAlgorithm):
     def run(self, objective: Objective, monitor: Monitor) -> RunResult:
         reports = self.traits.supports_callback
         calls = ScipyCalls(objective, monitor, timed=not reports)
-        if objective.lb is not None and objective.ub is not None and np.array_equal(objective.lb, objective.ub):
+        if self.drops_fixed:
+            calls.drop_fixed()
+        lb, ub = objective.lb, objective.ub
+        if (
+            lb is not None
+            and ub is not None
+            and (np.array_equal(lb, ub) or (calls.fixed is not None and calls.fixed.all()))
+        ):
             # Every coordinate fixed by its bounds: the box is one point, which some scipy
             # methods refuse (or crash on); it is the answer, with its value.
-            x = objective.lb.copy()
+            x = calls.full(np.empty(0)) if calls.fixed is not None else lb.copy()
             loss, finite = calls.loss_at(x)
             code = ReturnCode.SUCCESS if finite else ReturnCode.NONFINITE
             message = "the bounds fix every coordinate (lb == ub): the box's one point" if finite else code.message
@@ -213,7 +258,6 @@ class ScipyAdapter(WholeRunAlgorithm):
                 x=x, fun=loss, success=finite, status=0, message=message, nit=0, nfev=objective.fevals
             )
             return RunResult(x, loss, code, message, point)
-        calls.clip = self.clip_to_bounds
         res: Any = None
         overflow = ""
         with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -263,6 +307,8 @@ class ScipyAdapter(WholeRunAlgorithm):
             )
             return RunResult(x, loss, code, message, res)
         message = res.message if isinstance(res.message, str) else "; ".join(map(str, res.message))
+        if res.get("x") is not None:
+            res.x = calls.full(res.x)
         if res.get("x") is None or np.size(res.x) != objective.x0.size:
             # scipy found no point to return (SHGO without a minimiser): the best one evaluated.
             x = calls.best[1] if calls.best is not None else objective.x0
@@ -326,7 +372,7 @@ class ScipyMinimize(ScipyAdapter):
         if self.traits.supports_constraints and calls.constraints:
             kwargs["constraints"] = calls.constraints
         return scipy.optimize.minimize(
-            x0=calls.objective.x0,
+            x0=calls.x0,
             method=self.method,
             options=self.options(monitor, calls.objective.x0.size),
             callback=calls.legacy if self.legacy_callback else calls.callback,
