@@ -47,6 +47,10 @@ class _Monitor:
         self.max_skips = 0
         self.skipped = 0
         self.skips_in_a_row = 0
+        # A deterministic problem's best finite iterate and its loss, for a run that ends on a
+        # non-finite value (kept by reference: see `_drive`).
+        self.keep_best = False
+        self.best: tuple[float, np.ndarray] | None = None
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
@@ -100,16 +104,18 @@ def _drive(
 
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
     taken = 0
+    keep_best = monitor.keep_best
+    loss_before = not alg.loss_at_new_iterate
     for monitor.epoch, objective.p in schedule:
+        # A deterministic run keeps its best iterate, by a view: this one, whose loss the step
+        # reports, is held through the step, so a recycling update writes elsewhere.
+        held = x.view() if keep_best and loss_before else None
         try:
             x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
             if monitor.skips_in_a_row >= monitor.max_skips:
-                if objective.stateful and monitor.last is not None:
-                    # The last iterate, with its step's loss and the state that went with it.
-                    objective.revert()
-                    return x, opt_state, monitor.last[1], ReturnCode.NONFINITE
-                return exc.x, opt_state, exc.loss, ReturnCode.NONFINITE
+                x, loss = _nonfinite_end(objective, monitor, x, exc.x, exc.loss)
+                return x, opt_state, loss, ReturnCode.NONFINITE
             # nan_policy="skip": a step without an update, counted as an iteration.
             monitor.skips_in_a_row += 1
             monitor.skipped += 1
@@ -118,10 +124,17 @@ def _drive(
             if stopped is not None:
                 return x, opt_state, loss, stopped
         else:
-            monitor.skips_in_a_row = 0
             ended = alg.terminate(opt_state)
             if ended is not None and x_new is x:
                 return x, opt_state, loss, ended  # ended without moving: no iteration to count or commit
+            if ended is ReturnCode.NONFINITE:
+                # A line search accepted a point whose value or gradient is not finite: the step
+                # is not taken, as one whose evaluation was not finite.
+                x, loss = _nonfinite_end(objective, monitor, x, x_new, loss)
+                return x, opt_state, loss, ended
+            monitor.skips_in_a_row = 0
+            if keep_best and (monitor.best is None or loss < monitor.best[0]):
+                monitor.best = (loss, held if held is not None else x_new.view())
             x = x_new
             stopped = monitor.after_step(x, loss)
             if ended is not None:
@@ -133,6 +146,29 @@ def _drive(
             if taken >= limit:
                 return x, opt_state, loss, None
     return x, opt_state, loss, ReturnCode.MAXITERS
+
+
+def _nonfinite_end(
+    objective: Objective, monitor: _Monitor, x: np.ndarray, bad_x: np.ndarray, bad_loss: float
+) -> tuple[np.ndarray, float]:
+    """Where a run that met a non-finite value at `bad_x` (from iterate `x`) ends, and its loss:
+    a stateful run at its last iterate, with that step's loss (none before the first step) and
+    the state that went with it; a deterministic one at its best finite iterate; otherwise at
+    `bad_x`."""
+    if objective.stateful:
+        objective.revert()
+        if monitor.last is not None:
+            return x, monitor.last[1]
+        return x, bad_loss if bad_x is x else math.nan
+    if monitor.best is not None:
+        return monitor.best[1], monitor.best[0]
+    if monitor.keep_best and bad_x is not x:
+        # No finite iterate kept yet (an algorithm that reports the loss at its new iterate,
+        # in its first step): x, evaluated once more, if it is finite there.
+        loss, grad = objective.value_and_grad(x)
+        if math.isfinite(loss) and np.isfinite(grad).all():
+            return x, loss
+    return bad_x, bad_loss
 
 
 def _stepwise_solution(
@@ -376,6 +412,7 @@ def solve(
     objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     monitor.max_skips = skips
+    monitor.keep_best = not req.stochastic and not req.evolving_state
     try:
         if isinstance(alg, StepwiseAlgorithm):
             x0 = objective.x0.copy()

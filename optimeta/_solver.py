@@ -63,6 +63,8 @@ class Checkpoint:
         loss: The loss the last step reported.
         ended: Why the run ended, or None while it may go on.
         solution: The `Solution`, once `Solver.solve` has made it.
+        best: A deterministic problem's best finite iterate so far and its loss (the answer of
+            a run that ends on a non-finite value), or None.
     """
 
     problem: OptimizationProblem
@@ -81,6 +83,7 @@ class Checkpoint:
     loss: float
     ended: ReturnCode | None
     solution: Solution | None = None
+    best: tuple[float, np.ndarray] | None = None
 
 
 class Solver:
@@ -205,6 +208,7 @@ class Solver:
             loss=self._loss,
             ended=self.retcode,
             solution=self._solution,
+            best=None if monitor.best is None else (monitor.best[0], monitor.best[1].copy()),
         )
 
 
@@ -263,6 +267,7 @@ def init(
     objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     monitor.max_skips = skips
+    monitor.keep_best = not req.stochastic and not req.evolving_state
     x0 = objective.x0.copy()
     return Solver(prob, alg, req, objective, monitor, x0, alg.init(x0), data, epochs, 0, math.nan, None)
 
@@ -299,6 +304,9 @@ def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solve
     monitor.iterations = iterations
     monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = checkpoint.skips
     monitor.start = time.perf_counter() - checkpoint.elapsed
+    monitor.keep_best = not req.stochastic and not req.evolving_state
+    if checkpoint.best is not None:
+        monitor.best = (checkpoint.best[0], checkpoint.best[1].copy())
     x = checkpoint.x.copy()
     if iterations:
         monitor.last = (x, checkpoint.loss)  # the run so far, should the next step raise

@@ -183,20 +183,36 @@ def test_iterates_kept_in_the_users_state_survive_recycling(
     assert len({float(u[0]) for u in recycled.state}) == 8  # eight different iterates were kept
 
 
-def test_a_long_fused_run_updates_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stochastic", [True, False], ids=["stochastic", "deterministic"])
+def test_a_long_fused_run_allocates_nothing_after_its_first_steps(
+    stochastic: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stochastic run updates in place, in one buffer; a deterministic one keeps its best
+    # iterate (by reference) and cycles through three, allocating none after the first steps.
     monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
     seen: set[int] = set()
-    real_out = _kernels.Recycler.out
+    allocations: list[int] = []
+    real_out, real_empty_like = _kernels.Recycler.out, np.empty_like
 
     def out(self: _kernels.Recycler, x: np.ndarray, alias: bool) -> np.ndarray:
-        result = real_out(self, x, alias)
+        monkeypatch.setattr(_kernels.np, "empty_like", lambda a: allocations.append(1) or real_empty_like(a))
+        try:
+            result = real_out(self, x, alias)
+        finally:
+            monkeypatch.setattr(_kernels.np, "empty_like", real_empty_like)
         seen.add(result.__array_interface__["data"][0])
         return result
 
     monkeypatch.setattr(_kernels.Recycler, "out", out)
     prob = om.OptimizationProblem(
-        lambda u, p: float(np.sum((u - 1.0) ** 2)), np.zeros(N), grad=lambda u, p: 2 * (u - 1.0)
+        lambda u, p: float(np.sum((u - 1.0) ** 2)),
+        np.zeros(N),
+        grad=lambda u, p: 2 * (u - 1.0),
+        stochastic=stochastic,
     )
     sol = om.solve(prob, om.Adam(lr=0.05), maxiters=30)
-    assert len(seen) == 1  # one buffer for all 30 iterates
     assert sol.stats.iterations == 30
+    if stochastic:
+        assert len(seen) == 1 and len(allocations) == 1  # one buffer for all 30 iterates
+    else:
+        assert (len(allocations), len(seen)) == (3, 3)

@@ -45,7 +45,8 @@ class Recycler:
       (a fused loop that reads each element before writing it): an update in place, as
       ``torch.optim`` does, with no memory traffic beyond the update's own;
     * an earlier buffer that no view refers to any more;
-    * a new buffer (at most two are kept).
+    * a new buffer (at most three are kept: the current iterate's, the new one's, and one that
+      somebody still reads, such as the best iterate a deterministic run keeps).
 
     So an array anyone else can still read is never written over, and a long run allocates
     nothing after its first steps. The reference counts are compared with the counts of a buffer
@@ -86,7 +87,10 @@ class Recycler:
             None,
         )
         target = np.empty_like(x) if spare is None else buffers[spare]
-        self._buffers = [target] if current < 0 else [buffers[current], target]
+        # One more buffer somebody still reads (the driver's best iterate of a deterministic
+        # run) is kept, to be the spare of a later step once they let it go.
+        read = [buffers[i] for i in range(len(buffers)) if i not in (current, spare) and counts[i] != no_view]
+        self._buffers = ([] if current < 0 else [buffers[current]]) + [target] + read[:1]
         view = target.view()
         return view
 
