@@ -1,5 +1,10 @@
 """``python -m benchmarks --perf``: optimeta's cost against a peer run in the same process.
 
+The rows: the front end and the driver loop against scipy and a hand-written loop, large updates
+against torch's fused optimizers, BFGS at scale, and the time per value-and-gradient evaluation
+of each gradient backend (``grad="jax"``, ``"torch"``, ``"finite-difference"``) against autograd
+on the stateful MLP at two sizes.
+
 Each measurement alternates optimeta and its peer several times and keeps the fastest run of each,
 so that load from elsewhere on a shared machine inflates neither side; the ratio is what counts.
 """
@@ -179,18 +184,166 @@ def bfgs_scaling(n: int = 400) -> dict[str, Any]:
     }
 
 
+def _mlp_params(hidden: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The parameters of the benchmark's MLP (``examples/stateful_mlp.py``) with `hidden` units."""
+    rng = np.random.default_rng(seed)
+    return {
+        "W1": rng.normal(scale=0.5, size=(4, hidden)),
+        "b1": np.zeros(hidden),
+        "gamma": np.ones(hidden),
+        "beta": np.zeros(hidden),
+        "W2": rng.normal(scale=1.0 / np.sqrt(hidden), size=(hidden, 1)),
+        "b2": np.zeros(1),
+    }
+
+
+def _mlp_objectives(mlp: Any) -> dict[str, Callable[..., Any]]:
+    """The benchmark's stateful MLP loss (linear, BatchNorm with its running statistics in the
+    state, ReLU, dropout from an integer key in the state, linear; mean squared error) written
+    for each gradient backend. Each draws its dropout masks with its own generator."""
+    objectives: dict[str, Callable[..., Any]] = {"autograd": mlp.loss}
+    momentum, eps, dropout = mlp.BN_MOMENTUM, mlp.BN_EPS, mlp.DROPOUT
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+        import jax.numpy as jnp
+
+        def loss_jax(params: Any, data: Any, state: Any) -> Any:
+            x, y = data
+            h = x @ params["W1"] + params["b1"]
+            mean, var = jnp.mean(h, axis=0), jnp.var(h, axis=0)
+            new_state = {
+                "key": state["key"] + 1,
+                "mean": momentum * state["mean"] + (1 - momentum) * mean,
+                "var": momentum * state["var"] + (1 - momentum) * var,
+            }
+            h = jnp.maximum(params["gamma"] * (h - mean) / jnp.sqrt(var + eps) + params["beta"], 0.0)
+            key = jax.random.fold_in(jax.random.PRNGKey(0), state["key"])
+            h = h * (jax.random.uniform(key, h.shape) >= dropout) / (1 - dropout)
+            return jnp.mean((h @ params["W2"] + params["b2"] - y) ** 2), new_state
+
+        objectives["jax"] = loss_jax
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        def loss_torch(params: Any, data: Any, state: Any) -> Any:
+            x, y = data
+            h = x @ params["W1"] + params["b1"]
+            mean, var = h.mean(0), h.var(0, unbiased=False)
+            new_state = {
+                "key": state["key"] + 1,
+                "mean": momentum * state["mean"] + (1 - momentum) * mean,
+                "var": momentum * state["var"] + (1 - momentum) * var,
+            }
+            h = torch.relu(params["gamma"] * (h - mean) / torch.sqrt(var + eps) + params["beta"])
+            generator = torch.Generator().manual_seed(state["key"])
+            h = h * (torch.rand(h.shape, generator=generator, dtype=torch.float64) >= dropout) / (1 - dropout)
+            return torch.mean((h @ params["W2"] + params["b2"] - y) ** 2), new_state
+
+        objectives["torch"] = loss_torch
+    return objectives
+
+
+#: The MLP sizes measured: (hidden units, training samples, evaluations per timed run). The first
+#: is the benchmark suite's ``stateful-mlp`` problem.
+MLP_SIZES = ((32, 512, 40), (256, 4096, 4))
+#: Finite differences cost n + 1 calls of f per gradient: measured up to this many parameters.
+FD_MAX_SIZE = 500
+
+
+def _one_torch_thread(run: Callable[[], None], repeats: int) -> tuple[float, int]:
+    """The fastest of `repeats` runs of `run` with torch on one intra-op thread, and torch's own
+    number of threads, restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fastest({"run": run}, repeats)["run"][0], threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def gradient_backends(sizes: tuple[tuple[int, int, int], ...] = MLP_SIZES, repeats: int = 3) -> list[dict[str, Any]]:
+    """Time per value-and-gradient evaluation of each gradient backend on the stateful MLP, against
+    autograd in the same process: `Objective.value_and_grad` at u0 with the state threaded and
+    committed per call (as under Adam); the first call, which compiles under jax, is timed apart.
+
+    torch's intra-op thread pool suffers most from other load on a small machine (a thread the
+    machine does not schedule stalls every parallel operation), so torch on one thread is timed
+    too, after the others (NumPy's elementwise work, and so autograd's, is single-threaded)."""
+    from optimeta._objective import Objective
+
+    from .problems import _mlp_example
+
+    mlp = _mlp_example()
+    objectives = _mlp_objectives(mlp)
+    rows = []
+    for hidden, samples, evals in sizes:
+        data = mlp.make_data(samples, 0)
+        state = {"key": 0, "mean": np.zeros(hidden), "var": np.ones(hidden)}
+        params = _mlp_params(hidden)
+        size = sum(a.size for a in params.values())
+        backends = [*objectives, *(["finite-difference"] if size <= FD_MAX_SIZE else [])]
+        wrapped: dict[str, Objective] = {}
+        first: dict[str, float] = {}
+        for name in backends:
+            p: Any = data
+            if name == "torch":  # a torch user's data is held as tensors
+                import torch
+
+                p = tuple(torch.from_numpy(a) for a in data)
+            f = objectives.get(name, mlp.loss)
+            grad = None if name == "autograd" else name
+            wrapped[name] = Objective(om.OptimizationProblem(f, params, p=p, state=state, grad=grad))
+            start = time.perf_counter()
+            wrapped[name].value_and_grad(wrapped[name].x0)
+            first[name] = time.perf_counter() - start
+
+        def timed(obj: Objective, n: int) -> Callable[[], None]:
+            def run() -> None:
+                for _ in range(n):
+                    obj.value_and_grad(obj.x0)
+
+            return run
+
+        # Finite differences: one evaluation per run is already n + 1 calls of f.
+        runs = {name: timed(obj, 1 if name == "finite-difference" else evals) for name, obj in wrapped.items()}
+        best = _fastest(runs, repeats)
+        per_eval = {name: best[name][0] / (1 if name == "finite-difference" else evals) for name in runs}
+        one_thread, threads = _one_torch_thread(runs["torch"], repeats) if "torch" in wrapped else (0.0, 0)
+        for name in backends[1:]:
+            detail = f"first call {first[name]:.2f} s" + (" (jit compile)" if name == "jax" else "")
+            if name == "torch":
+                detail += f"; on {threads} threads, on 1 thread {1e3 * one_thread / evals:.3g} ms/evaluation"
+            rows.append(
+                {
+                    "name": f"gradient backend {name}: value and gradient of the stateful MLP, {hidden} hidden "
+                    f"units ({size} parameters), {samples} samples",
+                    "peer": "grad='autograd', same problem and process",
+                    "optimeta_s": per_eval[name],
+                    "peer_s": per_eval["autograd"],
+                    "ratio": per_eval[name] / per_eval["autograd"],
+                    "target": None,
+                    "detail": f"{1e3 * per_eval[name]:.3g} vs {1e3 * per_eval['autograd']:.3g} ms/evaluation; {detail}",
+                }
+            )
+    return rows
+
+
 def main(out: Path, quick: bool = False) -> list[dict[str, Any]]:
     """Run every measurement, print each ratio with its peer, and write perf.json into `out`."""
     rows = [front_end(), driver()]
     rows += large_update(size=1_000_000 if quick else 10_000_000)
     if not quick:
         rows.append(bfgs_scaling())
+    rows += gradient_backends()
     print("| measurement | peer | optimeta (s) | peer (s) | ratio | target | detail |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        target = "-" if r["target"] is None else f"<= {r['target']:.2f}x"
         print(
             f"| {r['name']} | {r['peer']} | {r['optimeta_s']:.4g} | {r['peer_s']:.4g} | {r['ratio']:.2f}x | "
-            f"<= {r['target']:.2f}x | {r['detail']} |"
+            f"{target} | {r['detail']} |"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "perf.json").write_text(json.dumps(rows, indent=1))

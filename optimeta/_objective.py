@@ -2,7 +2,8 @@
 
 It owns everything between an algorithm, which sees a flat float64 vector, and the user's `f`,
 which sees the parameter tree: the pytree <-> flat mapping, value and gradient in one evaluation
-(reverse-mode autograd, the user's `grad`, or finite differences), the explicit state (threaded,
+(reverse-mode autograd, the user's `grad`, finite differences, or jax / torch through
+`_frameworks`), the explicit state (threaded,
 committed per call or per step, checked when constant, stripped of autograd tracer boxes), the
 sign flip for maximisation, and the call counts.
 """
@@ -26,9 +27,10 @@ from ._state import StateMutationError, first_difference
 from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
 if TYPE_CHECKING:
+    from ._frameworks import FrameworkGradient
     from ._problem import OptimizationProblem
 
-__all__ = ["Layout", "Objective", "real_array", "strip_tracers"]
+__all__ = ["Layout", "Objective", "check_loss", "loss_error", "pair_error", "real_array", "strip_tracers"]
 
 
 def real_array(value: Any, name: str) -> np.ndarray:
@@ -143,7 +145,8 @@ def _constant_gradients_allowed() -> Iterator[None]:
 _FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
 
 
-def _check_loss(loss: Any, stateful: bool) -> float:
+def check_loss(loss: Any, stateful: bool) -> float:
+    """`loss` as a float, or the TypeError that says what f should have returned."""
     if type(loss) is float or type(loss) is np.float64:
         return float(loss)
     value = getval(loss)
@@ -156,10 +159,23 @@ def _check_loss(loss: Any, stateful: bool) -> float:
     if arr is not None and arr.ndim == 0 and arr.dtype.kind in "iuf":
         return float(arr)
     shown = f"an array of shape {arr.shape}" if arr is not None and arr.ndim else type(value).__name__
+    raise loss_error(value, shown, repr(strip_tracers(value)), stateful)
+
+
+def loss_error(value: Any, shown: str, text: str, stateful: bool) -> TypeError:
+    """The error for a loss that is not a real scalar: `shown` says what it is, `text` shows it."""
     hint = " as the first element of (loss, new_state)" if stateful else ""
     if not stateful and isinstance(value, tuple) and len(value) == 2:
         hint = "; to return (loss, new_state), give the problem its initial state with state="
-    raise TypeError(f"the objective must return a real scalar loss{hint}, got {shown}: {strip_tracers(value)!r}")
+    return TypeError(f"the objective must return a real scalar loss{hint}, got {shown}: {text}")
+
+
+def pair_error(what: str, out: Any) -> TypeError:
+    """The error for a stateful `f` or `grad` that did not return a pair (value, new_state)."""
+    return TypeError(
+        f"{what} must return a pair (value, new_state) when the problem has a state "
+        f"(state= was given), got {type(getval(out)).__name__}: {strip_tracers(out)!r}"
+    )
 
 
 class Objective:
@@ -199,6 +215,13 @@ class Objective:
         self._f = prob.f
         self._grad = prob.grad if callable(prob.grad) else None
         self._finite_difference = prob.grad == "finite-difference"
+        self._framework: FrameworkGradient | None = None
+        if isinstance(prob.grad, str) and prob.grad in ("jax", "torch"):
+            # The jax and torch engines build on this module's checks, so they are imported here.
+            from ._frameworks import framework_gradient
+
+            self._framework = framework_gradient(prob.grad, prob.f, self.layout, self.stateful)
+            self.state = self._framework.plain(self.state)  # the committed state holds NumPy only
         self._constant = self.stateful and prob.state_mode == "constant"
         self.per_step_commit = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
@@ -210,6 +233,8 @@ class Objective:
             self._gradient_method = self._user_grad
         elif self._finite_difference:
             self._gradient_method = self._differences
+        elif self._framework is not None:
+            self._gradient_method = self._framework_grad
         else:
             self._gradient_method = self._autograd
 
@@ -231,15 +256,27 @@ class Objective:
             return fn(u, self.p), None
         out = fn(u, self.p, state)
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(
-                f"{what} must return a pair (value, new_state) when the problem has a state "
-                f"(state= was given), got {type(getval(out)).__name__}: {strip_tracers(out)!r}"
-            )
+            raise pair_error(what, out)
+        self._check_constant(what, strip_tracers(out[1]))
+        return out
+
+    def _check_constant(self, what: str, new_state: Any) -> None:
         if self._constant:
-            changed = first_difference(self.state, strip_tracers(out[1]))
+            changed = first_difference(self.state, new_state)
             if changed is not None:
                 raise StateMutationError(self.fevals + self.probe_fevals, changed, what)
-        return out
+
+    def _framework_call(self, method: Any, x: np.ndarray, state: Any, *args: Any) -> tuple[Any, Any]:
+        """One evaluation by jax or torch (`FrameworkGradient`): one call of f, counted and checked
+        as `_call` does; the new state comes back as NumPy."""
+        if self._probing:
+            self.probe_fevals += 1
+        else:
+            self.fevals += 1
+        out, new_state = method(x, self.p, state, *args)
+        if self.stateful:
+            self._check_constant("f", new_state)
+        return out, new_state
 
     def _state_for_call(self) -> Any:
         if not self.stateful:
@@ -266,8 +303,11 @@ class Objective:
 
     def value(self, x: np.ndarray) -> float:
         """f at `x` (minimisation sense), without a gradient."""
-        loss, new_state = self._call(self._f, "f", self._user_u(x), self._state_for_call())
-        value = self.sign * _check_loss(loss, self.stateful)
+        if self._framework is not None:
+            loss, new_state = self._framework_call(self._framework.value, x, self._state_for_call())
+        else:
+            loss, new_state = self._call(self._f, "f", self._user_u(x), self._state_for_call())
+        value = self.sign * check_loss(loss, self.stateful)
         self._keep(x, new_state)
         return value
 
@@ -288,7 +328,7 @@ class Objective:
 
         def traced(flat: Any) -> Any:
             loss, new_state = self._call(self._f, "f", self.layout.unflatten(flat), state)
-            side.append((_check_loss(loss, self.stateful), new_state))
+            side.append((check_loss(loss, self.stateful), new_state))
             # A loss that does not depend on u has a zero gradient: return a box all the same,
             # so that autograd does not warn.
             return loss if isbox(loss) else flat[0] * 0.0
@@ -298,12 +338,16 @@ class Objective:
         grad = np.asarray(vjp(1.0), dtype=np.float64)
         return value, grad, strip_tracers(new_state) if self.stateful else None
 
+    def _framework_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+        (value, grad), new_state = self._framework_call(self._framework.value_and_grad, x, state)  # type: ignore[union-attr]  # set: this method is chosen with it
+        return value, grad, new_state
+
     def _user_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
         # Both calls see the same state (f gets a copy, so that an in-place change such as a
         # draw from a Generator cannot reach grad); the state grad returns is the one kept.
         u = self._user_u(x)
         loss, _ = self._call(self._f, "f", u, copy.deepcopy(state) if self.stateful else None)
-        value = _check_loss(loss, self.stateful)
+        value = check_loss(loss, self.stateful)
         grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, strip_tracers(new_state) if self.stateful else None
@@ -317,7 +361,7 @@ class Objective:
             u = u.reshape(self.layout.treedef.shape)
         self.fevals += 1
         loss = self._f(u, self.p)
-        value = loss if type(loss) is float else _check_loss(loss, False)
+        value = loss if type(loss) is float else check_loss(loss, False)
         grad_tree = self._grad(u, self.p)  # type: ignore[misc]  # set: this method is chosen with it
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, None
@@ -329,7 +373,7 @@ class Objective:
 
         def fun(xi: np.ndarray) -> float:
             loss, new_state = self._call(self._f, "f", self._user_u(xi), copy.deepcopy(state))
-            value = _check_loss(loss, self.stateful)
+            value = check_loss(loss, self.stateful)
             if not at_x:
                 at_x.append((value, new_state))
             return value
@@ -369,10 +413,13 @@ class Objective:
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of f at `x` times `v` (minimisation sense): reverse-over-reverse autograd,
-        or a forward difference of the user's ``grad`` along `v`."""
+        forward-over-reverse jax, double-backward torch, or a forward difference of the user's
+        ``grad`` along `v`."""
         self.hevals += 1
         x, v = np.asarray(x, dtype=np.float64), np.asarray(v, dtype=np.float64)
-        if self._grad is None:
+        if self._framework is not None:
+            product, _ = self._framework_call(self._framework.hessp, x, copy.deepcopy(self.state), v)
+        elif self._grad is None:
             loss = self._plain_loss(self.state)
             with _constant_gradients_allowed():
                 product = autograd.grad(lambda y: anp.dot(autograd.grad(loss)(y), v))(x)
@@ -385,11 +432,14 @@ class Objective:
         return self.sign * np.asarray(product, dtype=np.float64)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
-        """The Hessian of f at `x` (minimisation sense): autograd, or forward differences of the
-        user's ``grad``, symmetrised."""
+        """The Hessian of f at `x` (minimisation sense): autograd, jax or torch, or forward
+        differences of the user's ``grad``, symmetrised."""
         self.hevals += 1
         x = np.asarray(x, dtype=np.float64)
-        if self._grad is None:
+        matrix: np.ndarray
+        if self._framework is not None:
+            matrix, _ = self._framework_call(self._framework.hessian, x, copy.deepcopy(self.state))
+        elif self._grad is None:
             with _constant_gradients_allowed():
                 matrix = np.asarray(autograd.hessian(self._plain_loss(self.state))(x), dtype=np.float64)
         else:
@@ -423,7 +473,9 @@ class Objective:
         """f at `x` on a copy of `state`: (loss in the user's sense, new state), never committed."""
         self._probing = True
         try:
+            if self._framework is not None:
+                return self._framework_call(self._framework.value, x, copy.deepcopy(state))
             loss, new_state = self._call(self._f, "f", self._user_u(x), copy.deepcopy(state))
-            return _check_loss(loss, self.stateful), strip_tracers(new_state)
+            return check_loss(loss, self.stateful), strip_tracers(new_state)
         finally:
             self._probing = False

@@ -32,7 +32,9 @@ class StateMutationError(RuntimeError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.call, self.path, self.function))
+        # The attributes (the notes and partial solution added on the way) as state, so that the
+        # error crosses to another process whole.
+        return (type(self), (self.call, self.path, self.function), self.__dict__)
 
 
 StateMutationError.__module__ = "optimeta"  # shown as optimeta.StateMutationError, where users import it

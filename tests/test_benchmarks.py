@@ -187,3 +187,15 @@ def test_peers_that_ignore_bounds_or_constraints_do_not_run_on_such_problems() -
     assert applies["hs71"] == ["scipy:SLSQP", "scipy:differential_evolution"]
     assert applies["rastrigin-box-4"] == ["scipy:L-BFGS-B", "scipy:SLSQP", "scipy:differential_evolution"]
     assert "scipy:differential_evolution" not in applies["beale"] and "scipy:BFGS" in applies["beale"]
+
+
+def test_gradient_backend_timings_run() -> None:
+    from benchmarks import perf
+
+    rows = perf.gradient_backends(sizes=((8, 64, 2),), repeats=1)
+    assert [row["name"].split(":")[0] for row in rows] == [
+        f"gradient backend {name}" for name in ("jax", "torch", "finite-difference")
+    ]
+    for row in rows:
+        assert row["optimeta_s"] > 0 and row["peer_s"] > 0 and math.isfinite(row["ratio"]) and row["target"] is None
+        assert "65 parameters" in row["name"] and "ms/evaluation" in row["detail"]

@@ -79,7 +79,12 @@ BAD_PROBLEMS = [
     Bad("f-string", _prob(f="loss"), TypeError, _all(r"\bf\b", "callable", "'loss'")),
     Bad("f-none", _prob(f=None), TypeError, _all(r"\bf\b", "callable", "None")),
     Bad("grad-array", _prob(grad=np.ones(2)), TypeError, _all(r"\bgrad\b", "callable", r"array\(")),
-    Bad("grad-string", _prob(grad="newton"), TypeError, _all(r"\bgrad\b", "'newton'", "'finite-difference'")),
+    Bad(
+        "grad-string",
+        _prob(grad="newton"),
+        ValueError,
+        _all(r"\bgrad\b", "'newton'", "'finite-difference'", "'jax'", "'torch'"),
+    ),
     Bad("p-positional", lambda rec: om.OptimizationProblem(rec, X2, None), TypeError, "positional"),
     # u0 values
     Bad("u0-nan", _prob(np.array([1.0, np.nan])), ValueError, _all("u0", "finite", "nan", r"u0\[1\]")),
