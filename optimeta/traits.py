@@ -282,6 +282,17 @@ class IncompatibleAlgorithmError(ValueError):
             lines.append("No registered algorithm accepts this problem.")
         super().__init__("\n".join(lines))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message, with its attributes (the notes and partial solution added on
+        # the way included) as state, so that it crosses to another process whole.
+        return (_rebuilt_error, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt_error(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    exc = cls.__new__(cls)
+    exc.args = args
+    return exc
+
 
 def check_compatible(alg: Any, req: Requirements, *, probed: bool = False) -> None:
     """Raise `IncompatibleAlgorithmError` listing every rule `alg` breaks for `req`.
