@@ -4,15 +4,21 @@ A compatible pair runs; an incompatible one is recorded as refused, with the tra
 `IncompatibleAlgorithmError` that `solve` raised. Every run gets its objective wrapped in one
 `Counter`, the same for optimeta and for the peers, which counts calls and records the best value
 seen against evaluations and time for the convergence plots.
+
+The runs are independent: with an executor (a process pool, a Dask cluster) they run in
+parallel, each one rebuilding its problem and peer by name in the worker, timed there, and the
+results come back in the order of the serial run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +29,8 @@ from autograd.tracer import getval
 
 import optimeta as om
 
-from .peers import Peer
-from .problems import BenchProblem
+from .peers import Peer, available_peers
+from .problems import BenchProblem, make_problems
 
 #: How each registered algorithm is configured for a problem (step sizes come from the problem).
 CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
@@ -203,13 +209,13 @@ def run_peer(problem: BenchProblem, peer: Peer) -> Result:
     )
 
 
-def _progress(items: list[Any], enabled: bool) -> Iterable[Any]:
+def _progress(items: Iterable[Any], enabled: bool, total: int | None = None) -> Iterable[Any]:
     if enabled:
         try:
             from tqdm import tqdm
         except ImportError:
             return items
-        return tqdm(items, desc="benchmarks", unit="run")
+        return tqdm(items, desc="benchmarks", unit="run", total=total)
     return items
 
 
@@ -230,7 +236,11 @@ def run_suite(
     peers: list[Peer],
     progress: bool = True,
     full: bool = True,
+    executor: Executor | None = None,
 ) -> list[Result]:
+    """Every chosen algorithm and peer on every problem: serially, or on ``executor``, where
+    each run rebuilds its problem and peer by name (from `make_problems` and `available_peers`),
+    so the problems must be the suite's own."""
     registered = {cls.__name__: cls for cls in om.algorithms()}
     if algorithms is None:
         names = [n for n in registered if full or n not in FULL_ONLY]
@@ -244,16 +254,56 @@ def run_suite(
         if full or algorithms is not None or np.size(p.u0) <= QUICK_MAX_SIZE.get(n, np.size(p.u0))
     ]
     jobs += [(p, peer) for p in problems for peer in chosen_peers]
-    results = []
+    if executor is not None:
+        return _run_on(executor, jobs, progress)
+    return [_run_job(problem, solver) for problem, solver in _progress(jobs, progress)]
+
+
+def _run_job(problem: BenchProblem, solver: str | Peer) -> Result:
     # Divergent runs overflow on purpose-built hard problems; their NONFINITE rows say so.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for problem, solver in _progress(jobs, progress):
-            if isinstance(solver, str):
-                results.append(run_algorithm(problem, solver, registered[solver]))
-            else:
-                results.append(run_peer(problem, solver))
-    return results
+        if isinstance(solver, str):
+            return run_algorithm(problem, solver, _registered()[solver])
+        return run_peer(problem, solver)
+
+
+def _run_on(executor: Executor, jobs: list[tuple[BenchProblem, str | Peer]], progress: bool) -> list[Result]:
+    """The jobs on `executor`, sent by name (the problems hold closures that a process pool
+    cannot pickle); the results in the order of the jobs."""
+    known = _problems()
+    for problem, _ in jobs:
+        if problem.name not in known:
+            raise ValueError(f"with an executor, the problems must be the suite's own, got {problem.name!r}")
+    futures = [
+        executor.submit(run_named, problem.name, solver if isinstance(solver, str) else solver.name)
+        for problem, solver in jobs
+    ]
+    try:
+        for _ in _progress(as_completed(futures), progress, total=len(futures)):
+            pass
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def run_named(problem: str, solver: str) -> Result:
+    """One run, named by its problem and its solver (a registered algorithm or a peer), in
+    whichever process the executor runs it."""
+    peers = {peer.name: peer for peer in available_peers()}
+    return _run_job(_problems()[problem], peers.get(solver, solver))
+
+
+@functools.cache
+def _problems() -> dict[str, BenchProblem]:
+    """The suite's problems by name, built once per process."""
+    return {problem.name: problem for problem in make_problems()}
+
+
+@functools.cache
+def _registered() -> dict[str, type]:
+    return {cls.__name__: cls for cls in om.algorithms()}
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:
@@ -298,12 +348,10 @@ def summary(results: list[Result]) -> str:
 
 
 def plot(results: list[Result], out: Path) -> list[Path]:
-    """One PNG per problem: best gap (or objective) against evaluations and against time."""
+    """One PNG per problem: best gap (or objective) against evaluations and against time, drawn
+    by `om.plot` (peers' runs as `om.History` objects, dashed)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return []
     paths = []
@@ -311,25 +359,30 @@ def plot(results: list[Result], out: Path) -> list[Path]:
         runs = [r for r in results if r.problem == problem and r.status == "ok" and r.history.get("value")]
         if not runs:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        curves = {}
         for r in runs:
-            values = np.maximum(np.asarray(r.history["value"]), 1e-16)
-            style = "-" if r.source == "optimeta" else "--"
-            axes[0].step(r.history["evaluations"], values, style, where="post", label=r.solver)
-            axes[1].step(r.history["time"], values, style, where="post", label=r.solver)
-        ylabel = "best objective" if runs[0].gap is None else "best objective - optimum"
-        for ax, xlabel in zip(axes, ("objective evaluations", "time (s)")):
+            values = np.maximum(np.asarray(r.history["value"], dtype=np.float64), 1e-16)
+            curves[r.solver] = om.History(
+                iteration=np.arange(1, values.size + 1),
+                objective=values,
+                fevals=np.asarray(r.history["evaluations"], dtype=np.int64),
+                time=np.asarray(r.history["time"], dtype=np.float64),
+            )
+        fig = Figure(figsize=(11, 4), layout="constrained")
+        axes = fig.subplots(1, 2)
+        for ax, x in zip(axes, ("evaluations", "time")):
+            om.plot(curves, x=x, ax=ax, log=True)
+            for line, r in zip(ax.get_lines(), runs):
+                line.set_drawstyle("steps-post")
+                line.set_linestyle("-" if r.source == "optimeta" else "--")
             ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
+            ax.set_ylabel("best objective" if runs[0].gap is None else "best objective - optimum")
             ax.grid(True, which="both", alpha=0.3)
+        axes[0].get_legend().remove()
         axes[1].legend(fontsize=8)
         fig.suptitle(problem)
-        fig.tight_layout()
         path = out / f"{problem}.png"
         fig.savefig(path, dpi=90)
-        plt.close(fig)
         paths.append(path)
     return paths
 

@@ -5,9 +5,14 @@ threads through every call and returns; algorithms declare their `Traits`, and `
 a problem/algorithm pair that cannot work before the objective is ever called.
 """
 
+import logging
+
 from . import schedules
 from ._chain import Chain
 from ._constraints import Constraint
+from ._ensemble import multistart, solve_many
+from ._observe import History
+from ._plot import plot
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import default_algorithm, solve
@@ -49,6 +54,10 @@ from .traits import IncompatibleAlgorithmError, Traits, algorithms, traits
 
 __version__ = "0.1.0"
 
+# The library logs through the "optimeta" logger (solve(..., verbose=True)); the application
+# decides where records go.
+logging.getLogger("optimeta").addHandler(logging.NullHandler())
+
 __all__ = [
     "BFGS",
     "CG",
@@ -73,6 +82,7 @@ __all__ = [
     "DifferentialEvolution",
     "Dogleg",
     "DualAnnealing",
+    "History",
     "IncompatibleAlgorithmError",
     "IterationInfo",
     "Lion",
@@ -96,8 +106,11 @@ __all__ = [
     "algorithms",
     "default_algorithm",
     "init",
+    "multistart",
+    "plot",
     "resume",
     "schedules",
     "solve",
+    "solve_many",
     "traits",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.optimize
 
 from ._constraints import check_constraints
+from ._frameworks import FRAMEWORKS, check_state, require
 from ._objective import Layout, real_array
 from ._tree import is_container, tree_map
 
@@ -18,7 +19,7 @@ __all__ = ["OptimizationProblem"]
 
 
 #: The gradient methods that can be named instead of passing a callable.
-GRAD_METHODS = ("autograd", "finite-difference")
+GRAD_METHODS = ("autograd", "finite-difference", *FRAMEWORKS)
 
 
 def _readonly(x: np.ndarray) -> np.ndarray:
@@ -54,8 +55,19 @@ class OptimizationProblem:
             autograd, in the same evaluation as the value. ``"finite-difference"``: forward
             differences by ``scipy.optimize.approx_fprime`` (n + 1 calls of ``f`` per gradient,
             all on one state snapshot and one batch; the state returned at ``u`` itself is the
-            one kept). Or a callable ``grad(u, p) -> g`` / ``grad(u, p, state) -> (g, new_state)``
-            with ``g`` shaped like ``u0``.
+            one kept). ``"jax"``: ``f`` written with ``jax.numpy``; value and gradient from one
+            ``jax.value_and_grad`` (the new state as its auxiliary output), jit-compiled once per
+            solve and run with 64-bit types enabled for the call only (``jax.enable_x64``); ``u``
+            and the state's leaves (numbers and arrays only) reach ``f`` as jax arrays, and ``p`` is
+            a traced argument: its arrays arrive as jax arrays, its other leaves (numbers,
+            strings, objects) unchanged, as constants of the trace. ``"torch"``: ``f`` on torch
+            tensors; ``u`` reaches it as float64 tensors, the state's NumPy arrays as tensors
+            (copies), ``p`` as given; the gradient comes from torch's autograd. With either, the
+            Hessians of the Newton methods come from the framework too, and the state ``f``
+            returns is converted to NumPy (a 0-d array to a Python scalar) before it is
+            committed, so ``Solution.state`` never holds a jax array or a tensor. Or a callable
+            ``grad(u, p) -> g`` / ``grad(u, p, state) -> (g, new_state)`` with ``g`` shaped like
+            ``u0``.
         bounds: Box constraints ``lb <= u <= ub``: a pair ``(lb, ub)`` whose members have the
             structure of ``u0`` (a scalar or None also stands for a whole leaf or side), or a
             ``scipy.optimize.Bounds`` over the flattened ``u``. ``u0`` must lie in the box.
@@ -76,9 +88,14 @@ class OptimizationProblem:
 
     Raises:
         TypeError: ``f`` or ``grad`` not callable; ``u0`` or bounds holding strings, booleans,
-            complex numbers or objects; ``stochastic`` not a bool or None.
+            complex numbers or objects; ``stochastic`` not a bool or None; with ``grad="jax"``, a
+            state leaf that is neither a number nor an array (a NumPy Generator would be read
+            only while jax traces ``f``).
         ValueError: ``u0`` empty or not finite; bounds of the wrong structure or shape, NaN, with
-            ``lb > ub``, or not containing ``u0``; ``sense`` not ``"min"``/``"max"``.
+            ``lb > ub``, or not containing ``u0``; ``sense`` not ``"min"``/``"max"``; ``grad`` a
+            string that names no method.
+        ModuleNotFoundError: ``grad="jax"`` or ``"torch"`` without that framework installed (the
+            extras ``optimeta[jax]``, ``optimeta[torch]`` install them).
 
     Example:
         >>> import autograd.numpy as anp, numpy as np
@@ -87,6 +104,15 @@ class OptimizationProblem:
         ...                               p=np.ones(2))
         >>> prob.u0
         array([0., 0.])
+
+        The same objective written with ``jax.numpy``, its derivatives (here the Hessian-vector
+        products of Newton-CG too) from jax:
+
+        >>> import jax.numpy as jnp
+        >>> prob = om.OptimizationProblem(lambda u, p: jnp.sum((u - p) ** 2), np.zeros(2),
+        ...                               p=np.ones(2), grad="jax")
+        >>> om.solve(prob, om.NewtonCG()).u
+        array([1., 1.])
     """
 
     f: Callable[..., Any]
@@ -94,7 +120,7 @@ class OptimizationProblem:
     _: KW_ONLY
     p: Any = None
     state: Any = None
-    grad: Callable[..., Any] | Literal["autograd", "finite-difference"] | None = None
+    grad: Callable[..., Any] | Literal["autograd", "finite-difference", "jax", "torch"] | None = None
     bounds: Any = None
     constraints: Any = None
     sense: Literal["min", "max"] = "min"
@@ -108,15 +134,18 @@ class OptimizationProblem:
     def __post_init__(self) -> None:
         if not callable(self.f):
             raise TypeError(f"f must be callable as f(u, p) or f(u, p, state), got {self.f!r}")
-        if (
-            self.grad is not None
-            and not callable(self.grad)
-            and not (isinstance(self.grad, str) and self.grad in GRAD_METHODS)
-        ):
-            raise TypeError(
-                f"grad must be a callable grad(u, p[, state]), one of {', '.join(map(repr, GRAD_METHODS))}, "
-                f"or None, got {self.grad!r}"
+        methods = ", ".join(map(repr, GRAD_METHODS))
+        if isinstance(self.grad, str) and self.grad not in GRAD_METHODS:
+            raise ValueError(
+                f"grad must be one of {methods}, a callable grad(u, p[, state]) or None, got {self.grad!r}"
             )
+        if self.grad is not None and not callable(self.grad) and not isinstance(self.grad, str):
+            raise TypeError(
+                f"grad must be a callable grad(u, p[, state]), one of {methods}, or None, got {self.grad!r}"
+            )
+        if isinstance(self.grad, str) and self.grad in FRAMEWORKS:
+            require(self.grad)
+            check_state(self.grad, self.state)
         if self.state_mode not in ("evolving", "constant"):
             raise ValueError(f"state_mode must be 'evolving' or 'constant', got {self.state_mode!r}")
         if self.state_mode == "constant" and self.state is None:
@@ -145,6 +174,53 @@ class OptimizationProblem:
         box = None if lb is None or ub is None else (_readonly_tree(layout, lb), _readonly_tree(layout, ub))
         set_(self, "bounds", box)
         set_(self, "constraints", check_constraints(self.constraints))
+
+    @classmethod
+    def from_scipy(
+        cls,
+        fun: Callable[..., Any],
+        x0: Any,
+        args: Any = (),
+        jac: Any = None,
+        bounds: Any = None,
+        constraints: Any = (),
+        **kwargs: Any,
+    ) -> OptimizationProblem:
+        """The problem ``scipy.optimize.minimize(fun, x0, args, jac=jac, bounds=bounds,
+        constraints=constraints)`` solves, for a scipy user to switch in one line.
+
+        Args:
+            fun: ``fun(x, *args) -> float``, on a flat NumPy vector (plain NumPy is fine).
+            x0: The start, a vector (copied).
+            args: Extra arguments of ``fun`` (and ``jac``), a tuple or one value; they become
+                ``p``.
+            jac: A callable ``jac(x, *args)``; True when ``fun`` returns ``(value, gradient)``
+                (called once per point for both); None, False or scipy's ``"2-point"``,
+                ``"3-point"``, ``"cs"``: forward differences (``grad="finite-difference"``).
+            bounds: A ``scipy.optimize.Bounds``, or one ``(min, max)`` pair per variable with
+                None for no bound.
+            constraints: scipy constraint objects, or scipy's dicts ``{"type": "eq"|"ineq",
+                "fun", "jac", "args"}`` (``fun == 0`` or ``fun >= 0``); one dict alone too.
+            **kwargs: Other `OptimizationProblem` fields (``sense``, ``state``, ...).
+
+        Returns:
+            The problem; solve it with any algorithm that accepts it, and read the result in
+            scipy's form with `Solution.to_scipy`.
+
+        Raises:
+            TypeError: ``fun`` is not callable.
+            ValueError: ``jac``, ``bounds`` or a dict constraint of the wrong form.
+
+        Example:
+            >>> import numpy as np, optimeta as om
+            >>> prob = om.OptimizationProblem.from_scipy(lambda x, c: np.sum((x - c) ** 2), [0.0, 0.0],
+            ...                                          args=(3.0,), bounds=[(None, 1.0), (None, None)])
+            >>> np.round(om.solve(prob, om.LBFGS()).to_scipy().x, 6)
+            array([1., 3.])
+        """
+        from ._interop import problem_from_scipy
+
+        return problem_from_scipy(fun, x0, args, jac, bounds, constraints, **kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled (a checkpoint read back): arrays come back writeable; the problem's are not.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._observe import History
 
 __all__ = ["IterationInfo", "ReturnCode", "Solution", "Stats"]
 
@@ -97,6 +100,8 @@ class Solution:
         stats: Iterations, objective and gradient evaluations, and time.
         algorithm: The algorithm instance that was run.
         original: The backend's raw result (e.g. scipy's ``OptimizeResult``), or None.
+        history: With ``solve(..., record=True)``, the objective (and with ``record="u"`` the
+            iterate) after every step, as a `History`; None otherwise.
     """
 
     u: Any
@@ -107,8 +112,31 @@ class Solution:
     stats: Stats
     algorithm: Any
     original: Any = None
+    history: History | None = None
 
     @property
     def success(self) -> bool:
         """True when ``retcode`` is ``ReturnCode.SUCCESS``."""
         return self.retcode.success
+
+    def to_scipy(self) -> Any:
+        """This solution as scipy's ``OptimizeResult``, for code written against
+        ``scipy.optimize.minimize``.
+
+        Returns:
+            A ``scipy.optimize.OptimizeResult`` with ``x`` (``u`` flattened to one float64
+            vector, leaves in order), ``fun`` (the objective, in the user's sense), ``success``,
+            ``status`` (0 SUCCESS, 1 MAXITERS, 2 FAILURE, 3 NONFINITE, 4 MAXTIME, 5 TERMINATED),
+            ``message``, ``nit``, ``nfev``, ``njev``, ``nhev``, and optimeta's own ``retcode``
+            (its name), ``u`` and ``state``.
+
+        Example:
+            >>> import autograd.numpy as anp, numpy as np, optimeta as om
+            >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
+            >>> res = om.solve(prob, om.BFGS()).to_scipy()
+            >>> res.success, res.status, res.x
+            (True, 0, array([1., 1.]))
+        """
+        from ._interop import solution_to_scipy
+
+        return solution_to_scipy(self)

@@ -9,12 +9,13 @@ import numbers
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._chain import Chain
 from ._objective import Objective
+from ._observe import Observer, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm
@@ -51,6 +52,7 @@ class _Monitor:
         # non-finite value (kept by reference: see `_drive`).
         self.keep_best = False
         self.best: tuple[float, np.ndarray] | None = None
+        self.observer: Observer | None = None  # record=, progress=, verbose=
 
     def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
         self.iterations += 1
@@ -58,6 +60,8 @@ class _Monitor:
         if obj.per_step_commit:
             obj.commit_at(x)
         self.last = (x, loss)
+        if self.observer is not None:
+            self.observer.step(self.iterations, x, loss, obj.fevals, time.perf_counter() - self.start)
         if self.callback is not None:
             info = IterationInfo(
                 self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state), self.epoch
@@ -340,6 +344,9 @@ def solve(
     check_determinism: bool = True,
     nan_policy: str = "stop",
     max_skips: int = 10,
+    record: bool | str = False,
+    progress: bool = False,
+    verbose: bool = False,
 ) -> Solution:
     """Solve ``prob`` with ``alg``, threading the problem's state through every call.
 
@@ -380,6 +387,13 @@ def solve(
             is not finite makes no update and counts as an iteration (``Stats.skipped``); more
             than ``max_skips`` such steps in a row end the run with ``NONFINITE``.
         max_skips: With ``nan_policy="skip"``, the non-finite steps in a row that are skipped.
+        record: True: ``Solution.history`` holds the objective, the calls of ``f`` and the time
+            after every step (a `History`); ``"u"``: the iterates too.
+        progress: Show a tqdm progress bar (steps, the current objective, elapsed time) on
+            stderr; needs ``tqdm`` (extra ``progress``).
+        verbose: Log the run's start, its progress (at most once a second) and its end at INFO
+            level through the ``logging`` logger ``"optimeta"``; when the application has set up
+            no logging, the records go to stderr for this run.
 
     Returns:
         The `Solution`.
@@ -404,15 +418,64 @@ def solve(
         >>> om.solve(prob, om.Adam(lr=0.1), maxiters=50).state
         {'calls': 50}
     """
+    check_observe_options(record, progress, verbose)
     alg, chosen, skips, req = _arguments(
         prob, alg, maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips
     )
-    if isinstance(alg, Chain):
-        return _solve_chain(prob, alg, req, maxiters, maxtime, callback, data, check_determinism)
-    objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
+    observer = Observer(record, progress, verbose, prob.sense) if record or progress or verbose else None
+    with logging_to_stderr(verbose, progress):
+        try:
+            if isinstance(alg, Chain):
+                sol = _solve_chain(prob, alg, req, maxiters, maxtime, callback, data, check_determinism, observer)
+            else:
+                run = _Run(maxiters, maxtime, callback, data, epochs, check_determinism, skips)
+                sol = _solve_one(prob, alg, chosen, req, run, observer)
+        except (Exception, KeyboardInterrupt) as exc:
+            if observer is not None:
+                partial = getattr(exc, "partial_solution", None)
+                if isinstance(partial, Solution):
+                    exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[union-attr]
+                observer.end(None, exc)
+            raise
+        if observer is not None:
+            sol = replace(sol, history=observer.history())
+            observer.end(sol)
+        return sol
+
+
+class _Run(NamedTuple):
+    """The options of one solve, as `solve` checked them."""
+
+    maxiters: int | None
+    maxtime: float | None
+    callback: Callback | None
+    data: Iterable[Any] | None
+    epochs: int
+    check_determinism: bool
+    skips: int
+
+
+def _solve_one(
+    prob: OptimizationProblem,
+    alg: Algorithm,
+    chosen: bool,
+    req: Requirements,
+    run: _Run,
+    observer: Observer | None,
+) -> Solution:
+    """One algorithm's run on a checked problem."""
+    maxiters, maxtime, callback, data, epochs = run.maxiters, run.maxtime, run.callback, run.data, run.epochs
+    objective = _prepared(prob, alg, req, maxiters, maxtime, data, run.check_determinism, chosen)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
-    monitor.max_skips = skips
+    monitor.max_skips = run.skips
     monitor.keep_best = not req.stochastic and not req.evolving_state
+    if observer is not None:
+        observer.layout = objective.layout
+        monitor.observer = observer
+        total = maxiters
+        if data is not None and isinstance(data, Sized):
+            total = epochs * len(data) if maxiters is None else min(maxiters, epochs * len(data))
+        observer.start(type(alg).__name__, objective.x0.size, total)
     try:
         if isinstance(alg, StepwiseAlgorithm):
             x0 = objective.x0.copy()
@@ -550,6 +613,7 @@ def _solve_chain(
     callback: Callback | None,
     data: Iterable[Any] | None,
     check_determinism: bool,
+    observer: Observer | None = None,
 ) -> Solution:
     """Run a `Chain`'s stages in turn, each a solve from the previous one's u and state."""
     if data is not None:
@@ -586,14 +650,13 @@ def _solve_chain(
             out_of_time = True
             break
         stage_callback = None if callback is None else _offset(callback, done)
-        sol = solve(
-            current,
-            stage,
-            maxiters=stage_iters,
-            maxtime=stage_time,
-            callback=stage_callback,
-            check_determinism=False,
+        stage, chosen, skips, stage_req = _arguments(
+            current, stage, stage_iters, stage_time, stage_callback, None, 1, False, "stop", 10
         )
+        run = _Run(stage_iters, stage_time, stage_callback, None, 1, False, skips)
+        sol = _solve_one(current, stage, chosen, stage_req, run, observer)
+        if observer is not None:
+            observer.stage_done(sol.stats.iterations, sol.stats.fevals, sol.stats.time)
         solutions.append(sol)
         done += sol.stats.iterations
         stopped = sol.retcode in (ReturnCode.NONFINITE, ReturnCode.TERMINATED, ReturnCode.MAXTIME)
