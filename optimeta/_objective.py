@@ -257,7 +257,8 @@ class Objective:
         out = fn(u, self.p, state)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise pair_error(what, out)
-        self._check_constant(what, strip_tracers(out[1]))
+        if self._constant:
+            self._check_constant(what, strip_tracers(out[1]))
         return out
 
     def _check_constant(self, what: str, new_state: Any) -> None:
