@@ -184,19 +184,6 @@ def bfgs_scaling(n: int = 400) -> dict[str, Any]:
     }
 
 
-def _mlp_params(hidden: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """The parameters of the benchmark's MLP (``examples/stateful_mlp.py``) with `hidden` units."""
-    rng = np.random.default_rng(seed)
-    return {
-        "W1": rng.normal(scale=0.5, size=(4, hidden)),
-        "b1": np.zeros(hidden),
-        "gamma": np.ones(hidden),
-        "beta": np.zeros(hidden),
-        "W2": rng.normal(scale=1.0 / np.sqrt(hidden), size=(hidden, 1)),
-        "b2": np.zeros(1),
-    }
-
-
 def _mlp_objectives(mlp: Any) -> dict[str, Callable[..., Any]]:
     """The benchmark's stateful MLP loss (linear, BatchNorm with its running statistics in the
     state, ReLU, dropout from an integer key in the state, linear; mean squared error) written
@@ -281,7 +268,7 @@ def gradient_backends(sizes: tuple[tuple[int, int, int], ...] = MLP_SIZES, repea
     for hidden, samples, evals in sizes:
         data = mlp.make_data(samples, 0)
         state = {"key": 0, "mean": np.zeros(hidden), "var": np.ones(hidden)}
-        params = _mlp_params(hidden)
+        params = mlp.init_params(0, hidden)
         size = sum(a.size for a in params.values())
         backends = [*objectives, *(["finite-difference"] if size <= FD_MAX_SIZE else [])]
         wrapped: dict[str, Objective] = {}

@@ -37,14 +37,14 @@ def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y[:, None]
 
 
-def init_params(seed: int) -> dict[str, np.ndarray]:
+def init_params(seed: int, hidden: int = HIDDEN) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        "W1": rng.normal(scale=0.5, size=(4, HIDDEN)),
-        "b1": np.zeros(HIDDEN),
-        "gamma": np.ones(HIDDEN),
-        "beta": np.zeros(HIDDEN),
-        "W2": rng.normal(scale=1.0 / np.sqrt(HIDDEN), size=(HIDDEN, 1)),
+        "W1": rng.normal(scale=0.5, size=(4, hidden)),
+        "b1": np.zeros(hidden),
+        "gamma": np.ones(hidden),
+        "beta": np.zeros(hidden),
+        "W2": rng.normal(scale=1.0 / np.sqrt(hidden), size=(hidden, 1)),
         "b2": np.zeros(1),
     }
 

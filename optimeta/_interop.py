@@ -11,10 +11,9 @@ import numpy as np
 import scipy.optimize
 
 if TYPE_CHECKING:
-    from ._problem import OptimizationProblem
     from ._solution import Solution
 
-__all__ = ["problem_from_scipy", "solution_to_scipy"]
+__all__ = ["scipy_arguments", "solution_to_scipy"]
 
 #: Each return code's ``status`` in the `OptimizeResult` (0 is success, as in scipy).
 STATUS = {"SUCCESS": 0, "MAXITERS": 1, "FAILURE": 2, "NONFINITE": 3, "MAXTIME": 4, "TERMINATED": 5}
@@ -130,18 +129,9 @@ class _Bound:
         return self.fn(x, *self.args)
 
 
-def problem_from_scipy(
-    fun: Callable[..., Any],
-    x0: Any,
-    args: Any = (),
-    jac: Any = None,
-    bounds: Any = None,
-    constraints: Any = (),
-    **kwargs: Any,
-) -> OptimizationProblem:
-    """`OptimizationProblem.from_scipy`'s work."""
-    from ._problem import OptimizationProblem
-
+def scipy_arguments(fun: Any, x0: Any, args: Any, jac: Any, bounds: Any, constraints: Any) -> dict[str, Any]:
+    """`OptimizationProblem.from_scipy`'s arguments as the problem's own fields (``f``, ``u0``,
+    ``p``, ``grad``, ``bounds``, ``constraints``)."""
     if not callable(fun):
         raise TypeError(f"fun must be callable as fun(x, *args), got {fun!r}")
     p = args if isinstance(args, tuple) else (args,)
@@ -161,6 +151,4 @@ def problem_from_scipy(
     if isinstance(constraints, dict):
         constraints = [constraints]
     cons = [_constraint(c, i) for i, c in enumerate(constraints or ())]
-    return OptimizationProblem(
-        f, u0, p=p, grad=grad, bounds=_bounds(bounds, u0.size), constraints=cons or None, **kwargs
-    )
+    return {"f": f, "u0": u0, "p": p, "grad": grad, "bounds": _bounds(bounds, u0.size), "constraints": cons or None}

@@ -218,9 +218,10 @@ class OptimizationProblem:
             >>> np.round(om.solve(prob, om.LBFGS()).to_scipy().x, 6)
             array([1., 3.])
         """
-        from ._interop import problem_from_scipy
+        from ._interop import scipy_arguments
 
-        return problem_from_scipy(fun, x0, args, jac, bounds, constraints, **kwargs)
+        fields = scipy_arguments(fun, x0, args, jac, bounds, constraints)
+        return cls(fields.pop("f"), fields.pop("u0"), **fields, **kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickled (a checkpoint read back): arrays come back writeable; the problem's are not.

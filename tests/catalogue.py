@@ -511,11 +511,12 @@ def calls_per_step(alg: Any) -> int | None:
     return CALLS_PER_STEP.get(type(alg))
 
 
-def _flat_leaves(tree: Any) -> list[Any]:
+def tree_leaves(tree: Any) -> list[Any]:
+    """The leaves of a tree of dicts, lists and tuples, depth first (dicts in insertion order)."""
     if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _flat_leaves(value)]
+        return [leaf for value in tree.values() for leaf in tree_leaves(value)]
     if isinstance(tree, (list, tuple)):
-        return [leaf for child in tree for leaf in _flat_leaves(child)]
+        return [leaf for child in tree for leaf in tree_leaves(child)]
     return [tree]
 
 
@@ -542,7 +543,7 @@ def _unflatten(template: Any, x: Any, start: int = 0) -> tuple[Any, int]:
 
 def flat(tree: Any) -> np.ndarray:
     """The leaves of ``tree`` as one float64 vector, in optimeta's order (depth first, dicts in key order)."""
-    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in _flat_leaves(tree)])
+    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in tree_leaves(tree)])
 
 
 def scipy_twin(alg: Any, prob: om.OptimizationProblem, maxiters: int | None = None) -> scipy.optimize.OptimizeResult:

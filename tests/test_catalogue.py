@@ -30,6 +30,7 @@ from catalogue import (
     runs_to_budget,
     solved,
     stepwise,
+    tree_leaves,
     unmet,
     whole_run,
 )
@@ -69,16 +70,8 @@ def _structure(tree: Any) -> Any:
     return ("unexpected leaf", type(tree))
 
 
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for child in tree for leaf in _leaves(child)]
-    return [tree]
-
-
 def _flat(tree: Any) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in _leaves(tree)])
+    return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in tree_leaves(tree)])
 
 
 def _budgeted(alg_case: AlgorithmCase) -> bool:
@@ -128,7 +121,7 @@ def test_compatible_pair_reaches_known_optimum(alg_case: AlgorithmCase, prob_cas
     # Exactly the structure of u0 (and of the catalogue's u_star): containers, keys, lengths, shapes.
     assert _structure(sol.u) == _structure(prob_case.u_star)
     assert _structure(sol.u) == _structure(prob.u0)
-    for leaf in _leaves(sol.u):
+    for leaf in tree_leaves(sol.u):
         if isinstance(leaf, np.ndarray):
             assert leaf.dtype == np.float64
         else:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from catalogue import SCALES, C, flat
+from catalogue import SCALES, C, flat, tree_leaves
 
 import optimeta as om
 from optimeta._objective import Objective
@@ -124,17 +124,9 @@ def _tree_problem(backend: str, **kwargs: Any) -> om.OptimizationProblem:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for child in tree for leaf in _leaves(child)]
-    return [tree]
-
-
 def assert_plain(tree: Any) -> None:
     """Every leaf is a NumPy array or a Python scalar: no jax array, tracer or torch tensor."""
-    for leaf in _leaves(tree):
+    for leaf in tree_leaves(tree):
         assert not isinstance(leaf, (jax.Array, torch.Tensor)), f"a framework value leaked: {leaf!r}"
         assert type(leaf) in (np.ndarray, int, float, bool), f"not plain: {type(leaf)} {leaf!r}"
 

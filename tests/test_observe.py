@@ -22,7 +22,7 @@ from typing import Any
 import autograd.numpy as anp
 import numpy as np
 import pytest
-from catalogue import ALGORITHMS, PROBLEMS, AlgorithmCase, ProblemCase, Recorder, accepts, box_for, flat
+from catalogue import ALGORITHMS, PROBLEMS, AlgorithmCase, ProblemCase, Recorder, accepts, box_for, flat, tree_leaves
 
 import optimeta as om
 
@@ -88,16 +88,8 @@ def _skeleton(tree: Any) -> Any:
     return type(tree)
 
 
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _leaves(v)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for v in tree for leaf in _leaves(v)]
-    return [tree]
-
-
 def _arrays(tree: Any) -> list[np.ndarray]:
-    return [leaf for leaf in _leaves(tree) if isinstance(leaf, np.ndarray)]
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, np.ndarray)]
 
 
 def _same_tree(a: Any, b: Any) -> bool:
