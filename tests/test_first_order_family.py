@@ -56,8 +56,8 @@ def adamax(u: np.ndarray, lr: float, b1: float, b2: float, eps: float) -> Run:
     m, w = np.zeros(3), np.zeros(3)
     for k in itertools.count(1):
         gk = grad(u)
-        m, w = b1 * m + (1 - b1) * gk, np.maximum(b2 * w, np.abs(gk))
-        u = yield u - lr / (1 - b1**k) * m / (w + eps)
+        m, w = b1 * m + (1 - b1) * gk, np.maximum(b2 * w, np.abs(gk) + eps)
+        u = yield u - lr / (1 - b1**k) * m / w
 
 
 def nadam(u: np.ndarray, lr: float, b1: float, b2: float, eps: float) -> Run:

@@ -158,8 +158,12 @@ class Adamax(FirstOrderAlgorithm[MomentState]):
     r"""Adam in the infinity norm (Kingma & Ba, 2015, section 7.1).
 
     .. math::
-        m_k = \beta_1 m_{k-1} + (1 - \beta_1) g_k, \quad w_k = \max(\beta_2 w_{k-1}, |g_k|), \quad
-        u_{k+1} = u_k - \frac{\eta}{1 - \beta_1^k} \frac{m_k}{w_k + \epsilon}
+        m_k = \beta_1 m_{k-1} + (1 - \beta_1) g_k, \quad w_k = \max(\beta_2 w_{k-1}, |g_k| + \epsilon), \quad
+        u_{k+1} = u_k - \frac{\eta}{1 - \beta_1^k} \frac{m_k}{w_k}
+
+    with :math:`\epsilon` inside the maximum, as ``torch.optim.Adamax`` and ``optax.adamax`` put it
+    (the paper has no :math:`\epsilon`): it keeps the denominator away from zero while the
+    gradient vanishes, and a large past gradient dominates it rather than adds to it.
 
     Args:
         lr: Step size or a schedule. b1, b2: Decays in [0, 1). eps: > 0.
@@ -193,8 +197,8 @@ class Adamax(FirstOrderAlgorithm[MomentState]):
     def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
         lr, k = rate_at("lr", self.lr, state.step), state.step + 1
         m = self.b1 * state.first + (1 - self.b1) * grad
-        w = np.maximum(self.b2 * state.second, np.abs(grad))
-        return x - (lr / (1 - self.b1**k)) * m / (w + self.eps), MomentState(k, m, w)
+        w = np.maximum(self.b2 * state.second, np.abs(grad) + self.eps)
+        return x - (lr / (1 - self.b1**k)) * m / w, MomentState(k, m, w)
 
 
 @register

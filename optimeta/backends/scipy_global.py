@@ -239,12 +239,19 @@ class DualAnnealing(ScipyAdapter):
             raise NonFiniteRun from exc
 
     def _anneal(self, calls: ScipyCalls, monitor: Monitor) -> Any:
+        # Given minimizer_kwargs (here, for the gradient), scipy drops its default local search:
+        # L-BFGS-B in the bounds, at most 6 iterations per variable (100 to 1000). Both restored.
+        local_maxiter = min(max(6 * calls.x0.size, 100), 1000)
         return scipy.optimize.dual_annealing(
             calls.value,
             calls.bounds,
             maxiter=self.maxiter if monitor.maxiters is None else min(self.maxiter, monitor.maxiters),
-            # scipy hands its own local search no bounds when given minimizer_kwargs.
-            minimizer_kwargs={"method": "L-BFGS-B", "jac": calls.grad, "bounds": calls.bounds},
+            minimizer_kwargs={
+                "method": "L-BFGS-B",
+                "jac": calls.grad,
+                "bounds": calls.bounds,
+                "options": {"maxiter": local_maxiter},
+            },
             initial_temp=self.initial_temp,
             restart_temp_ratio=self.restart_temp_ratio,
             visit=self.visit,
@@ -384,7 +391,9 @@ class SHGO(ScipyAdapter):
             constraints=calls.constraints or None,
             n=self.n,
             iters=self.iters if monitor.maxiters is None else min(self.iters, monitor.maxiters),
-            minimizer_kwargs={"method": "SLSQP", "jac": calls.grad},
+            # The gradient as an option, not in minimizer_kwargs: given those, scipy drops its
+            # default local options (SLSQP with ftol=1e-12) for SLSQP's own (ftol=1e-6).
+            options={"jac": calls.grad},
             sampling_method=self.sampling_method,
         )
 
