@@ -4,14 +4,15 @@ of ``scipy.optimize.minimize``."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse.linalg
 
-if TYPE_CHECKING:
-    from ._solution import Solution
+from ._solution import Solution
 
 __all__ = ["scipy_arguments", "solution_to_scipy"]
 
@@ -34,10 +35,69 @@ def solution_to_scipy(sol: Solution) -> scipy.optimize.OptimizeResult:
         nfev=sol.stats.fevals,
         njev=sol.stats.gevals,
         nhev=sol.stats.hevals,
+        **_derivatives(sol, x),
         retcode=sol.retcode.name,
         u=sol.u,
         state=sol.state,
     )
+
+
+def _derivatives(sol: Solution, x: np.ndarray) -> dict[str, Any]:
+    """``jac`` (the gradient at `x`), ``hess_inv`` and ``hess`` where the run has them, in the
+    user's sense (a maximisation's are those of the user's ``f``, not of the ``-f`` minimised);
+    none of them otherwise, as scipy gives only those its method has."""
+    found = _minimised(sol, x)
+    if sol.sense == "min":
+        return found
+    return {name: -value for name, value in found.items()}
+
+
+def _minimised(sol: Solution, x: np.ndarray) -> dict[str, Any]:
+    """`_derivatives` of the function the run minimised."""
+    return _from_state(sol) if sol.opt_state is not None else _from_original(sol.original, sol.u, x)
+
+
+def _from_state(sol: Solution) -> dict[str, Any]:
+    """What a quasi-Newton state holds, when it is the state at the returned iterate: a state
+    with the ``loss``, ``grad`` and ``inv_hessian`` (upper triangle) there, as `BFGSState`."""
+    state = sol.opt_state
+    grad, inv_hessian = getattr(state, "grad", None), getattr(state, "inv_hessian", None)
+    if not isinstance(grad, np.ndarray) or not isinstance(inv_hessian, np.ndarray):
+        return {}
+    sign = 1.0 if sol.sense == "min" else -1.0
+    # A non-finite step leaves the run at the iterate before it, which the state is not about.
+    if sol.retcode.name == "NONFINITE" or sign * float(state.loss) != sol.objective:
+        return {}
+    upper = np.triu(inv_hessian)
+    return {"jac": np.array(grad, dtype=np.float64), "hess_inv": upper + np.triu(upper, 1).T}
+
+
+def _from_original(original: Any, u: Any, x: np.ndarray) -> dict[str, Any]:
+    """What scipy's own result holds at `x`: its ``jac`` (trust-constr's ``grad``: its ``jac``
+    is the constraints'), ``hess_inv`` (a matrix, or L-BFGS-B's `LbfgsInvHessProduct`) and
+    ``hess``; nothing when scipy's point is not `x` (a run that ended at its best point). A
+    chain's or a multistart's solution has them from the stage or run it returns."""
+    if isinstance(original, tuple):
+        for run in original:
+            if isinstance(run, Solution) and run.u is u:
+                return _minimised(run, x)
+        return {}
+    if not isinstance(original, scipy.optimize.OptimizeResult):
+        return {}
+    at = original.get("x")
+    if at is None or np.shape(at) != x.shape or not np.array_equal(at, x):
+        return {}
+    n, found = x.size, {}
+    jac = original.get("grad", original.get("jac"))
+    if isinstance(jac, np.ndarray) and jac.shape == (n,):
+        found["jac"] = np.array(jac, dtype=np.float64)
+    for name in ("hess_inv", "hess"):
+        value = original.get(name)
+        if isinstance(value, np.ndarray) and value.shape == (n, n):
+            found[name] = np.array(value, dtype=np.float64)
+        elif isinstance(value, scipy.sparse.linalg.LinearOperator) and value.shape == (n, n):
+            found[name] = value
+    return found
 
 
 class _Fun:
@@ -151,4 +211,37 @@ def scipy_arguments(fun: Any, x0: Any, args: Any, jac: Any, bounds: Any, constra
     if isinstance(constraints, dict):
         constraints = [constraints]
     cons = [_constraint(c, i) for i, c in enumerate(constraints or ())]
-    return {"f": f, "u0": u0, "p": p, "grad": grad, "bounds": _bounds(bounds, u0.size), "constraints": cons or None}
+    box = _bounds(bounds, u0.size)
+    return {"f": f, "u0": _clipped(u0, box), "p": p, "grad": grad, "bounds": box, "constraints": cons or None}
+
+
+def _clipped(u0: np.ndarray, box: Any) -> np.ndarray:
+    """`u0` (a copy already) clipped into the box, as ``scipy.optimize.minimize`` starts its
+    bounded methods, with the warning scipy's Nelder-Mead and Powell give. Bounds that are
+    malformed (a wrong shape, NaN, lb > ub) are left for the problem to refuse."""
+    if box is None:
+        return u0
+    sides = (box.lb, box.ub) if isinstance(box, scipy.optimize.Bounds) else box
+    try:
+        lb, ub = (np.broadcast_to(np.asarray(side, dtype=np.float64), u0.shape) for side in sides)
+    except (TypeError, ValueError):
+        return u0
+    if np.isnan(lb).any() or np.isnan(ub).any() or (lb > ub).any():
+        return u0
+    outside = (u0 < lb) | (u0 > ub)
+    if not outside.any():
+        return u0
+    i = np.flatnonzero(outside)
+    first = np.unravel_index(int(i[0]), u0.shape)
+    where = first[0] if u0.ndim == 1 else first
+    warnings.warn(
+        # scipy's words first, so that a filter written for scipy's warning catches this one too.
+        f"Initial guess is not within the specified bounds: x0 is clipped into them at {i.size} "
+        f"coordinate(s), the first x0[{where}] = {float(u0[first])!r} to [{float(lb[first])!r}, "
+        f"{float(ub[first])!r}], as "
+        "scipy.optimize.minimize does",
+        scipy.optimize.OptimizeWarning,
+        stacklevel=4,
+    )
+    clipped: np.ndarray = np.clip(u0, lb, ub)
+    return clipped

@@ -102,6 +102,11 @@ class Solution:
         original: The backend's raw result (e.g. scipy's ``OptimizeResult``), or None.
         history: With ``solve(..., record=True)``, the objective (and with ``record="u"`` the
             iterate) after every step, as a `History`; None otherwise.
+        opt_state: A step-wise algorithm's own state at the end (as `Checkpoint.opt_state`: step
+            counts, moments, BFGS's gradient and inverse-Hessian estimate), in the minimisation
+            sense; None for a whole-run algorithm (its raw result is ``original``).
+        sense: The problem's sense, ``"min"`` or ``"max"``: the sign of ``objective`` relative to
+            what the algorithm minimised.
     """
 
     u: Any
@@ -113,6 +118,8 @@ class Solution:
     algorithm: Any
     original: Any = None
     history: History | None = None
+    opt_state: Any = None
+    sense: str = "min"
 
     @property
     def success(self) -> bool:
@@ -128,7 +135,13 @@ class Solution:
             vector, leaves in order), ``fun`` (the objective, in the user's sense), ``success``,
             ``status`` (0 SUCCESS, 1 MAXITERS, 2 FAILURE, 3 NONFINITE, 4 MAXTIME, 5 TERMINATED),
             ``message``, ``nit``, ``nfev``, ``njev``, ``nhev``, and optimeta's own ``retcode``
-            (its name), ``u`` and ``state``.
+            (its name), ``u`` and ``state``. Where the method has them at ``x``, as scipy's
+            does, also ``jac`` (the gradient, a flat float64 vector), ``hess_inv`` (the
+            inverse-Hessian estimate: a matrix, or L-BFGS-B's ``LbfgsInvHessProduct``) and
+            ``hess``: BFGS, and the scipy methods whose result has them (L-BFGS-B, SLSQP, CG,
+            TNC, Newton-CG, the trust-region methods, a polished differential evolution). They
+            are the derivatives of ``f`` itself, also for ``sense="max"``; a method without them
+            gives no such key, as in scipy.
 
         Example:
             >>> import autograd.numpy as anp, numpy as np, optimeta as om
@@ -136,6 +149,9 @@ class Solution:
             >>> res = om.solve(prob, om.BFGS()).to_scipy()
             >>> res.success, res.status, res.x
             (True, 0, array([1., 1.]))
+            >>> res = om.solve(prob, om.LBFGS()).to_scipy()  # L-BFGS-B's own derivatives
+            >>> bool(np.allclose(res.jac, 0.0, atol=1e-6)), type(res.hess_inv).__name__
+            (True, 'LbfgsInvHessProduct')
         """
         from ._interop import solution_to_scipy
 

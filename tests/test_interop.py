@@ -155,6 +155,44 @@ def test_keyword_arguments_pass_to_the_problem() -> None:
     assert sol.objective == pytest.approx(0.0, abs=1e-9)
 
 
+def test_x0_outside_the_bounds_is_clipped_with_scipys_warning() -> None:
+    x0 = np.array([5.0, -0.5, 0.25])
+    before = x0.tobytes()
+    bounds = [(0.0, 1.0), (0.0, None), (None, None)]
+    with pytest.warns(scipy.optimize.OptimizeWarning, match=r"^Initial guess is not within the specified bounds") as w:
+        prob = om.OptimizationProblem.from_scipy(plain, x0, bounds=bounds)
+    assert len(w) == 1 and "x0[0] = 5.0 to [0.0, 1.0]" in str(w[0].message) and "2 coordinate(s)" in str(w[0].message)
+    assert w[0].filename == __file__  # the warning points at the caller's line
+    np.testing.assert_array_equal(prob.u0, [1.0, 0.0, 0.25])
+    assert x0.tobytes() == before  # the caller's x0 is not written
+    sol = om.solve(prob, om.LBFGS())
+    ref = scipy.optimize.minimize(plain, x0, bounds=bounds, method="L-BFGS-B")  # scipy clips too
+    np.testing.assert_allclose(sol.u, ref.x, atol=1e-6)
+    np.testing.assert_allclose(sol.u, [1.0, 3.0, 3.0], atol=1e-6)
+
+
+def test_the_clipping_warning_is_scipys_own() -> None:
+    """scipy's Nelder-Mead warns so: a filter written for scipy's warning catches optimeta's."""
+    with pytest.warns(scipy.optimize.OptimizeWarning, match=r"^Initial guess is not within the specified bounds"):
+        scipy.optimize.minimize(plain, np.array([5.0, 0.0]), bounds=[(0, 1), (0, 1)], method="Nelder-Mead")
+
+
+def test_x0_outside_scipy_bounds_objects_is_clipped() -> None:
+    with pytest.warns(scipy.optimize.OptimizeWarning, match="x0 is clipped"):
+        prob = om.OptimizationProblem.from_scipy(plain, [-3.0, 0.5], bounds=scipy.optimize.Bounds(0.0, 1.0))
+    np.testing.assert_array_equal(prob.u0, [0.0, 0.5])
+
+
+def test_x0_on_or_inside_the_bounds_is_kept_without_warning() -> None:
+    prob = om.OptimizationProblem.from_scipy(plain, [0.0, 0.5], bounds=[(0.0, 1.0), (0.0, 1.0)])
+    np.testing.assert_array_equal(prob.u0, [0.0, 0.5])
+
+
+def test_malformed_bounds_are_refused_not_clipped_to() -> None:
+    with pytest.raises(ValueError, match="lb > ub"):
+        om.OptimizationProblem.from_scipy(plain, [5.0, 0.5], bounds=[(1.0, 0.0), (0.0, 1.0)])
+
+
 # -- to_scipy ------------------------------------------------------------------------------------
 
 
@@ -207,3 +245,75 @@ def test_scipy_round_trip_of_a_scipy_user() -> None:
     np.testing.assert_allclose(res_om.x, res_scipy.x, atol=1e-5)
     assert res_om.success == res_scipy.success
     assert res_om.nit == res_scipy.nit
+
+
+# -- to_scipy: the derivatives a method has -------------------------------------------------------
+
+H = np.array([[3.0, 0.5], [0.5, 1.0]])
+
+
+def _quadratic(u: Any, p: Any) -> Any:
+    return 0.5 * anp.dot(u, anp.dot(H, u)) - anp.sum(u)
+
+
+def _quadratic_grad(x: np.ndarray) -> np.ndarray:
+    return np.asarray(H @ x - 1.0)
+
+
+def test_to_scipy_of_bfgs_has_scipys_jac_and_hess_inv() -> None:
+    res = om.solve(om.OptimizationProblem(_quadratic, np.zeros(2)), om.BFGS()).to_scipy()
+    ref = scipy.optimize.minimize(lambda x: _quadratic(x, None), np.zeros(2), jac=_quadratic_grad, method="BFGS")
+    assert res.jac.shape == (2,) and res.jac.dtype == np.float64
+    np.testing.assert_allclose(res.jac, _quadratic_grad(res.x), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.jac, ref.jac, rtol=0, atol=1e-12)
+    assert isinstance(res.hess_inv, np.ndarray) and res.hess_inv.shape == (2, 2)
+    np.testing.assert_array_equal(res.hess_inv, res.hess_inv.T)  # the whole matrix, not one triangle
+    np.testing.assert_allclose(res.hess_inv, ref.hess_inv, rtol=1e-10, atol=0)
+
+
+def test_to_scipy_of_lbfgs_has_the_lbfgs_b_inverse_hessian_product() -> None:
+    sol = om.solve(om.OptimizationProblem(_quadratic, np.zeros(2)), om.LBFGS())
+    res = sol.to_scipy()
+    assert isinstance(res.hess_inv, scipy.optimize.LbfgsInvHessProduct)
+    assert res.hess_inv is sol.original.hess_inv
+    np.testing.assert_allclose(res.jac, _quadratic_grad(res.x), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.hess_inv.todense(), np.linalg.inv(H), atol=5e-3)
+
+
+@pytest.mark.parametrize(
+    ("alg", "hess"),
+    [(om.SLSQP(), False), (om.CG(), False), (om.TNC(), False), (om.NewtonCG(), False), (om.TrustConstr(), False)]
+    + [(om.Dogleg(), True), (om.TrustExact(), True)],
+    ids=lambda a: type(a).__name__ if not isinstance(a, bool) else str(a),
+)
+def test_to_scipy_of_scipy_methods_has_their_jac(alg: Any, hess: bool) -> None:
+    res = om.solve(om.OptimizationProblem(_quadratic, np.array([0.3, -0.2])), alg).to_scipy()
+    # trust-constr's own jac is its constraints' Jacobians: the gradient is its grad.
+    assert res.jac.shape == (2,) and res.jac.dtype == np.float64
+    np.testing.assert_allclose(res.jac, _quadratic_grad(res.x), rtol=0, atol=1e-14)
+    assert "hess_inv" not in res
+    assert ("hess" in res) is hess
+    if hess:
+        np.testing.assert_allclose(res.hess, H, atol=1e-14)
+
+
+@pytest.mark.parametrize("alg", [om.NelderMead(), om.Powell(), om.Adam(lr=0.1)], ids=lambda a: type(a).__name__)
+def test_to_scipy_has_no_derivatives_a_method_does_not_have(alg: Any) -> None:
+    res = om.solve(om.OptimizationProblem(_quadratic, np.zeros(2)), alg, maxiters=50).to_scipy()
+    assert not {"jac", "hess_inv", "hess"} & set(res)
+
+
+@pytest.mark.parametrize("alg", [om.BFGS(), om.LBFGS()], ids=lambda a: type(a).__name__)
+def test_to_scipy_derivatives_of_a_maximisation_are_fs_own(alg: Any) -> None:
+    prob = om.OptimizationProblem(lambda u, p: -_quadratic(u, p), np.zeros(2), sense="max")
+    res = om.solve(prob, alg).to_scipy()
+    np.testing.assert_allclose(res.jac, -_quadratic_grad(res.x), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.hess_inv @ np.eye(2), -np.linalg.inv(H), atol=5e-3)
+
+
+def test_to_scipy_of_a_multistart_has_the_chosen_runs_derivatives() -> None:
+    prob = om.OptimizationProblem(_quadratic, np.zeros(2), bounds=(np.full(2, -1.0), np.full(2, 1.0)))
+    sol = om.multistart(prob, om.LBFGS(), n=3, seed=0)
+    res = sol.to_scipy()
+    np.testing.assert_allclose(res.jac, _quadratic_grad(res.x), rtol=0, atol=1e-15)
+    assert isinstance(res.hess_inv, scipy.optimize.LbfgsInvHessProduct)
