@@ -40,7 +40,7 @@ def require(name: str) -> ModuleType:
     except ImportError as exc:
         raise ModuleNotFoundError(
             f'grad="{name}" takes gradients with {name}, which cannot be imported ({exc}): install it '
-            f"with pip install optimeta[{name}]",
+            f"with pip install 'optimeta[{name}]'",
             name=name,
         ) from exc
 

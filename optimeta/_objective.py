@@ -23,7 +23,7 @@ import scipy.optimize
 from autograd.core import make_vjp
 from autograd.tracer import getval, isbox
 
-from ._state import StateMutationError, first_difference
+from ._state import StateMutationError, first_change, short_repr
 from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
 if TYPE_CHECKING:
@@ -263,9 +263,11 @@ class Objective:
 
     def _check_constant(self, what: str, new_state: Any) -> None:
         if self._constant:
-            changed = first_difference(self.state, new_state)
+            changed = first_change(self.state, new_state)
             if changed is not None:
-                raise StateMutationError(self.fevals + self.probe_fevals, changed, what)
+                path, old, new = changed
+                call = self.fevals + self.probe_fevals
+                raise StateMutationError(call, path, what, short_repr(old), short_repr(new))
 
     def _framework_call(self, method: Any, x: np.ndarray, state: Any, *args: Any) -> tuple[Any, Any]:
         """One evaluation by jax or torch (`FrameworkGradient`): one call of f, counted and checked

@@ -106,18 +106,26 @@ class Observer:
         self._shown = -math.inf
         self._logged = -math.inf
 
-    def start(self, name: str, n: int, total: int | None) -> None:
+    def start(self, name: str, n: int, total: int | None, resumed: int = 0) -> None:
         """A run (or a chain's stage) starts: `name` of its algorithm, `n` variables, `total`
-        planned steps if known."""
+        planned steps if known; a run resumed (from a checkpoint, or after `Solver.step`)
+        after `resumed` steps, which `total` counts."""
         if self.verbose:
             budget = "" if total is None else f", at most {total} steps"
-            logger.info("%s: started on %d variables%s", name, n, budget)
+            at = f" at step {resumed + 1}" if resumed else ""
+            logger.info("%s: started%s on %d variables%s", name, at, n, budget)
         if self.progress:
             from tqdm.auto import tqdm
 
             done = self.offset[0]
             if self.bar is None:
-                self.bar = tqdm(total=None if total is None else done + total, desc=name, unit="step", leave=True)
+                self.bar = tqdm(
+                    total=None if total is None else done + total,
+                    initial=resumed,
+                    desc=name,
+                    unit="step",
+                    leave=True,
+                )
             else:  # a chain's next stage: the same bar, renamed
                 self.bar.set_description(name)
                 self.bar.total = None if total is None else done + total
@@ -150,6 +158,15 @@ class Observer:
         """A chain's stage ended after these counts: the next one's follow them."""
         steps, calls, seconds = self.offset
         self.offset = (steps + iterations, calls + fevals, seconds + elapsed)
+
+    def restore(self, history: History | None) -> None:
+        """Go on recording after `history`, what a checkpointed run recorded so far."""
+        if history is not None:
+            self.iterations = [int(i) for i in history.iteration]
+            self.objectives = [float(v) for v in history.objective]
+            self.fevals = [int(c) for c in history.fevals]
+            self.times = [float(t) for t in history.time]
+            self.us = list(history.u or [])
 
     def history(self) -> History | None:
         """The recorded `History` (None without ``record``)."""

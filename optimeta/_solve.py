@@ -18,8 +18,8 @@ from ._objective import Objective
 from ._observe import Observer, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
-from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm
-from .traits import Requirements, check_compatible, needs_probe, requirements, traits
+from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm, suggest_keywords
+from .traits import IncompatibleAlgorithmError, Requirements, check_compatible, needs_probe, requirements, traits
 
 __all__ = ["default_algorithm", "solve"]
 
@@ -39,9 +39,9 @@ class _Monitor:
         self.iterations = 0
         self.epoch: int | None = None
         self.start = time.perf_counter()
-        # The last completed step's iterate and loss, for a partial solution if the run is
-        # interrupted (the iterate by reference: the algorithm owns it and never writes to it
-        # while it is the current one).
+        # The partial solution's iterate and loss if the run is interrupted: the last iterate
+        # whose loss a completed step computed, and that loss. The iterate is kept by reference:
+        # the algorithm owns it, and never writes to an iterate that is still referenced.
         self.last: tuple[np.ndarray, float] | None = None
         # nan_policy="skip": how many non-finite steps in a row may be skipped (0: none), and
         # how many were, in all and in the current row.
@@ -54,12 +54,14 @@ class _Monitor:
         self.best: tuple[float, np.ndarray] | None = None
         self.observer: Observer | None = None  # record=, progress=, verbose=
 
-    def after_step(self, x: np.ndarray, loss: float) -> ReturnCode | None:
+    def after_step(self, x: np.ndarray, loss: float, evaluated: np.ndarray | None = None) -> ReturnCode | None:
+        """Record a completed step that moved to `x` and reported `loss`, computed at
+        `evaluated` (at `x` when None); a return code means: stop now, for this reason."""
         self.iterations += 1
         obj = self.objective
         if obj.per_step_commit:
             obj.commit_at(x)
-        self.last = (x, loss)
+        self.last = (x if evaluated is None else evaluated, loss)
         if self.observer is not None:
             self.observer.step(self.iterations, x, loss, obj.fevals, time.perf_counter() - self.start)
         if self.callback is not None:
@@ -140,7 +142,10 @@ def _drive(
             if keep_best and (monitor.best is None or loss < monitor.best[0]):
                 monitor.best = (loss, held if held is not None else x_new.view())
             x = x_new
-            stopped = monitor.after_step(x, loss)
+            # A deterministic run's partial solution is the iterate the loss was computed at
+            # (held through the step); a noisy run's keeps no earlier iterate, so that its
+            # update may write over the memory of the one it was given.
+            stopped = monitor.after_step(x, loss, held)
             if ended is not None:
                 return x, opt_state, loss, ended
             if stopped is not None:
@@ -183,9 +188,11 @@ def _stepwise_solution(
     end: tuple[np.ndarray, float, ReturnCode],
     data: Any,
     epochs: int,
+    opt_state: Any = None,
 ) -> Solution:
     """The `Solution` of an ended step-wise run: on a deterministic problem, with one counted
-    evaluation at the returned iterate when the last step reported the loss before its update."""
+    evaluation at the returned iterate when the last step reported the loss before its update;
+    `opt_state` is the algorithm's state at the end (`Solution.opt_state`)."""
     x, loss, retcode = end
     message = retcode.message
     if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != monitor.maxiters:
@@ -193,13 +200,17 @@ def _stepwise_solution(
     deterministic = not req.stochastic and not req.evolving_state
     if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
         loss = objective.value(x)
-    return _solution(alg, objective, monitor, x, loss, retcode, message, None)
+    return _solution(alg, objective, monitor, x, loss, retcode, message, None, opt_state)
 
 
-def _attach_partial(exc: BaseException, alg: Algorithm, objective: Objective, monitor: _Monitor) -> None:
+def _attach_partial(
+    exc: BaseException, alg: Algorithm, objective: Objective, monitor: _Monitor, *, probe: bool = False
+) -> None:
     """Give an exception that ends a run a note naming the algorithm and the step, and the
-    partial solution so far as ``exc.partial_solution``: the last completed step's iterate and
-    loss (u0 and NaN before the first), the committed state, and the stats."""
+    partial solution so far as ``exc.partial_solution``: the last iterate whose loss a completed
+    step computed, with that loss (u0 and NaN before the first step; for a noisy or stateful
+    run, the last iterate, with the loss its step reported), the committed state, and the
+    stats. `probe`: raised by the determinism probe, before the first step."""
     if hasattr(exc, "partial_solution"):
         return  # raised by a nested solve (a Chain's stage), which attached its own
     if monitor.last is None:
@@ -207,15 +218,18 @@ def _attach_partial(exc: BaseException, alg: Algorithm, objective: Objective, mo
     else:
         x, loss = monitor.last
     name = type(alg).__name__
-    message = f"interrupted by {type(exc).__name__} during step {monitor.iterations + 1} of {name}"
+    where = (
+        f"the determinism probe at u0, before step 1 of {name}" if probe else f"step {monitor.iterations + 1} of {name}"
+    )
+    message = f"interrupted by {type(exc).__name__} during {where}"
     partial = _solution(alg, objective, monitor, x, loss, ReturnCode.FAILURE, message, None)
     try:
         exc.partial_solution = partial  # type: ignore[attr-defined]
     except AttributeError:  # an exception type with __slots__: the note still says what happened
         pass
     note = (
-        f"optimeta: raised during step {monitor.iterations + 1} of {name} ({monitor.iterations} steps "
-        "completed); the solution so far is attached as .partial_solution"
+        f"optimeta: raised during {where} ({monitor.iterations} steps completed); the solution so far is "
+        "attached as .partial_solution"
     )
     add_note = getattr(exc, "add_note", None)
     if add_note is not None:
@@ -250,7 +264,20 @@ def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
         )
     else:
         return
-    check_compatible(alg, replace(req, stochastic=True, stochastic_reason=reason), probed=True)
+    check_compatible(
+        alg, replace(req, stochastic=True, stochastic_reason=reason, stochastic_source="probe"), probed=True
+    )
+
+
+def _probed(alg: Algorithm, req: Requirements, objective: Objective) -> None:
+    """`_probe`, with the note and the partial solution (u0) on whatever ``f`` raises in it."""
+    try:
+        _probe(alg, req, objective)
+    except IncompatibleAlgorithmError:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        _attach_partial(exc, alg, objective, _Monitor(objective, None, None, None), probe=True)
+        raise
 
 
 def _same_value(a: float, b: float) -> bool:
@@ -332,6 +359,7 @@ def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Algor
     return BFGS()
 
 
+@suggest_keywords("options")
 def solve(
     prob: OptimizationProblem,
     alg: Algorithm | None = None,
@@ -418,11 +446,22 @@ def solve(
         >>> om.solve(prob, om.Adam(lr=0.1), maxiters=50).state
         {'calls': 50}
     """
-    check_observe_options(record, progress, verbose)
     alg, chosen, skips, req = _arguments(
-        prob, alg, maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips
+        prob,
+        alg,
+        maxiters,
+        maxtime,
+        callback,
+        data,
+        epochs,
+        check_determinism,
+        nan_policy,
+        max_skips,
+        record,
+        progress,
+        verbose,
     )
-    observer = Observer(record, progress, verbose, prob.sense) if record or progress or verbose else None
+    observer = observer_for(prob, record, progress, verbose)
     with logging_to_stderr(verbose, progress):
         try:
             if isinstance(alg, Chain):
@@ -441,6 +480,18 @@ def solve(
             sol = replace(sol, history=observer.history())
             observer.end(sol)
         return sol
+
+
+def observer_for(prob: OptimizationProblem, record: bool | str, progress: bool, verbose: bool) -> Observer | None:
+    """What watches a run with these (checked) options, or None when nothing does."""
+    return Observer(record, progress, verbose, prob.sense) if record or progress or verbose else None
+
+
+def planned_steps(maxiters: int | None, data: Any, epochs: int) -> int | None:
+    """The steps a run plans, if known (a progress bar's total)."""
+    if data is not None and isinstance(data, Sized):
+        return epochs * len(data) if maxiters is None else min(maxiters, epochs * len(data))
+    return maxiters
 
 
 class _Run(NamedTuple):
@@ -472,16 +523,15 @@ def _solve_one(
     if observer is not None:
         observer.layout = objective.layout
         monitor.observer = observer
-        total = maxiters
-        if data is not None and isinstance(data, Sized):
-            total = epochs * len(data) if maxiters is None else min(maxiters, epochs * len(data))
-        observer.start(type(alg).__name__, objective.x0.size, total)
+        observer.start(type(alg).__name__, objective.x0.size, planned_steps(maxiters, data, epochs))
     try:
         if isinstance(alg, StepwiseAlgorithm):
             x0 = objective.x0.copy()
-            x, _, loss, retcode = _drive(alg, objective, monitor, _batches(data, epochs, prob.p), x0, alg.init(x0))
+            x, opt_state, loss, retcode = _drive(
+                alg, objective, monitor, _batches(data, epochs, prob.p), x0, alg.init(x0)
+            )
             assert retcode is not None  # no step limit
-            return _stepwise_solution(alg, req, objective, monitor, (x, loss, retcode), data, epochs)
+            return _stepwise_solution(alg, req, objective, monitor, (x, loss, retcode), data, epochs, opt_state)
         if isinstance(alg, WholeRunAlgorithm):
             result = alg.run(objective, monitor)
             return _solution(
@@ -504,10 +554,14 @@ def _arguments(
     check_determinism: Any,
     nan_policy: Any,
     max_skips: Any,
+    record: Any = False,
+    progress: Any = False,
+    verbose: Any = False,
 ) -> tuple[Algorithm, bool, int, Requirements]:
-    """`solve`'s (and `init`'s) arguments checked, the algorithm chosen when none is given, and
-    the pair checked against the traits: (algorithm, whether it was chosen, skips allowed,
-    requirements)."""
+    """The one check of a run's options, for `solve`, `init` and `solve_many` alike: the
+    arguments checked, the algorithm chosen when none is given, and the pair checked against
+    the traits: (algorithm, whether it was chosen, skips allowed, requirements)."""
+    check_observe_options(record, progress, verbose)
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     chosen = alg is None
@@ -569,7 +623,7 @@ def _prepared(
     declared = traits(alg)
     objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
     if check_determinism and needs_probe(req, declared):
-        _probe(alg, req, objective)
+        _probed(alg, req, objective)
     return objective
 
 
@@ -582,6 +636,7 @@ def _solution(
     retcode: ReturnCode,
     message: str,
     original: Any,
+    opt_state: Any = None,
 ) -> Solution:
     elapsed = time.perf_counter() - monitor.start
     return Solution(
@@ -601,6 +656,8 @@ def _solution(
         ),
         algorithm=alg,
         original=original,
+        opt_state=opt_state,
+        sense="min" if objective.sign > 0 else "max",
     )
 
 
@@ -632,7 +689,7 @@ def _solve_chain(
             )
     if check_determinism and needs_probe(req, chain.traits):
         probe = Objective(prob)
-        _probe(chain, req, probe)
+        _probed(chain, req, probe)
         probe_fevals = probe.probe_fevals
     else:
         probe_fevals = 0
@@ -686,6 +743,7 @@ def _solve_chain(
         stats=stats,
         algorithm=chain,
         original=tuple(solutions),
+        sense=final.sense,
     )
 
 

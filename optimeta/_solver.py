@@ -14,12 +14,13 @@ import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import numpy as np
 
 from ._objective import Objective
+from ._observe import History, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import ReturnCode, Solution
 from ._solve import (
@@ -31,8 +32,10 @@ from ._solve import (
     _Monitor,
     _prepared,
     _stepwise_solution,
+    observer_for,
+    planned_steps,
 )
-from .backends._base import Algorithm, StepwiseAlgorithm
+from .backends._base import Algorithm, StepwiseAlgorithm, suggest_keywords
 from .traits import Requirements, check_compatible, requirements, traits
 
 __all__ = ["Checkpoint", "Solver", "init", "resume"]
@@ -65,6 +68,10 @@ class Checkpoint:
         solution: The `Solution`, once `Solver.solve` has made it.
         best: A deterministic problem's best finite iterate so far and its loss (the answer of
             a run that ends on a non-finite value), or None.
+        evaluated: The partial solution's iterate and loss so far (see `solve`), or None
+            before the first step.
+        observe: The run's ``record``, ``progress`` and ``verbose``.
+        history: What ``record`` kept of the steps so far (None without ``record``).
     """
 
     problem: OptimizationProblem
@@ -84,6 +91,9 @@ class Checkpoint:
     ended: ReturnCode | None
     solution: Solution | None = None
     best: tuple[float, np.ndarray] | None = None
+    evaluated: tuple[np.ndarray, float] | None = None
+    observe: tuple[bool | str, bool, bool] = (False, False, False)
+    history: History | None = None
 
 
 class Solver:
@@ -91,7 +101,10 @@ class Solver:
 
     Made by `init` or `resume`, never directly. The run is the one `solve` would make with the
     same arguments: ``init(prob, alg, maxiters=N).solve()`` gives the same `Solution`, bit for bit,
-    however many `step` and `checkpoint` calls come in between.
+    however many `step` and `checkpoint` calls come in between. With ``record``, its
+    ``history`` holds every step of the run (those before a checkpoint included); with
+    ``progress``, the bar advances with every step and closes with `solve`; with ``verbose``,
+    the run logs its start (at the first step), its progress and, in `solve`, its end.
 
     Attributes:
         algorithm: The algorithm instance.
@@ -115,6 +128,7 @@ class Solver:
         consumed: int,
         loss: float,
         ended: ReturnCode | None,
+        observe: tuple[bool | str, bool, bool] = (False, False, False),
     ) -> None:
         self._prob = prob
         self.algorithm = alg
@@ -129,6 +143,12 @@ class Solver:
         self._loss = loss
         self.retcode = ended
         self._solution: Solution | None = None
+        self._observe = observe
+        self._observer = observer_for(prob, *observe)
+        self._started = False  # whether the observer was told that the run (re)started
+        if self._observer is not None:
+            self._observer.layout = objective.layout
+            monitor.observer = self._observer
 
     @property
     def iterations(self) -> int:
@@ -167,20 +187,51 @@ class Solver:
         if self._solution is None:
             assert self.retcode is not None
             end = (self._x, self._loss, self.retcode)
-            self._solution = _stepwise_solution(
-                self.algorithm, self._req, self._objective, self._monitor, end, self._data, self._epochs
+            sol = _stepwise_solution(
+                self.algorithm,
+                self._req,
+                self._objective,
+                self._monitor,
+                end,
+                self._data,
+                self._epochs,
+                self._opt_state,
             )
+            observer = self._observer
+            if observer is not None:
+                sol = replace(sol, history=observer.history())
+                with logging_to_stderr(observer.verbose, observer.progress):
+                    observer.end(sol)
+            self._solution = sol
         return self._solution
 
     def _advance(self, limit: int | None) -> None:
-        monitor = self._monitor
-        try:
-            x, opt_state, loss, code = _drive(
-                self.algorithm, self._objective, monitor, self._schedule, self._x, self._opt_state, limit, self._loss
-            )
-        except (Exception, KeyboardInterrupt) as exc:
-            _attach_partial(exc, self.algorithm, self._objective, monitor)
-            raise
+        monitor, observer = self._monitor, self._observer
+        with logging_to_stderr(self._observe[2], self._observe[1]):
+            if observer is not None and not self._started:
+                total = planned_steps(monitor.maxiters, self._data, self._epochs)
+                observer.start(type(self.algorithm).__name__, self._x.size, total, monitor.iterations)
+                self._started = True
+            try:
+                x, opt_state, loss, code = _drive(
+                    self.algorithm,
+                    self._objective,
+                    monitor,
+                    self._schedule,
+                    self._x,
+                    self._opt_state,
+                    limit,
+                    self._loss,
+                )
+            except (Exception, KeyboardInterrupt) as exc:
+                _attach_partial(exc, self.algorithm, self._objective, monitor)
+                if observer is not None:
+                    partial = getattr(exc, "partial_solution", None)
+                    if isinstance(partial, Solution):
+                        exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[union-attr]
+                    observer.end(None, exc)
+                    self._started = False
+                raise
         self._x, self._opt_state, self._loss, self.retcode = x, opt_state, loss, code
 
     def checkpoint(self) -> Checkpoint:
@@ -209,9 +260,13 @@ class Solver:
             ended=self.retcode,
             solution=self._solution,
             best=None if monitor.best is None else (monitor.best[0], monitor.best[1].copy()),
+            evaluated=None if monitor.last is None else (monitor.last[0].copy(), monitor.last[1]),
+            observe=self._observe,
+            history=None if self._observer is None else self._observer.history(),
         )
 
 
+@suggest_keywords("options")
 def init(
     prob: OptimizationProblem,
     alg: Algorithm | None = None,
@@ -224,19 +279,24 @@ def init(
     check_determinism: bool = True,
     nan_policy: str = "stop",
     max_skips: int = 10,
+    record: bool | str = False,
+    progress: bool = False,
+    verbose: bool = False,
 ) -> Solver:
     """Start a step-wise run without taking a step: a `Solver` to step, checkpoint and solve.
 
-    Takes `solve`'s arguments and makes its checks (traits, budget, determinism probe) now,
-    before the first step. Only algorithms with the trait ``supports_checkpoint`` (the
+    Takes every option of `solve`, with the same meaning, and makes its checks (the options,
+    traits, budget, determinism probe) now, before the first step, with the same errors. Only algorithms with the trait ``supports_checkpoint`` (the
     step-wise ones: the first-order family, BFGS, OLBFGS) can be run so; the scipy methods run
     as one call and cannot be stopped and resumed.
 
     Args:
         prob: The problem.
         alg: A step-wise algorithm instance (None: `default_algorithm`, if it is one).
-        maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips:
-            As for `solve`.
+        maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips, record,
+            progress, verbose: As for `solve`, over the whole run (`Solver.step`, `Solver.solve`,
+            and the runs resumed from its checkpoints): ``record`` gives the final `Solution` the
+            history of every step.
 
     Returns:
         The `Solver`.
@@ -260,7 +320,19 @@ def init(
     if alg is not None and isinstance(alg, Algorithm) and not traits(alg).supports_checkpoint:
         _not_checkpointable(alg)
     alg, chosen, skips, req = _arguments(
-        prob, alg, maxiters, maxtime, callback, data, epochs, check_determinism, nan_policy, max_skips
+        prob,
+        alg,
+        maxiters,
+        maxtime,
+        callback,
+        data,
+        epochs,
+        check_determinism,
+        nan_policy,
+        max_skips,
+        record,
+        progress,
+        verbose,
     )
     if not isinstance(alg, StepwiseAlgorithm):  # a default that runs whole (LBFGS, SLSQP)
         _not_checkpointable(alg)
@@ -269,29 +341,45 @@ def init(
     monitor.max_skips = skips
     monitor.keep_best = not req.stochastic and not req.evolving_state
     x0 = objective.x0.copy()
-    return Solver(prob, alg, req, objective, monitor, x0, alg.init(x0), data, epochs, 0, math.nan, None)
+    observe = (record, progress, verbose)
+    return Solver(prob, alg, req, objective, monitor, x0, alg.init(x0), data, epochs, 0, math.nan, None, observe)
 
 
-def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solver:
+@suggest_keywords("options")
+def resume(
+    checkpoint: Checkpoint,
+    *,
+    callback: Callback | None = None,
+    progress: bool | None = None,
+    verbose: bool | None = None,
+) -> Solver:
     """A `Solver` that goes on from a `Checkpoint`, in this process or another one.
 
-    The problem, the algorithm, the budgets and the data come from the checkpoint; a callback
-    (which a checkpoint does not hold) may be given anew. No determinism probe runs again.
+    The problem, the algorithm, the budgets, the data and ``record`` (with the history so far)
+    come from the checkpoint; a callback (which a checkpoint does not hold) may be given anew,
+    and ``progress`` and ``verbose`` changed. No determinism probe runs again.
 
     Args:
         checkpoint: From `Solver.checkpoint` (possibly unpickled).
         callback: As for `solve`.
+        progress: As for `solve`; None: as the checkpointed run.
+        verbose: As for `solve`; None: as the checkpointed run.
 
     Returns:
         The `Solver`, at the checkpoint's step.
 
     Raises:
-        TypeError: ``checkpoint`` is not a `Checkpoint`, or ``callback`` is not callable.
+        TypeError: ``checkpoint`` is not a `Checkpoint`, ``callback`` is not callable, or
+            ``progress`` or ``verbose`` is not a bool or None.
     """
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be an om.Checkpoint (from Solver.checkpoint()), got {checkpoint!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
+    record, kept_progress, kept_verbose = checkpoint.observe
+    progress = kept_progress if progress is None else progress
+    verbose = kept_verbose if verbose is None else verbose
+    check_observe_options(record, progress, verbose)
     prob, alg = checkpoint.problem, checkpoint.algorithm
     assert isinstance(alg, StepwiseAlgorithm)
     req = requirements(prob, callback=callback is not None, data=checkpoint.data is not None)
@@ -308,8 +396,8 @@ def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solve
     if checkpoint.best is not None:
         monitor.best = (checkpoint.best[0], checkpoint.best[1].copy())
     x = checkpoint.x.copy()
-    if iterations:
-        monitor.last = (x, checkpoint.loss)  # the run so far, should the next step raise
+    if checkpoint.evaluated is not None:  # the run so far, should the next step raise
+        monitor.last = (checkpoint.evaluated[0].copy(), checkpoint.evaluated[1])
     solver = Solver(
         prob,
         alg,
@@ -323,7 +411,10 @@ def resume(checkpoint: Checkpoint, *, callback: Callback | None = None) -> Solve
         checkpoint.consumed,
         checkpoint.loss,
         checkpoint.ended,
+        (record, progress, verbose),
     )
+    if solver._observer is not None:
+        solver._observer.restore(checkpoint.history)
     solver._solution = checkpoint.solution
     return solver
 

@@ -92,6 +92,10 @@ class Requirements:
             ``stochastic=True``, implied by minibatches (``data=``), or assumed for an evolving
             state unless the problem declares ``stochastic=False`` (the state may drive the loss).
         stochastic_reason: Why ``stochastic`` holds, for error messages.
+        stochastic_source: What makes it hold, which decides the fix an error suggests:
+            ``"declared"`` (``stochastic=True``), ``"data"`` (minibatches), ``"evolving"`` (an
+            evolving state not declared deterministic), ``"probe"`` (the determinism probe saw
+            it), or ``""``.
         bounded: The problem has box constraints.
         callback: A callback was given to ``solve``.
         hessian_available: Second derivatives can be had: the gradient comes from autograd or
@@ -108,6 +112,7 @@ class Requirements:
     hessian_available: bool = True
     constrained: bool = False
     finite_bounds: bool = False
+    stochastic_source: str = ""
 
 
 def requirements(prob: OptimizationProblem, *, callback: bool = False, data: bool = False) -> Requirements:
@@ -122,15 +127,18 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False, data: boo
         The problem's `Requirements`.
     """
     evolving = prob.state is not None and prob.state_mode == "evolving"
+    source = ""
     if prob.stochastic:
-        reason = "the problem declares stochastic=True"
+        reason, source = "the problem declares stochastic=True", "declared"
     elif data:
         reason = "data= gives each step another minibatch, so the loss changes from step to step"
+        source = "data"
     elif evolving and prob.stochastic is None:
         reason = (
-            "the problem's state evolves and it does not declare stochastic=False, so the state may "
+            "the problem's state evolves and the problem is not declared deterministic, so the state may "
             "drive the loss (an RNG key, a hidden state) and repeated calls at one point may differ"
         )
+        source = "evolving"
     else:
         reason = ""
     return Requirements(
@@ -142,6 +150,7 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False, data: boo
         hessian_available=prob.grad != "finite-difference",
         constrained=bool(prob.constraints),
         finite_bounds=_finite(prob._lb) and _finite(prob._ub),
+        stochastic_source=source,
     )
 
 
@@ -149,14 +158,36 @@ def _finite(side: np.ndarray | None) -> bool:
     return side is not None and bool(np.isfinite(side).all())
 
 
+#: How to make a noisy loss deterministic, by what makes it noisy: the fixes that keep the model
+#: honest first; the declaration ``stochastic=False`` last, and only where it can be true.
+_DETERMINISTIC_FIXES: dict[str, str] = {
+    "evolving": (
+        "make the loss deterministic without changing the model: freeze what drives it (a fixed RNG key, "
+        'and state_mode="constant" for a state that f returns unchanged) or evaluate it without noise '
+        "(dropout off, the full batch). Only if the loss really is deterministic (the state changes but "
+        "the loss does not read it: a call counter, running statistics) declare so with stochastic=False"
+    ),
+    "declared": (
+        "evaluate the loss deterministically (a fixed seed, dropout off, the full batch) and build the "
+        "problem without stochastic=True"
+    ),
+    "data": "pass the whole data set as p, without data=, for a deterministic (full-batch) loss",
+}
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One compatibility rule: when it `applies` to a problem, one of `traits` must be `wanted`."""
+    """One compatibility rule: when it `applies` to a problem, one of `traits` must be `wanted`.
+
+    `fix` says, where there is one, how to change the problem so that the refused algorithm
+    accepts it (an error shows it after the algorithms that accept the problem as it is).
+    """
 
     traits: tuple[str, ...]
     wanted: bool
     applies: Callable[[Requirements], bool]
     why: Callable[[Requirements], str]
+    fix: Callable[[Requirements], str] = lambda r: ""
 
     def violated(self, req: Requirements, declared: Traits) -> bool:
         return self.applies(req) and all(getattr(declared, t) is not self.wanted for t in self.traits)
@@ -182,6 +213,7 @@ RULES: tuple[Rule, ...] = (
             f"{r.stochastic_reason}; an algorithm that compares exact values (a Wolfe line "
             "search) breaks on noisy losses without a word"
         ),
+        lambda r: _DETERMINISTIC_FIXES.get(r.stochastic_source, ""),
     ),
     Rule(
         ("supports_bounds",),
@@ -230,11 +262,13 @@ RULES: tuple[Rule, ...] = (
 
 @dataclass(frozen=True)
 class Violation:
-    """One failed rule: the traits (any one would do), the value the problem needs, and why."""
+    """One failed rule: the traits (any one would do), the value the problem needs, why, and how
+    to change the problem so that the algorithm accepts it (empty when there is no such fix)."""
 
     traits: tuple[str, ...]
     needed: bool
     why: str
+    fix: str = ""
 
     @property
     def trait(self) -> str:
@@ -244,7 +278,7 @@ class Violation:
 
 def violations(req: Requirements, declared: Traits) -> list[Violation]:
     """Every rule that `declared` breaks for a problem with requirements `req`."""
-    return [Violation(r.traits, r.wanted, r.why(req)) for r in RULES if r.violated(req, declared)]
+    return [Violation(r.traits, r.wanted, r.why(req), r.fix(req)) for r in RULES if r.violated(req, declared)]
 
 
 def needs_probe(req: Requirements, declared: Traits) -> bool:
@@ -256,36 +290,79 @@ def needs_probe(req: Requirements, declared: Traits) -> bool:
 class IncompatibleAlgorithmError(ValueError):
     """An algorithm cannot solve a problem; raised by `solve` before the objective is called.
 
+    The message lists every failed rule (for a polyalgorithm such as `Chain`, under the stage
+    that fails it: "stage 2 of 3 (BFGS)"), then the registered algorithms that accept the
+    problem, then the changes to the problem that would let the refused algorithm accept it.
+
     Attributes:
         algorithm: The refused algorithm.
         violations: Every failed rule, each naming its trait.
         alternatives: Names of the registered algorithms that accept the problem.
+        stages: For a polyalgorithm, each refusing stage as (its number from 1, the stage's
+            algorithm, the rules it fails); empty otherwise.
     """
 
     def __init__(
-        self, algorithm: Any, violations: list[Violation], alternatives: list[str], *, probed: bool = False
+        self,
+        algorithm: Any,
+        violations: list[Violation],
+        alternatives: list[str],
+        *,
+        probed: bool = False,
+        stages: list[tuple[int, Any, list[Violation]]] | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.violations = violations
         self.alternatives = alternatives
+        self.stages = stages or []
         when = "(found by the determinism probe at u0)" if probed else "(the objective was not called)"
-        lines = [f"{algorithm!r} cannot solve this problem {when}:"]
-        declared = traits(algorithm)
-        name = algorithm.__name__ if isinstance(algorithm, type) else type(algorithm).__name__
-        for v in violations:
-            need = " or ".join(f"{t}={v.needed}" for t in v.traits)
-            has = ", ".join(f"{t}={getattr(declared, t)}" for t in v.traits)
-            lines.append(f"  - {v.trait}: the problem needs {need}, {name} has {has}. Why: {v.why}.")
+        count = len(_stages(algorithm))
+        header = f"{algorithm!r} cannot solve this problem {when}:"
+        if self.stages:
+            header = f"{header[:-1]}: {_stage_names(self.stages, count)} {'refuses' if len(self.stages) == 1 else 'refuse'} it:"
+            refusals = [(alg, found, f"stage {i} of {count} ({_name(alg)}), ") for i, alg, found in self.stages]
+        else:
+            refusals = [(algorithm, violations, "")]
+        lines = [header]
+        fixes: dict[str, list[str]] = {}  # each fix, with the algorithms it would let in
+        for alg, found, where in refusals:
+            declared, name = traits(alg), _name(alg)
+            for v in found:
+                need = " or ".join(f"{t}={v.needed}" for t in v.traits)
+                has = ", ".join(f"{t}={getattr(declared, t)}" for t in v.traits)
+                lines.append(f"  - {where}{v.trait}: the problem needs {need}, {name} has {has}. Why: {v.why}.")
+                if v.fix and name not in fixes.setdefault(v.fix, []):
+                    fixes[v.fix].append(name)
         if alternatives:
             lines.append(f"Algorithms that accept this problem: {', '.join(alternatives)}.")
         else:
             lines.append("No registered algorithm accepts this problem.")
+        lines.extend(f"To use {' and '.join(names)} all the same: {fix}." for fix, names in fixes.items())
         super().__init__("\n".join(lines))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from its message, with its attributes (the notes and partial solution added on
         # the way included) as state, so that it crosses to another process whole.
         return (_rebuilt_error, (type(self), self.args), self.__dict__)
+
+
+def _name(alg: Any) -> str:
+    return alg.__name__ if isinstance(alg, type) else type(alg).__name__
+
+
+def _stages(alg: Any) -> list[Any]:
+    """The stages of a polyalgorithm (a `Chain`'s ``stages``, pairs of algorithm and budget),
+    or [] for a single algorithm."""
+    return [stage for stage, _ in getattr(alg, "stages", ())]
+
+
+def _stage_names(refusing: list[tuple[int, Any, list[Violation]]], count: int) -> str:
+    """ "stage 2 of 3 (BFGS)", or "stages 1 (LBFGS) and 3 (BFGS) of 3"."""
+    if len(refusing) == 1:
+        i, alg, _ = refusing[0]
+        return f"stage {i} of {count} ({_name(alg)})"
+    named = [f"{i} ({_name(alg)})" for i, alg, _ in refusing]
+    return f"stages {', '.join(named[:-1])} and {named[-1]} of {count}"
 
 
 def _rebuilt_error(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
@@ -303,13 +380,15 @@ def check_compatible(alg: Any, req: Requirements, *, probed: bool = False) -> No
         probed: The requirements come from the determinism probe, which called the objective.
 
     Raises:
-        IncompatibleAlgorithmError: At least one rule fails; the message names each failing trait,
-            why the problem needs it, and the registered algorithms that would accept the problem.
+        IncompatibleAlgorithmError: At least one rule fails; the message names each failing trait
+            (and, for a `Chain`, the stage that fails it), why the problem needs it, and the
+            registered algorithms that would accept the problem.
     """
     found = violations(req, traits(alg))
     if found:
         accepted = [name for name, cls in sorted(_REGISTRY.items()) if not violations(req, cls.traits)]
-        raise IncompatibleAlgorithmError(alg, found, accepted, probed=probed)
+        refusing = [(i, stage, v) for i, stage in enumerate(_stages(alg), 1) if (v := violations(req, traits(stage)))]
+        raise IncompatibleAlgorithmError(alg, found, accepted, probed=probed, stages=refusing)
 
 
 _REGISTRY: dict[str, Any] = {}

@@ -385,7 +385,7 @@ def test_a_missing_framework_is_named_with_its_extra_when_the_problem_is_built(
     # Runs whether or not the framework is installed: the parameter is no ``backend`` (conftest.py).
     monkeypatch.setitem(sys.modules, framework, None)  # what an environment without it sees
     calls: list[Any] = []
-    with pytest.raises(ModuleNotFoundError, match=rf'^grad="{framework}" .* pip install optimeta\[{framework}\]$'):
+    with pytest.raises(ModuleNotFoundError, match=rf'^grad="{framework}" .* pip install \'optimeta\[{framework}\]\'$'):
         om.OptimizationProblem(lambda u, p: calls.append(u), np.zeros(2), grad=framework)
     assert calls == []
 

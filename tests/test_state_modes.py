@@ -339,7 +339,7 @@ def test_state_driving_the_loss_refuses_bfgs_for_noise_only() -> None:
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
         om.solve(prob, om.BFGS())
     assert [v.trait for v in info.value.violations] == [STOCHASTIC]
-    assert "does not declare stochastic=False, so the state may drive the loss" in str(info.value)
+    assert "is not declared deterministic, so the state may drive the loss" in str(info.value)
     assert rec.calls == 0
 
 
