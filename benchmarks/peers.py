@@ -211,22 +211,42 @@ def _optax(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
     return run
 
 
+#: The peers that need an optional module, by the modules they need (all from the extra ``bench``).
+OPTIONAL_PEERS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("torch",): ("torch:SGD", "torch:Adam", "torch:LBFGS"),
+    ("jax", "optax"): ("optax:sgd", "optax:adam", "optax:lbfgs"),
+}
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+def missing_peers() -> dict[str, tuple[str, ...]]:
+    """The peers that do not run here, by the missing modules that they need (e.g. ``"torch"``)."""
+    return {
+        ", ".join(m for m in modules if not _installed(m)): names
+        for modules, names in OPTIONAL_PEERS.items()
+        if not _installed(*modules)
+    }
+
+
 def available_peers() -> list[Peer]:
     """scipy's BFGS, L-BFGS-B, SLSQP and differential evolution; torch's SGD, Adam and LBFGS and optax's sgd, adam and lbfgs
-    where they are installed."""
+    where they are installed (`missing_peers` names the others)."""
     peers = [
         Peer("scipy:BFGS", True, _scipy("BFGS")),
         Peer("scipy:L-BFGS-B", True, _scipy_constrained("L-BFGS-B"), "bounds"),
         Peer("scipy:SLSQP", True, _scipy_constrained("SLSQP"), "all"),
         Peer("scipy:differential_evolution", True, _differential_evolution, "all", needs_bounds=True),
     ]
-    if importlib.util.find_spec("torch") is not None:
+    if _installed("torch"):
         peers += [
             Peer("torch:SGD", False, _torch("SGD")),
             Peer("torch:Adam", False, _torch("Adam")),
             Peer("torch:LBFGS", True, _torch("LBFGS")),
         ]
-    if importlib.util.find_spec("optax") is not None and importlib.util.find_spec("jax") is not None:
+    if _installed("optax", "jax"):
         peers += [
             Peer("optax:sgd", False, _optax("sgd")),
             Peer("optax:adam", False, _optax("adam")),

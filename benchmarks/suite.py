@@ -12,6 +12,7 @@ results come back in the order of the serial run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -230,6 +231,23 @@ FULL_ONLY = frozenset({"AdamW", "AMSGrad", "Adamax", "NAdam", "RMSProp", "Adagra
 QUICK_MAX_SIZE = {"COBYLA": 4, "COBYQA": 4}
 
 
+def _moved(u: Any, relative: float, tiny: float) -> Any:
+    if isinstance(u, dict):
+        return {key: _moved(value, relative, tiny) for key, value in u.items()}
+    if isinstance(u, (list, tuple)):
+        return type(u)(_moved(value, relative, tiny) for value in u)
+    return np.asarray(u, dtype=np.float64) * (1.0 + relative) + tiny
+
+
+def perturb(problem: BenchProblem, relative: float = 1e-12, tiny: float = 1e-300) -> BenchProblem:
+    """`problem` from u0 * (1 + relative) + tiny (every leaf of a pytree u0): a rounding error's
+    worth of difference, to find the runs whose outcome such a difference changes."""
+    u0 = _moved(problem.u0, relative, tiny)
+    if "bounds" in problem.options:  # a start on a bound stays on it
+        u0 = np.clip(u0, *problem.options["bounds"])
+    return dataclasses.replace(problem, u0=u0)
+
+
 def run_suite(
     problems: list[BenchProblem],
     algorithms: list[str] | None,
@@ -237,10 +255,12 @@ def run_suite(
     progress: bool = True,
     full: bool = True,
     executor: Executor | None = None,
+    perturbed: bool = False,
 ) -> list[Result]:
     """Every chosen algorithm and peer on every problem: serially, or on ``executor``, where
     each run rebuilds its problem and peer by name (from `make_problems` and `available_peers`),
-    so the problems must be the suite's own."""
+    so the problems must be the suite's own. With `perturbed`, every run starts from its
+    problem's u0 moved by `perturb`."""
     registered = {cls.__name__: cls for cls in om.algorithms()}
     if algorithms is None:
         names = [n for n in registered if full or n not in FULL_ONLY]
@@ -255,7 +275,10 @@ def run_suite(
     ]
     jobs += [(p, peer) for p in problems for peer in chosen_peers]
     if executor is not None:
-        return _run_on(executor, jobs, progress)
+        return _run_on(executor, jobs, progress, perturbed)
+    if perturbed:
+        moved = {p.name: perturb(p) for p in problems}
+        jobs = [(moved[p.name], solver) for p, solver in jobs]
     return [_run_job(problem, solver) for problem, solver in _progress(jobs, progress)]
 
 
@@ -268,7 +291,9 @@ def _run_job(problem: BenchProblem, solver: str | Peer) -> Result:
         return run_peer(problem, solver)
 
 
-def _run_on(executor: Executor, jobs: list[tuple[BenchProblem, str | Peer]], progress: bool) -> list[Result]:
+def _run_on(
+    executor: Executor, jobs: list[tuple[BenchProblem, str | Peer]], progress: bool, perturbed: bool = False
+) -> list[Result]:
     """The jobs on `executor`, sent by name (the problems hold closures that a process pool
     cannot pickle); the results in the order of the jobs."""
     known = _problems()
@@ -276,7 +301,7 @@ def _run_on(executor: Executor, jobs: list[tuple[BenchProblem, str | Peer]], pro
         if problem.name not in known:
             raise ValueError(f"with an executor, the problems must be the suite's own, got {problem.name!r}")
     futures = [
-        executor.submit(run_named, problem.name, solver if isinstance(solver, str) else solver.name)
+        executor.submit(run_named, problem.name, solver if isinstance(solver, str) else solver.name, perturbed)
         for problem, solver in jobs
     ]
     try:
@@ -288,11 +313,12 @@ def _run_on(executor: Executor, jobs: list[tuple[BenchProblem, str | Peer]], pro
             future.cancel()
 
 
-def run_named(problem: str, solver: str) -> Result:
+def run_named(problem: str, solver: str, perturbed: bool = False) -> Result:
     """One run, named by its problem and its solver (a registered algorithm or a peer), in
-    whichever process the executor runs it."""
+    whichever process the executor runs it (from the moved u0 with `perturbed`)."""
     peers = {peer.name: peer for peer in available_peers()}
-    return _run_job(_problems()[problem], peers.get(solver, solver))
+    bench = _problems()[problem]
+    return _run_job(perturb(bench) if perturbed else bench, peers.get(solver, solver))
 
 
 @functools.cache

@@ -41,6 +41,8 @@ def test_passes_to_tolerance_is_where_the_gap_stays_within_it() -> None:
 
 
 def test_suite_runs_a_tiny_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from catalogue import twin_margin
+
     from benchmarks.__main__ import main
 
     out = tmp_path / "bench"
@@ -54,8 +56,9 @@ def test_suite_runs_a_tiny_configuration(tmp_path: Path, capsys: pytest.CaptureF
     bfgs = ran[("rosenbrock-2", "BFGS")]
     peer = ran[("rosenbrock-2", "scipy:BFGS")]
     assert bfgs["status"] == peer["status"] == "ok" and bfgs["success"] and bfgs["gap"] < 1e-10
-    # optimeta's BFGS is scipy's: the same iterations and evaluations as the peer called directly.
-    assert (bfgs["iterations"], bfgs["fevals"]) == (peer["iterations"], peer["fevals"])
+    # optimeta's BFGS follows scipy's: counts within a few of the peer called directly (to rounding).
+    for count in ("iterations", "fevals"):
+        assert abs(bfgs[count] - peer[count]) <= twin_margin(peer[count]), (count, bfgs[count], peer[count])
     adam = ran[("rosenbrock-2", "Adam")]
     assert adam["iterations"] == adam["gevals"] == 2000 and adam["history"]["evaluations"][-1] <= adam["fevals"]
     refused = ran[("noisy-quadratic", "BFGS")]
@@ -64,6 +67,10 @@ def test_suite_runs_a_tiny_configuration(tmp_path: Path, capsys: pytest.CaptureF
     table = (out / "results.md").read_text()
     assert "| noisy-quadratic | BFGS | refused: tolerates_stochastic_loss |" in table
     assert table in capsys.readouterr().out
+    if importlib.util.find_spec("matplotlib") is None:
+        # Without the bench extra the run says which plots it skips, and draws none.
+        assert not list(out.glob("*.png"))
+        return
     for problem in problems.split(","):
         assert (out / f"{problem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
