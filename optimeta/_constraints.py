@@ -18,7 +18,14 @@ from ._objective import real_array, strip_tracers
 if TYPE_CHECKING:
     from ._objective import Layout
 
-__all__ = ["Constraint", "ScipyConstraint", "check_constraints", "on_free_coordinates", "to_scipy"]
+__all__ = [
+    "Constraint",
+    "ScipyConstraint",
+    "check_constraint_sizes",
+    "check_constraints",
+    "on_free_coordinates",
+    "to_scipy",
+]
 
 #: What ``OptimizationProblem(constraints=...)`` accepts besides `Constraint`: scipy's own
 #: constraint objects, over the flattened ``u``.
@@ -120,6 +127,64 @@ def check_constraints(constraints: Any) -> tuple[Constraint | ScipyConstraint, .
             )
     # scipy's constraint objects hold the caller's arrays: a copy keeps the problem unchanged.
     return tuple(c if isinstance(c, Constraint) else copy.deepcopy(c) for c in items)
+
+
+def check_constraint_sizes(
+    constraints: Sequence[Constraint | ScipyConstraint], layout: Layout, x0: np.ndarray, p: Any
+) -> None:
+    """Refuse constraints whose sizes do not fit the problem, when the problem is built.
+
+    A `LinearConstraint` needs one column per entry of the flattened ``u`` and sides of one
+    value or one per row. A `Constraint` or `NonlinearConstraint` is evaluated once at ``u0``
+    (`x0`, flat; a call of its ``fun``, and of its ``jac`` when given, not counted in
+    ``Stats``) and must return a scalar or a 1-d array with as many values as its sides have
+    (sides of one value fit any).
+
+    Raises:
+        ValueError: Naming the constraint (its index), what it returned, and the sizes.
+    """
+    n = layout.size
+    for i, c in enumerate(constraints):
+        name = f"constraints[{i}] ({type(c).__name__})"
+        sides = (int(np.size(c.lb)), int(np.size(c.ub)))
+        if isinstance(c, scipy.optimize.LinearConstraint):
+            shape = tuple(c.A.shape) if hasattr(c.A, "toarray") else np.atleast_2d(np.asarray(c.A)).shape
+            if len(shape) != 2 or shape[1] != n:
+                raise ValueError(
+                    f"{name} needs one column of A per entry of the flattened u ({n}), got A of shape {shape}"
+                )
+            _check_sides(name, sides, shape[0], "rows of A")
+            continue
+        with np.errstate(all="ignore"):  # the values' sizes are checked here, not their values
+            if isinstance(c, Constraint):
+                u = layout.unflatten(x0)
+                values = real_array(strip_tracers(c.fun(u, p)), f"the value of {name}'s fun at u0")
+                matrix = None if c.jac is None else np.asarray(strip_tracers(c.jac(u, p)))
+            else:
+                values = real_array(c.fun(x0.copy()), f"the value of {name}'s fun at u0")
+                matrix = np.asarray(c.jac(x0.copy())) if callable(c.jac) else None
+        if values.ndim > 1:
+            raise ValueError(f"{name}: its fun must return a scalar or a 1-d array, got shape {values.shape} at u0")
+        m = values.size
+        _check_sides(name, sides, m, "values returned by its fun at u0")
+        if matrix is not None and not hasattr(matrix, "toarray"):
+            fits = matrix.shape == (m, n) or (m == 1 and matrix.shape == (n,))
+            if not fits:
+                raise ValueError(
+                    f"{name}: its jac must return a {m} x {n} matrix at u0 (a row per value of fun, a column per "
+                    f"entry of the flattened u), got shape {matrix.shape}"
+                )
+
+
+def _check_sides(name: str, sides: tuple[int, int], m: int, what: str) -> None:
+    bad = [side for side, size in zip(("lb", "ub"), sides) if size not in (1, m)]
+    if bad:
+        size = sides[0] if bad[0] == "lb" else sides[1]
+        which = "its sides lb and ub have" if len(bad) == 2 else f"its {bad[0]} has"
+        raise ValueError(
+            f"{name}: {which} {size} values but there are {m} {what}; give one value per value of the "
+            "constraint, or one for all"
+        )
 
 
 def to_scipy(constraints: Sequence[Constraint | ScipyConstraint], layout: Layout, p: Any) -> list[ScipyConstraint]:

@@ -10,10 +10,6 @@ sign flip for maximisation, and the call counts.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import autograd
@@ -23,7 +19,7 @@ import scipy.optimize
 from autograd.core import make_vjp
 from autograd.tracer import getval, isbox
 
-from ._state import StateMutationError, first_change, short_repr
+from ._state import StateMutationError, copy_state, first_change, short_repr
 from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
 if TYPE_CHECKING:
@@ -132,13 +128,16 @@ def strip_tracers(tree: Any) -> Any:
     return tree_map(plain, tree)
 
 
-@contextlib.contextmanager
-def _constant_gradients_allowed() -> Iterator[None]:
-    """autograd warns when a gradient does not depend on u; for second derivatives that is just
-    a zero Hessian (a linear loss)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Output seems independent of input", UserWarning)
-        yield
+def _gradient_of(loss: Any) -> Any:
+    """autograd's gradient of `loss`, tied to its input: for a loss linear in u (or constant) the
+    gradient does not depend on u, and differentiating it again is a zero second derivative, not
+    autograd's warning that the output seems independent of the input."""
+    gradient = autograd.grad(loss)
+
+    def tied(y: Any) -> Any:
+        return gradient(y) + 0.0 * y
+
+    return tied
 
 
 #: Relative step of finite differences: the square root of float64's machine epsilon.
@@ -205,7 +204,7 @@ class Objective:
         self.constraints: tuple[Any, ...] = prob.constraints
         self.sign = 1.0 if prob.sense == "min" else -1.0
         self.stateful = prob.state is not None
-        self.state: Any = copy.deepcopy(prob.state)
+        self.state: Any = copy_state(prob.state)
         self.p: Any = prob.p
         self.fevals = 0
         self.gevals = 0
@@ -285,7 +284,7 @@ class Objective:
         if not self.stateful:
             return None
         if self._constant or self.per_step_commit:
-            return copy.deepcopy(self.state)
+            return copy_state(self.state)
         return self.state
 
     def _keep(self, x: np.ndarray, new_state: Any) -> None:
@@ -349,7 +348,7 @@ class Objective:
         # Both calls see the same state (f gets a copy, so that an in-place change such as a
         # draw from a Generator cannot reach grad); the state grad returns is the one kept.
         u = self._user_u(x)
-        loss, _ = self._call(self._f, "f", u, copy.deepcopy(state) if self.stateful else None)
+        loss, _ = self._call(self._f, "f", u, copy_state(state) if self.stateful else None)
         value = check_loss(loss, self.stateful)
         grad_tree, new_state = self._call(self._grad, "grad", u, state)
         grad = self.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
@@ -375,7 +374,7 @@ class Objective:
         at_x: list[tuple[float, Any]] = []
 
         def fun(xi: np.ndarray) -> float:
-            loss, new_state = self._call(self._f, "f", self._user_u(xi), copy.deepcopy(state))
+            loss, new_state = self._call(self._f, "f", self._user_u(xi), copy_state(state))
             value = check_loss(loss, self.stateful)
             if not at_x:
                 at_x.append((value, new_state))
@@ -396,14 +395,18 @@ class Objective:
         def loss(flat: Any) -> Any:
             # One counted call of f (a constant state is checked as after any call); the state
             # it returns is dropped: a Hessian is not a step.
-            value, _ = self._call(self._f, "f", self.layout.unflatten(flat), copy.deepcopy(state))
-            return value
+            value, _ = self._call(self._f, "f", self.layout.unflatten(flat), copy_state(state))
+            if isbox(value):
+                return value
+            # A loss that does not depend on u (a constant): its derivatives are zero; a box
+            # all the same, so that autograd differentiates it rather than refusing a number.
+            return flat[0] * 0.0 + check_loss(value, self.stateful)
 
         return loss
 
     def _grad_only(self, x: np.ndarray) -> np.ndarray:
         # The user's grad at x on a copy of the committed state: a point of a difference quotient.
-        out, _ = self._call(self._grad, "grad", self._user_u(x), copy.deepcopy(self.state) if self.stateful else None)
+        out, _ = self._call(self._grad, "grad", self._user_u(x), copy_state(self.state) if self.stateful else None)
         return self.layout.flatten(out, "the gradient returned by grad", broadcast=False)
 
     def _grad_at_base(self, x: np.ndarray) -> np.ndarray:
@@ -421,11 +424,10 @@ class Objective:
         self.hevals += 1
         x, v = np.asarray(x, dtype=np.float64), np.asarray(v, dtype=np.float64)
         if self._framework is not None:
-            product, _ = self._framework_call(self._framework.hessp, x, copy.deepcopy(self.state), v)
+            product, _ = self._framework_call(self._framework.hessp, x, copy_state(self.state), v)
         elif self._grad is None:
-            loss = self._plain_loss(self.state)
-            with _constant_gradients_allowed():
-                product = autograd.grad(lambda y: anp.dot(autograd.grad(loss)(y), v))(x)
+            gradient = _gradient_of(self._plain_loss(self.state))
+            product = autograd.grad(lambda y: anp.dot(gradient(y), v))(x)
         else:
             norm = float(np.linalg.norm(v))
             if norm == 0.0:
@@ -441,10 +443,9 @@ class Objective:
         x = np.asarray(x, dtype=np.float64)
         matrix: np.ndarray
         if self._framework is not None:
-            matrix, _ = self._framework_call(self._framework.hessian, x, copy.deepcopy(self.state))
+            matrix, _ = self._framework_call(self._framework.hessian, x, copy_state(self.state))
         elif self._grad is None:
-            with _constant_gradients_allowed():
-                matrix = np.asarray(autograd.hessian(self._plain_loss(self.state))(x), dtype=np.float64)
+            matrix = np.asarray(autograd.jacobian(_gradient_of(self._plain_loss(self.state)))(x), dtype=np.float64)
         else:
             g0 = self._grad_at_base(x)
             steps = _FD_STEP * np.maximum(1.0, np.abs(x))
@@ -477,8 +478,8 @@ class Objective:
         self._probing = True
         try:
             if self._framework is not None:
-                return self._framework_call(self._framework.value, x, copy.deepcopy(state))
-            loss, new_state = self._call(self._f, "f", self._user_u(x), copy.deepcopy(state))
+                return self._framework_call(self._framework.value, x, copy_state(state))
+            loss, new_state = self._call(self._f, "f", self._user_u(x), copy_state(state))
             return check_loss(loss, self.stateful), strip_tracers(new_state)
         finally:
             self._probing = False

@@ -10,9 +10,10 @@ from typing import Any, Literal
 import numpy as np
 import scipy.optimize
 
-from ._constraints import check_constraints
+from ._constraints import check_constraint_sizes, check_constraints
 from ._frameworks import FRAMEWORKS, check_state, require
 from ._objective import Layout, real_array
+from ._state import copy_state
 from ._tree import is_container, tree_map
 
 __all__ = ["OptimizationProblem"]
@@ -173,7 +174,11 @@ class OptimizationProblem:
         # Normalised: None when no side bounds anything, else read-only copies shaped like u0.
         box = None if lb is None or ub is None else (_readonly_tree(layout, lb), _readonly_tree(layout, ub))
         set_(self, "bounds", box)
-        set_(self, "constraints", check_constraints(self.constraints))
+        constraints = check_constraints(self.constraints)
+        check_constraint_sizes(constraints, layout, x0, self.p)
+        set_(self, "constraints", constraints)
+        if self.state is not None:
+            copy_state(self.state)  # every call gets a copy: a state that cannot be copied is refused now
 
     @classmethod
     def from_scipy(

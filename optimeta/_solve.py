@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import numbers
@@ -18,6 +17,7 @@ from ._objective import Objective
 from ._observe import Observer, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
+from ._state import copy_state, short_repr
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm, suggest_keywords
 from .traits import IncompatibleAlgorithmError, Requirements, check_compatible, needs_probe, requirements, traits
 
@@ -66,7 +66,7 @@ class _Monitor:
             self.observer.step(self.iterations, x, loss, obj.fevals, time.perf_counter() - self.start)
         if self.callback is not None:
             info = IterationInfo(
-                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy.deepcopy(obj.state), self.epoch
+                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy_state(obj.state), self.epoch
             )
             try:
                 answer = self.callback(info)
@@ -275,7 +275,7 @@ def _probed(alg: Algorithm, req: Requirements, objective: Objective) -> None:
         _probe(alg, req, objective)
     except IncompatibleAlgorithmError:
         raise
-    except (Exception, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
         _attach_partial(exc, alg, objective, _Monitor(objective, None, None, None), probe=True)
         raise
 
@@ -293,9 +293,9 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: A
     if maxiters is not None and not _positive_int(maxiters):
         raise ValueError(f"maxiters must be a positive integer or None, got {maxiters!r}")
     if maxtime is not None and (
-        isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not 0 < float(maxtime) < math.inf
+        isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not 0 < _seconds(maxtime) < math.inf
     ):
-        raise ValueError(f"maxtime must be a positive, finite number of seconds or None, got {maxtime!r}")
+        raise ValueError(f"maxtime must be a positive, finite number of seconds or None, got {short_repr(maxtime)}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
     if not _positive_int(epochs):
@@ -313,6 +313,14 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: A
             f"data is a one-shot iterator ({type(data).__name__}), which epochs={epochs} would exhaust after "
             "the first epoch: pass a list, or any iterable that can be iterated again"
         )
+
+
+def _seconds(value: numbers.Real) -> float:
+    """`value` as a float; NaN for a number too large for one (``10**400``), which is refused."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 def _positive_int(value: Any) -> bool:
@@ -469,11 +477,11 @@ def solve(
             else:
                 run = _Run(maxiters, maxtime, callback, data, epochs, check_determinism, skips)
                 sol = _solve_one(prob, alg, chosen, req, run, observer)
-        except (Exception, KeyboardInterrupt) as exc:
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             if observer is not None:
                 partial = getattr(exc, "partial_solution", None)
                 if isinstance(partial, Solution):
-                    exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[union-attr]
+                    exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[attr-defined]
                 observer.end(None, exc)
             raise
         if observer is not None:
@@ -538,7 +546,7 @@ def _solve_one(
                 alg, objective, monitor, result.x, result.loss, result.retcode, result.message, result.original
             )
         raise TypeError(f"{type(alg).__name__} is neither a step-wise nor a whole-run algorithm")
-    except (Exception, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
         _attach_partial(exc, alg, objective, monitor)
         raise
 

@@ -35,6 +35,7 @@ from ._solve import (
     observer_for,
     planned_steps,
 )
+from ._state import copy_state
 from .backends._base import Algorithm, StepwiseAlgorithm, suggest_keywords
 from .traits import Requirements, check_compatible, requirements, traits
 
@@ -166,7 +167,7 @@ class Solver:
     @property
     def state(self) -> Any:
         """A copy of the committed state (None for a stateless problem)."""
-        return copy.deepcopy(self._objective.state)
+        return copy_state(self._objective.state)
 
     def step(self) -> bool:
         """Take one step (nothing once the run has ended); True while the run may go on.
@@ -223,12 +224,12 @@ class Solver:
                     limit,
                     self._loss,
                 )
-            except (Exception, KeyboardInterrupt) as exc:
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
                 _attach_partial(exc, self.algorithm, self._objective, monitor)
                 if observer is not None:
                     partial = getattr(exc, "partial_solution", None)
                     if isinstance(partial, Solution):
-                        exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[union-attr]
+                        exc.partial_solution = replace(partial, history=observer.history())  # type: ignore[attr-defined]
                     observer.end(None, exc)
                     self._started = False
                 raise
@@ -247,7 +248,7 @@ class Solver:
             algorithm=self.algorithm,
             x=self._x.copy(),
             opt_state=copy.deepcopy(self._opt_state),
-            state=copy.deepcopy(obj.state),
+            state=copy_state(obj.state),
             counts=(monitor.iterations, obj.fevals, obj.gevals, obj.probe_fevals, obj.hevals),
             skips=(monitor.max_skips, monitor.skipped, monitor.skips_in_a_row),
             elapsed=time.perf_counter() - monitor.start,
@@ -386,7 +387,7 @@ def resume(
     check_compatible(alg, req)
     declared = traits(alg)
     objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
-    objective.state = copy.deepcopy(checkpoint.state)
+    objective.state = copy_state(checkpoint.state)
     iterations, objective.fevals, objective.gevals, objective.probe_fevals, objective.hevals = checkpoint.counts
     monitor = _Monitor(objective, checkpoint.maxiters, checkpoint.maxtime, callback)
     monitor.iterations = iterations

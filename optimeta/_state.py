@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 import reprlib
@@ -11,7 +12,7 @@ import numpy as np
 
 from ._tree import children, is_container
 
-__all__ = ["StateMutationError", "first_change", "first_difference", "short_repr"]
+__all__ = ["StateMutationError", "copy_state", "first_change", "first_difference", "short_repr"]
 
 
 class StateMutationError(RuntimeError):
@@ -47,6 +48,50 @@ class StateMutationError(RuntimeError):
 
 
 StateMutationError.__module__ = "optimeta"  # shown as optimeta.StateMutationError, where users import it
+
+
+def copy_state(state: Any, what: str = "the state") -> Any:
+    """A deep copy of `state`, or a TypeError that names the part that cannot be copied.
+
+    Every call of f gets its own copy of the committed state, so that a trial call (a line
+    search's, the determinism probe's) cannot change the state a later step starts from, and
+    checkpoints and callbacks hold the state as it was. `what` names the state in the message
+    (``"the state"``, ``"the state f returned"``).
+    """
+    try:
+        return copy.deepcopy(state)
+    except Exception as exc:
+        path, leaf, error = _uncopyable(state, "state", exc)
+        raise TypeError(
+            f"{what} must be copyable with copy.deepcopy, but {path} ({type(leaf).__name__}) is not: {error}. "
+            "optimeta gives every call of f its own copy of the state, so that trial calls cannot change the "
+            "state a step starts from. Keep objects that cannot be copied (locks, open files, generators, "
+            "connections) in p or in a closure, and the state to plain data: arrays, numbers, RNG keys or "
+            "Generators, containers of them"
+        ) from exc
+
+
+def _uncopyable(tree: Any, path: str, error: Exception) -> tuple[str, Any, Exception]:
+    """The path, object and error of the first part of `tree` that copy.deepcopy refuses."""
+    if is_container(tree):
+        parts = [(path + suffix, child) for suffix, child in children(tree)]
+    elif hasattr(tree, "__dict__") and not isinstance(tree, type):
+        parts = [(f"{path}.{name}", child) for name, child in vars(tree).items()]
+    else:
+        parts = []
+    for where, child in parts:
+        refused = _copy_error(child)
+        if refused is not None:
+            return _uncopyable(child, where, refused)
+    return path, tree, error
+
+
+def _copy_error(value: Any) -> Exception | None:
+    try:
+        copy.deepcopy(value)
+    except Exception as exc:  # noqa: BLE001 - any refusal of deepcopy is reported, with the part's path
+        return exc
+    return None
 
 
 #: Repr limits of `short_repr`: a few items of each container, strings cut to 40 characters.

@@ -22,6 +22,7 @@ import autograd.numpy as anp
 import numpy as np
 import pytest
 import scipy.optimize
+from autograd.tracer import getval
 
 import optimeta as om
 from optimeta._constraints import to_scipy
@@ -502,11 +503,12 @@ def test_algorithm_without_constraints_refuses_before_any_call(cls: type) -> Non
     objective = Counter(lambda u, p: anp.sum((u - 2.0) ** 2))
     constraint = Counter(lambda u, p: anp.sum(u**2))
     prob = om.OptimizationProblem(objective, np.zeros(2), constraints=[om.Constraint(constraint, ub=1.0)])
+    assert constraint.calls == 1  # once at u0 when the problem is built, for the sizes check
     with pytest.raises(om.IncompatibleAlgorithmError, match=r"supports_constraints: the problem needs") as excinfo:
         om.solve(prob, _configured(cls), maxiters=5)
     err = excinfo.value
     assert isinstance(err, ValueError)
-    assert objective.calls == 0 and constraint.calls == 0
+    assert objective.calls == 0 and constraint.calls == 1
     assert "supports_constraints=True" in str(err) and "supports_constraints=False" in str(err)
     assert "(the objective was not called)" in str(err)
     assert ("supports_constraints",) in [v.traits for v in err.violations]
@@ -776,23 +778,39 @@ def test_problem_refuses_other_constraints(make: Callable[[], Any], regex: str) 
     assert objective.calls == 0
 
 
-def test_non_real_constraint_values_are_refused_at_the_first_call() -> None:
-    for value, what in ((lambda u, p: "big", r"<U3"), (lambda u, p: 1j * u[0], "complex")):
-        prob = om.OptimizationProblem(_dist2([2.0, 2.0]), np.zeros(2), constraints=om.Constraint(value, ub=1.0))
-        with pytest.raises(TypeError, match=rf"^the value of a Constraint's fun must hold real numbers, got {what}"):
-            om.solve(prob, om.COBYLA())
+def test_non_real_constraint_values_are_refused_when_the_problem_is_built() -> None:
+    """The constraint is evaluated once at u0 when the problem is built; a value that is not real
+    is refused there, naming the constraint."""
+    cases = (
+        (lambda u, p: "big", r"must be a real number or array, got 'big'"),
+        (lambda u, p: 1j * u[0], r"must hold real numbers, got complex values: 0j"),
+    )
+    for value, what in cases:
+        with pytest.raises(TypeError, match=rf"^the value of constraints\[0\] \(Constraint\)'s fun at u0 {what}"):
+            om.OptimizationProblem(_dist2([2.0, 2.0]), np.zeros(2), constraints=om.Constraint(value, ub=1.0))
+
+
+def test_non_real_constraint_values_away_from_u0_are_refused_at_the_call() -> None:
+    def value(u: Any, p: Any) -> Any:
+        return u[0] if float(getval(u[0])) == 0.0 else 1j * u[0]
+
+    prob = om.OptimizationProblem(_dist2([2.0, 2.0]), np.zeros(2), constraints=om.Constraint(value, ub=1.0))
+    with pytest.raises(TypeError, match=r"^the value of a Constraint's fun must hold real numbers, got complex"):
+        om.solve(prob, om.COBYLA())
 
 
 def test_a_constraint_value_that_is_not_1d_is_refused() -> None:
     """``fun`` must return "a real scalar or 1-d array" (Constraint's docstring): a (1, 2) value is
-    refused, not flattened into two constraints."""
-    prob = om.OptimizationProblem(
-        _dist2([2.0, 2.0]),
-        np.zeros(2),
-        constraints=om.Constraint(lambda u, p: anp.reshape(u, (1, 2)), ub=np.array([1.0, 0.5])),
-    )
-    with pytest.raises(ValueError, match=r"must return a scalar or a 1-d array, got shape \(1, 2\)"):
-        om.solve(prob, om.SLSQP())
+    refused when the problem is built, not flattened into two constraints."""
+    with pytest.raises(
+        ValueError,
+        match=r"^constraints\[0\] \(Constraint\): its fun must return a scalar or a 1-d array, got shape \(1, 2\) at u0$",
+    ):
+        om.OptimizationProblem(
+            _dist2([2.0, 2.0]),
+            np.zeros(2),
+            constraints=om.Constraint(lambda u, p: anp.reshape(u, (1, 2)), ub=np.array([1.0, 0.5])),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

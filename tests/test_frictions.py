@@ -356,12 +356,19 @@ def test_every_algorithm_attaches_the_run_so_far_with_f_at_its_u(cls: type, at: 
     assert partial.stats.fevals + partial.stats.probe_fevals == f.calls == at
 
 
+#: What is not an Exception but may end a run from inside f: each keeps its type and gets the note
+#: and the partial solution, as any exception does.
+BASE_EXCEPTIONS = [KeyboardInterrupt, SystemExit, GeneratorExit]
+
+
+@pytest.mark.parametrize("kind", BASE_EXCEPTIONS, ids=lambda kind: kind.__name__)
 @pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
-def test_a_keyboard_interrupt_in_the_probe_carries_u0(cls: type) -> None:
-    f = Raising(1, KeyboardInterrupt())
+def test_a_keyboard_interrupt_in_the_probe_carries_u0(cls: type, kind: type[BaseException]) -> None:
+    f = Raising(1, kind())
     prob = om.OptimizationProblem(f, U0, bounds=box_for(cls))
-    with pytest.raises(KeyboardInterrupt) as info:
+    with pytest.raises(kind) as info:
         om.solve(prob, configured(cls), maxiters=_budget(cls))
+    assert type(info.value) is kind
     partial = _assert_partial(info.value, prob)
     if om.traits(cls).tolerates_stochastic_loss:
         assert info.value.__notes__[0].startswith(f"optimeta: raised during step 1 of {cls.__name__} (")
@@ -372,8 +379,24 @@ def test_a_keyboard_interrupt_in_the_probe_carries_u0(cls: type) -> None:
         )
         assert (
             partial.message
-            == f"interrupted by KeyboardInterrupt during the determinism probe at u0, before step 1 of {cls.__name__}"
+            == f"interrupted by {kind.__name__} during the determinism probe at u0, before step 1 of {cls.__name__}"
         )
+
+
+@pytest.mark.parametrize("kind", BASE_EXCEPTIONS, ids=lambda kind: kind.__name__)
+@pytest.mark.parametrize("cls", ALL, ids=lambda cls: cls.__name__)
+def test_every_base_exception_mid_run_keeps_its_type_with_the_run_so_far(cls: type, kind: type[BaseException]) -> None:
+    clean = Raising(-1, Boom())
+    om.solve(om.OptimizationProblem(clean, U0, bounds=box_for(cls)), configured(cls), maxiters=_budget(cls))
+    at = min(6, clean.calls)
+    f = Raising(at, kind("from f"))
+    prob = om.OptimizationProblem(f, U0, bounds=box_for(cls))
+    with pytest.raises(kind) as info:
+        om.solve(prob, configured(cls), maxiters=_budget(cls))
+    assert type(info.value) is kind and info.value.args == ("from f",)
+    partial = _assert_partial(info.value, prob)
+    assert partial.stats.fevals + partial.stats.probe_fevals == f.calls == at
+    assert partial.message.startswith(f"interrupted by {kind.__name__} during ")
 
 
 @pytest.mark.parametrize("cls", [c for c in ALL if c.traits.supports_checkpoint], ids=lambda cls: cls.__name__)
