@@ -403,14 +403,16 @@ def scipy_counts(sol: om.Solution, prob: om.OptimizationProblem) -> tuple[int | 
     ``nfev``, plus one call of f for every Hessian or Hessian-vector product that autograd computes
     by tracing f (scipy counts those in ``nhev``, not ``nfev``), for every gradient a global
     method's local search asks for apart from the value (`SCIPY_GRADIENT_CALLS`), for the call at u0
-    that scipy's COBYLA makes and does not count (`uncounted_calls`), and for the one the adapter
-    makes at a returned point that is not scipy's (`moved_point_calls`)."""
+    that scipy's COBYLA makes and does not count (`uncounted_calls`), for the one the adapter
+    makes at a returned point that is not scipy's (`moved_point_calls`), and for the one it makes
+    at u0 before a method that may never evaluate it (``evaluates_start``)."""
     res, cls = sol.original, type(sol.algorithm)
     if adapter_result(res):
         return int(res.nit), int(res.nfev)
     field = SCIPY_ITERATIONS.get(cls, "nit")
     iterations = None if field is None else int(res[field]) - SCIPY_NIT_OFFSET.get(cls, 0)
     calls = int(res.nfev) + hessian_calls(sol, prob) + uncounted_calls(sol, prob) + moved_point_calls(sol, prob)
+    calls += int(getattr(cls, "evaluates_start", False))
     if cls in SCIPY_GRADIENT_CALLS:
         calls += int(res[SCIPY_GRADIENT_CALLS[cls]])
     return iterations, calls

@@ -132,6 +132,7 @@ class DifferentialEvolution(ScipyAdapter):
     traits: ClassVar[Traits] = minimize_traits(
         bounds=True, requires_bounds=True, gradient=False, constraints=True, commits=False
     )
+    evaluates_start: ClassVar[bool] = True  # its rescaling of u0 onto [0, 1] changes its last bits
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -218,6 +219,7 @@ class DualAnnealing(ScipyAdapter):
 
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, commits=False, callback=False)
     drops_fixed: ClassVar[bool] = True  # scipy refuses a fixed coordinate mid-run
+    evaluates_start: ClassVar[bool] = True  # its first local search may start elsewhere
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -265,6 +267,11 @@ class DualAnnealing(ScipyAdapter):
         return _budget_retcode(res, monitor, self.maxiter)
 
 
+#: The largest evaluation limit DIRECT takes: scipy allocates about 30 bytes per evaluation
+#: of the limit when the run starts (3 GB here).
+_DIRECT_MAXFUN = 10**8
+
+
 @register
 @dataclass(frozen=True, kw_only=True)
 class DIRECT(ScipyAdapter):
@@ -280,7 +287,9 @@ class DIRECT(ScipyAdapter):
         vol_tol: Relative volume of the smallest rectangle at which to stop, in [0, 1).
         len_tol: Relative side (locally biased) or diagonal of the smallest rectangle at which
             to stop, in [0, 1).
-        maxfun: Evaluation limit, >= 1 (None: 1000 per variable).
+        maxfun: Evaluation limit, from 1 to 10**8 (None: 1000 per variable): no more calls of
+            f are made (scipy's own limit lets it finish an iteration past it); MAXITERS when
+            it is reached.
 
     Traits:
         requires_bounds (finite), supports_callback; no gradient used. Not
@@ -311,6 +320,7 @@ class DIRECT(ScipyAdapter):
     }
     legacy_callback: ClassVar[bool] = True
     drops_fixed: ClassVar[bool] = True  # scipy refuses a fixed coordinate once it divides the box
+    evaluates_start: ClassVar[bool] = True  # it samples the box's centre, never u0
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, gradient=False, commits=False)
 
     def __post_init__(self) -> None:
@@ -321,17 +331,34 @@ class DIRECT(ScipyAdapter):
         check_fraction("len_tol", self.len_tol)
         if self.maxfun is not None:
             check_positive_int("maxfun", self.maxfun)
+            if self.maxfun > _DIRECT_MAXFUN:
+                raise ValueError(
+                    f"maxfun must be at most {_DIRECT_MAXFUN}, got {self.maxfun}: scipy's DIRECT allocates its "
+                    "arrays for the whole evaluation limit before it starts (about 30 bytes per evaluation)"
+                )
+
+    def evaluation_limit(self, n: int) -> int:
+        limit = 1000 * n if self.maxfun is None else int(self.maxfun)
+        if limit > _DIRECT_MAXFUN:  # maxfun=None with more than 10**5 variables
+            raise ValueError(
+                f"DIRECT's evaluation limit (1000 per variable, {limit} for {n} variables) must be at most "
+                f"{_DIRECT_MAXFUN}: scipy's DIRECT allocates its arrays for the whole limit before it starts "
+                f"(about 30 bytes per evaluation, {30 * limit / 2**30:.3g} GiB here); give DIRECT(maxfun=...)"
+            )
+        return limit
 
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
-        n = calls.x0.size
+        limit = self.evaluation_limit(calls.objective.x0.size)
         # scipy counts two iterations before the first callback: two more let the monitor stop
-        # the run after exactly maxiters reported ones.
+        # the run after exactly maxiters reported ones. scipy sizes arrays by maxiter as well: a
+        # budget past the evaluation limit is never reached (an iteration evaluates a point).
+        maxiter = 1000 if monitor.maxiters is None else min(int(monitor.maxiters), limit) + 2
         return scipy.optimize.direct(
             calls.value,
             calls.bounds,
             eps=self.eps,
-            maxfun=1000 * n if self.maxfun is None else int(self.maxfun),
-            maxiter=1000 if monitor.maxiters is None else int(monitor.maxiters) + 2,
+            maxfun=limit,
+            maxiter=maxiter,
             locally_biased=self.locally_biased,
             vol_tol=self.vol_tol,
             len_tol=self.len_tol,
@@ -374,6 +401,7 @@ class SHGO(ScipyAdapter):
     sampling_method: str = "simplicial"
 
     drops_fixed: ClassVar[bool] = True  # its Qhull triangulation fails on a box flat in one coordinate
+    evaluates_start: ClassVar[bool] = True  # it samples the box, never u0
     traits: ClassVar[Traits] = minimize_traits(
         bounds=True, requires_bounds=True, constraints=True, commits=False, callback=False
     )

@@ -68,7 +68,8 @@ class TNC(ScipyMinimize):
             the minimum on curved valleys).
         xtol: Change in u at which to stop, >= 0 (0: scipy's default).
         maxfun: Most objective calls, >= 1 (scipy's own default, max(100, 10 n), ends long runs
-            early); reaching it ends the run with MAXITERS.
+            early): no more calls of f are made (scipy's own limit lets it finish a line search
+            past it); reaching it ends the run with MAXITERS.
 
     Traits:
         commits_state_per_step, requires_gradient (uses_gradient), supports_bounds,
@@ -111,6 +112,9 @@ class TNC(ScipyMinimize):
         check_nonnegative("ftol", self.ftol)
         check_nonnegative("xtol", self.xtol)
         check_positive_int("maxfun", self.maxfun)
+
+    def evaluation_limit(self, n: int) -> int:
+        return int(self.maxfun)
 
     def options(self, monitor: Monitor, n: int) -> dict[str, Any]:
         options: dict[str, Any] = {"gtol": self.gtol}

@@ -7,7 +7,6 @@ their own scipy function through the same adapter.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,6 +14,7 @@ import numpy as np
 import scipy.optimize
 
 from .._constraints import on_free_coordinates, to_scipy
+from .._quiet import silenced
 from .._solution import ReturnCode
 from ..traits import Traits, register
 from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_positive_int
@@ -22,15 +22,34 @@ from ._base import Monitor, RunResult, WholeRunAlgorithm, check_positive, check_
 if TYPE_CHECKING:
     from .._objective import Objective
 
-__all__ = ["LBFGS", "NonFiniteRun", "ScipyAdapter", "ScipyCalls", "ScipyMinimize"]
+__all__ = ["C_INT_MAX", "LBFGS", "NonFiniteRun", "ScipyAdapter", "ScipyCalls", "ScipyMinimize", "c_int"]
+
+#: scipy's notes on how a run went, which its return code and message report.
+_SCIPY_NOTES = (
+    ("delta_grad == 0.0", UserWarning),
+    ("differential evolution didn't find a solution", UserWarning),
+)
+
+#: The largest count scipy's compiled methods take (a C ``int``: SLSQP, COBYLA, DIRECT).
+C_INT_MAX = 2**31 - 1
+
+
+def c_int(count: int) -> int:
+    """An iteration or evaluation budget as scipy's compiled code can take it: at most `C_INT_MAX`.
+
+    A larger budget (``maxiters=2**63``) is one no run reaches; passed as it is, it overflows
+    (SLSQP stops after 0 iterations, COBYLA and DIRECT raise ``OverflowError``).
+    """
+    return min(int(count), C_INT_MAX)
 
 
 class _Stop(Exception):
     """Ends scipy's run from inside a callback or an evaluation, for the given reason."""
 
-    def __init__(self, code: ReturnCode) -> None:
-        super().__init__(code.message)
+    def __init__(self, code: ReturnCode, message: str | None = None) -> None:
+        super().__init__(code.message if message is None else message)
         self.code = code
+        self.message = code.message if message is None else message
 
 
 class _UserError(Exception):
@@ -56,14 +75,23 @@ class ScipyCalls:
 
     Every evaluated point's value is kept (by the point's bytes), so the run's result is always
     reported with the value computed at that very point; the best finite point is kept too, for
-    a method stopped (by its time budget) before it returned anything.
+    a method stopped (by its time budget or evaluation limit) before it returned anything.
+
+    The run's limits are checked at every evaluation: `maxfun`, the method's own evaluation
+    limit, which no evaluation passes (scipy finishes its iteration past its own), and, for a
+    method without callbacks (`timed`) or one that goes on after its callback stopped it (a
+    polish), ``maxtime``: scipy is stopped at the first evaluation past it.
     """
 
-    def __init__(self, objective: Objective, monitor: Monitor, *, timed: bool) -> None:
+    def __init__(self, objective: Objective, monitor: Monitor, *, timed: bool, maxfun: int | None = None) -> None:
         self.objective = objective
         self.monitor = monitor
-        self.timed = timed
+        self.timed = timed  # maxtime is checked at every evaluation (a method without callbacks)
+        self.limited = True  # the time budget and `maxfun` apply (not to the result's own value)
+        self.maxfun = maxfun
+        self.evaluations = 0
         self.stopped: list[ReturnCode] = []
+        self.stop_message: str | None = None  # why the run was stopped, when not the code's own message
         self.last: list[np.ndarray] = []
         self.seen: dict[bytes, tuple[float, bool]] = {}
         self.best: tuple[float, np.ndarray] | None = None
@@ -83,7 +111,9 @@ class ScipyCalls:
         self.seen[x.tobytes()] = (loss, finite)
         if finite and (self.best is None or loss < self.best[0]):
             self.best = (loss, x.copy())
-        if self.timed and self.monitor.out_of_time():
+        # A method that goes on evaluating after its callback stopped it (differential
+        # evolution's polish) is timed at every evaluation as well.
+        if self.limited and (self.timed or self.stopped) and self.monitor.out_of_time():
             raise _Stop(ReturnCode.MAXTIME)
 
     def drop_fixed(self) -> None:
@@ -126,8 +156,16 @@ class ScipyCalls:
             x = np.clip(x, self.objective.lb, self.objective.ub)
         return x
 
+    def _count(self) -> None:
+        # The method's evaluation limit is a hard one: scipy's methods finish an iteration (or
+        # a line search) past theirs.
+        if self.maxfun is not None and self.limited and self.evaluations >= self.maxfun:
+            raise _Stop(ReturnCode.MAXITERS, f"the evaluation limit was reached (maxfun={self.maxfun})")
+        self.evaluations += 1
+
     def value(self, x: np.ndarray) -> float:
         x = self._inside(x)
+        self._count()
         try:
             loss = self.objective.value(x)
         except Exception as exc:
@@ -137,6 +175,7 @@ class ScipyCalls:
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         x = self._inside(x)
+        self._count()
         try:
             loss, grad = self.objective.value_and_grad(x)
         except Exception as exc:
@@ -193,11 +232,11 @@ class ScipyCalls:
         known = self.seen.get(x.tobytes())
         if known is not None:
             return known
-        timed, self.timed = self.timed, False  # the result's own value, never cut short
+        limited, self.limited = self.limited, False  # the result's own value, never cut short
         try:
             loss = self.value(x)
         finally:
-            self.timed = timed
+            self.limited = limited
         return loss, math.isfinite(loss)
 
 
@@ -210,8 +249,9 @@ class ScipyAdapter(WholeRunAlgorithm):
     scipy's status onto `ReturnCode`; and reports the returned point with the value computed
     there. A non-finite value at the returned point is ``NONFINITE`` whatever scipy says. A
     method without per-iteration callbacks (``supports_callback=False``) takes its iteration
-    budget as its own option, reports scipy's ``nit``, and is stopped by ``maxtime`` at the
-    first evaluation past it, at the best point seen.
+    budget as its own option, reports scipy's ``nit``, and is stopped by ``maxtime`` at the first
+    evaluation past it, at the best point seen; so is a method that goes on evaluating after
+    its callback stopped it (differential evolution's polish), at its last iterate.
 
     ``f`` is never called outside the bounds: a point scipy tries past them (methods that treat
     bounds as constraints they may violate on the way, such as COBYLA and trust-constr, or a
@@ -223,11 +263,24 @@ class ScipyAdapter(WholeRunAlgorithm):
         legacy_callback: The method calls ``callback(xk)``, not ``callback(intermediate_result)``.
         drops_fixed: The method cannot take a coordinate fixed by the bounds (lb == ub):
             scipy is given the free coordinates alone (`ScipyCalls.drop_fixed`).
+        evaluates_start: The method may never evaluate ``u0`` (it samples the box, or rescales
+            ``u0``): the adapter evaluates it first (with the gradient, when the method uses
+            one), so that a run not finite at ``u0`` ends there, after one call, as every
+            other run does.
     """
 
     statuses: ClassVar[dict[int, ReturnCode]] = {}
     legacy_callback: ClassVar[bool] = False
     drops_fixed: ClassVar[bool] = False
+    evaluates_start: ClassVar[bool] = False
+
+    def evaluation_limit(self, n: int) -> int | None:
+        """The method's own limit on evaluations for `n` variables (its ``maxfun``), or None.
+
+        Raises:
+            ValueError: When scipy could not hold the limit (before any call of f).
+        """
+        return None
 
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
         """Run scipy's method; return its ``OptimizeResult``."""
@@ -239,7 +292,7 @@ class ScipyAdapter(WholeRunAlgorithm):
 
     def run(self, objective: Objective, monitor: Monitor) -> RunResult:
         reports = self.traits.supports_callback
-        calls = ScipyCalls(objective, monitor, timed=not reports)
+        calls = ScipyCalls(objective, monitor, timed=not reports, maxfun=self.evaluation_limit(objective.x0.size))
         if self.drops_fixed:
             calls.drop_fixed()
         lb, ub = objective.lb, objective.ub
@@ -260,21 +313,21 @@ class ScipyAdapter(WholeRunAlgorithm):
             return RunResult(x, loss, code, message, point)
         res: Any = None
         overflow = ""
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            # Non-finite trial values are reported through the return code, not as warnings.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            # scipy's notes on how the run went, which the return code and message report:
-            # trust-constr's quasi-Newton update without curvature (a linear constraint), and
-            # differential evolution without a feasible point (it polishes the least infeasible).
-            for note in ("delta_grad == 0.0", "differential evolution didn't find a solution"):
-                warnings.filterwarnings("ignore", note, UserWarning)
+        # Non-finite trial values are reported through the return code, not as warnings; and
+        # scipy's notes on how the run went, which the return code and message report:
+        # trust-constr's quasi-Newton update without curvature (a linear constraint), and
+        # differential evolution without a feasible point (it polishes the least infeasible).
+        with np.errstate(all="ignore"), silenced(*_SCIPY_NOTES):
             try:
+                if self.evaluates_start:
+                    (calls.value_and_grad if self.traits.uses_gradient else calls.value)(calls.x0)
                 res = self.call(calls, monitor)
             except _UserError as wrapped:
                 raise wrapped.error from None
             except _Stop as stop:
                 if not calls.stopped:
                     calls.stopped.append(stop.code)
+                    calls.stop_message = stop.message
             except NonFiniteRun:
                 calls.stopped.append(ReturnCode.NONFINITE)
             except _NonFiniteSecondDerivatives:
@@ -299,9 +352,11 @@ class ScipyAdapter(WholeRunAlgorithm):
             if overflow:
                 code, message = ReturnCode.FAILURE, f"{overflow}; stopped at the last iterate"
             else:
-                code, message = calls.stopped[0], calls.stopped[0].message
+                code, message = calls.stopped[0], calls.stop_message or calls.stopped[0].message
             if not finite:
                 code, message = ReturnCode.NONFINITE, ReturnCode.NONFINITE.message
+                if calls.best is not None:  # the best finite point seen, with its value
+                    loss, x = calls.best[0], calls.best[1]
             res = scipy.optimize.OptimizeResult(
                 x=x, fun=loss, success=False, status=-1, message=message, nit=monitor.iterations, nfev=objective.fevals
             )
@@ -327,7 +382,7 @@ class ScipyAdapter(WholeRunAlgorithm):
                 loss = calls.best[0]
             return RunResult(x, loss, ReturnCode.NONFINITE, ReturnCode.NONFINITE.message, res)
         if calls.stopped:
-            return RunResult(x, loss, calls.stopped[0], calls.stopped[0].message, res)
+            return RunResult(x, loss, calls.stopped[0], calls.stop_message or calls.stopped[0].message, res)
         code = self.retcode(res, monitor)
         if code is not ReturnCode.SUCCESS and res.success:
             message = code.message  # scipy's "terminated successfully" would contradict the code
@@ -371,10 +426,14 @@ class ScipyMinimize(ScipyAdapter):
             kwargs["bounds"] = calls.bounds
         if self.traits.supports_constraints and calls.constraints:
             kwargs["constraints"] = calls.constraints
+        options = {
+            key: c_int(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            for key, value in self.options(monitor, calls.objective.x0.size).items()
+        }
         return scipy.optimize.minimize(
             x0=calls.x0,
             method=self.method,
-            options=self.options(monitor, calls.objective.x0.size),
+            options=options,
             callback=calls.legacy if self.legacy_callback else calls.callback,
             **kwargs,
         )
