@@ -9,6 +9,7 @@ import math
 import numbers
 import pickle
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -29,6 +30,8 @@ _SOLVE_SIGNATURE = inspect.signature(solve)
 _SOLVE_OPTIONS = tuple(name for name in _SOLVE_SIGNATURE.parameters if name not in ("prob", "alg"))
 #: Those that `solve` checks, with the pair's traits, before it calls anything.
 _CHECKED = frozenset(inspect.signature(_arguments).parameters)
+#: The most start-point values (n times the size of u0) that `multistart` draws.
+_MAX_START_VALUES = 2**31
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,77 @@ class _Task:
     options: dict[str, Any]
 
 
-def _run(task: _Task) -> Solution:
-    """A task's solve, in whichever process the executor runs it."""
+def _solve_task(task: _Task) -> Solution:
+    """A task's solve, as `solve` makes it."""
     return solve(task.problem, task.algorithm, **task.options)
+
+
+def _run(task: _Task) -> Solution:
+    """A task's solve on an executor, in whichever process (or thread) the executor runs it.
+
+    An executor handles an ``Exception`` that a task raises, but not always the other
+    ``BaseException`` types: a Dask worker lets a ``KeyboardInterrupt`` or a ``SystemExit`` escape
+    the thread that runs the task, which an in-process cluster then never finishes and which
+    kills a worker process (the task ends as ``distributed.KilledWorker``, after the retries).
+    Those travel back inside an `_Interrupted`, an ordinary exception, that `_parallel` turns
+    back into the original.
+    """
+    try:
+        return _solve_task(task)
+    except Exception:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit, GeneratorExit: raised in the carrier
+        carrier = _Interrupted(exc, "".join(traceback.format_exception(exc)))
+    raise carrier  # outside the except clause: the carrier has no __context__ to send along
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception rebuilt in another process, as its ``__cause__`` (as
+    ``concurrent.futures``' process pool shows the traceback of a worker's exception)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+class _Interrupted(Exception):
+    """Carries a ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
+    ``SystemExit``, ``GeneratorExit``) out of a task on an executor, as an ordinary exception.
+
+    ``original`` is the exception itself where the carrier has not been pickled (a thread
+    pool), and otherwise one rebuilt from its type, its ``args`` and its attributes (its notes
+    and ``partial_solution`` among them), with the worker's traceback as its ``__cause__``.
+    The message stays short: Dask replaces an exception with a long one by another.
+    """
+
+    def __init__(self, original: BaseException, remote_traceback: str) -> None:
+        super().__init__(
+            f"{type(original).__name__} in a task of optimeta's solve_many, which raises it as it is in the caller"
+        )
+        self.original = original
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        original = self.original
+        return (_carried, (type(original), original.args, dict(vars(original)), self.remote_traceback))
+
+
+def _carried(
+    cls: type[BaseException], args: tuple[Any, ...], attributes: dict[str, Any], remote_traceback: str
+) -> _Interrupted:
+    """An `_Interrupted` unpickled: its exception rebuilt as an instance of its own type."""
+    try:
+        original = cls(*args)  # SystemExit sets its code from args
+    except Exception:  # noqa: BLE001 - a type whose __init__ does not take its args back
+        original = cls.__new__(cls)
+        original.args = args
+    for name, value in attributes.items():
+        setattr(original, name, value)
+    original.__cause__ = _RemoteTraceback(remote_traceback)
+    return _Interrupted(original, remote_traceback)
 
 
 def solve_many(
@@ -103,6 +174,12 @@ def solve_many(
             it (with ``partial_solution`` and `solve`'s note), with a note naming the task; the
             tasks after it that have not started are cancelled (serially: not run), and the
             results of those already running are dropped.
+        KeyboardInterrupt: One raised in a task (by ``f``, say) is raised as an exception above
+            is: its own type, with ``partial_solution``, `solve`'s note and the note naming the
+            task; so are ``SystemExit`` and ``GeneratorExit``, on every executor. On a Dask
+            executor, whose worker they would kill (or, in-process, never let the task end), the
+            task sends them back as an ordinary exception, and they are raised again as their
+            own type, with the worker's traceback as their ``__cause__``.
         IncompatibleAlgorithmError: A pair that its algorithm's traits refuse, before any solve.
         TypeError: A task that is neither a problem nor a ``(problem, algorithm)`` pair, an
             executor that is not a ``concurrent.futures.Executor``, an unknown option, or a task
@@ -254,8 +331,8 @@ def _serial(work: list[_Task], label: str) -> list[Solution]:
     solutions = []
     for task in work:
         try:
-            solutions.append(_run(task))
-        except (Exception, KeyboardInterrupt) as exc:
+            solutions.append(_solve_task(task))
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             _failed(exc, label, task.index, len(work), serial=True)
             raise
     return solutions
@@ -284,6 +361,8 @@ def _parallel(work: list[_Task], label: str, executor: Executor) -> list[Solutio
         if first_failed < len(futures):
             exc = futures[first_failed].exception()
             assert exc is not None
+            if isinstance(exc, _Interrupted):
+                exc = exc.original  # its own type again: a KeyboardInterrupt is one here too
             _failed(exc, label, first_failed, len(work), serial=False)
             raise exc
         return [future.result() for future in futures]
@@ -321,7 +400,9 @@ def multistart(
         prob: The problem; it must bound every coordinate by finite numbers on both sides.
         alg: The algorithm of every run (None: the problem's `default_algorithm`), which must
             accept bounds.
-        n: The number of runs (starting points), a positive integer.
+        n: The number of runs (starting points), a positive integer. Every start point is drawn
+            before the first run, so ``n`` times the size of ``u0`` may be at most ``2**31``
+            values: a larger ``n`` is refused before anything is drawn or any call of ``f``.
         seed: Seeds ``numpy.random.default_rng``: an int, None for fresh entropy, or a
             ``Generator``, which is used (and advanced) as it is.
         include_u0: Start the first run from ``prob.u0`` (the default) rather than from a drawn
@@ -336,8 +417,8 @@ def multistart(
         `Solution`, in the order of the starts (the best one's own ``original`` is there).
 
     Raises:
-        ValueError: A problem without finite bounds on every coordinate, or a bad ``n``; any
-            error `solve_many` raises.
+        ValueError: A problem without finite bounds on every coordinate, or a bad ``n`` (not a
+            positive integer, or too many start points to hold); any error `solve_many` raises.
         TypeError: ``prob`` not a problem, ``include_u0`` not a bool.
 
     Example:
@@ -359,6 +440,13 @@ def multistart(
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer (the number of runs), got {n!r}")
+    size = prob._layout.size
+    if int(n) * size > _MAX_START_VALUES:  # Python ints: no overflow of a NumPy n
+        raise ValueError(
+            f"n must be a positive integer of at most {_MAX_START_VALUES // size} start points for a u0 of {size} "
+            f"values, got {n!r}: multistart draws every start point before the first run, and holds at most "
+            "2**31 start-point values (16 GiB of float64)"
+        )
     if not isinstance(include_u0, bool):
         raise TypeError(f"include_u0 must be True or False, got {include_u0!r}")
     lb, ub = prob._lb, prob._ub
