@@ -6,6 +6,15 @@ give the same iterates bit for bit (numba compiles without fast-math, which coul
 The moment buffers are updated in place: they belong to the run's algorithm state. The iterate's
 memory is shared with whoever views it (the caller, the user's state): `Recycler` writes a new
 iterate over an old one only when nothing else views it.
+
+The numba kernels are ``parallel=True``. numba's ``workqueue`` threading layer (its fallback
+when neither TBB nor OpenMP is installed, or the one ``NUMBA_THREADING_LAYER=workqueue`` asks
+for) is not thread-safe: two threads in a parallel kernel at once abort the process. So while
+that layer is in use, and before the first parallel call has chosen a layer, the kernels run
+one at a time, under a module-level lock (`_run_parallel`). Each kernel already spreads its
+loop over all cores, so waiting costs little throughput, and the results are unchanged. With
+TBB or OpenMP, which are thread-safe, no lock is taken. The lock only covers this module's
+kernels: other ``parallel=True`` code run concurrently under ``workqueue`` can still abort.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -130,16 +140,53 @@ def _step(
 
     ``fused=None`` picks the numba kernel for vectors of FUSED_MIN_SIZE and more, when installed.
     The output comes from `memory` for vectors of RECYCLE_MIN_SIZE and more (the fused kernel
-    may then update `x` in place); smaller ones get a new array.
+    may then update `x` in place); smaller ones get a new array. The fused kernel runs through
+    `_run_parallel`, so threads calling it at once under numba's workqueue layer take turns.
     """
     if fused is None:
         fused = x.size >= FUSED_MIN_SIZE and have_numba()
     out = None if memory is None or x.size < RECYCLE_MIN_SIZE else memory.out(x, fused)
     if fused:
         out = np.empty_like(x) if out is None else out
-        fused_kernel()(out, x, *args)
+        _run_parallel(fused_kernel(), out, x, *args)
         return out
     return numpy_path(out, x, *args)
+
+
+#: Held while a parallel kernel runs under numba's workqueue threading layer (see the module docstring).
+_PARALLEL_LOCK = threading.Lock()
+
+#: numba's threading layer, once a parallel call has chosen it (it is fixed for the process).
+_layer: str | None = None
+
+
+def _threading_layer() -> str | None:
+    """The threading layer numba uses for parallel kernels, or None before any has run."""
+    global _layer
+    if _layer is None:
+        import numba
+
+        try:
+            # Documented public API, but missing from numba's __all__ (hence the ignore).
+            _layer = str(numba.threading_layer())  # type: ignore[attr-defined]
+        except ValueError:  # no parallel call yet: the layer is chosen by the first one
+            return None
+    return _layer
+
+
+def _run_parallel(kernel: Callable[..., Any], *args: Any) -> None:
+    """Call a ``parallel=True`` kernel, one thread at a time unless the layer is known to be thread-safe.
+
+    numba's ``workqueue`` layer aborts the process when two threads run parallel code at once;
+    TBB and OpenMP do not. Until the first parallel call has chosen the layer (which
+    ``NUMBA_THREADING_LAYER`` / ``numba.config.THREADING_LAYER`` and the installed libraries
+    decide), it may be ``workqueue``, so those first calls take the lock too.
+    """
+    if _threading_layer() in (None, "workqueue"):
+        with _PARALLEL_LOCK:
+            kernel(*args)
+    else:
+        kernel(*args)
 
 
 def _adam_numpy(
@@ -175,7 +222,8 @@ def _adam_numpy(
 
 # error_model="numpy" drops Python's zero-division checks, which keep a loop from being
 # vectorised; parallel=True spreads it over the cores. Each element is computed alone, in the
-# same order as the NumPy path, so the results stay bitwise equal. Compiled once, on first use.
+# same order as the NumPy path, so the results stay bitwise equal. Compiled once, on first use;
+# called through `_run_parallel`, which serialises the calls under numba's workqueue layer.
 @functools.cache
 def _adam_fused() -> Callable[..., Any]:
     import numba
@@ -240,6 +288,7 @@ def _momentum_numpy(
     return out
 
 
+# As `_adam_fused`: bitwise equal to the NumPy path, called through `_run_parallel`.
 @functools.cache
 def _momentum_fused() -> Callable[..., Any]:
     import numba
