@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
+from dataclasses import dataclass
+from typing import ClassVar
 
-from .backends._base import Algorithm, StepwiseAlgorithm
-from .traits import Traits
+from .backends._base import Algorithm
+from .traits import chain_traits
 
-__all__ = ["Chain", "combined_traits"]
-
-#: Traits a chain has only if every stage has them (what it supports); the others (what it
-#: requires or uses) it has if any stage has them.
-_ALL = (
-    "single_call_per_step",
-    "tolerates_stochastic_loss",
-    "supports_bounds",
-    "supports_callback",
-    "supports_constraints",
-)
+__all__ = ["Chain"]
 
 
-def combined_traits(stages: list[Traits]) -> Traits:
-    """The conservative combination of the stages' traits: a problem that one stage refuses, the
-    chain refuses. A stage that calls f once per step threads a state as safely as one that
-    commits per step, so the chain commits per step when every stage does one or the other."""
-    values: dict[str, bool] = {}
-    for field in dataclasses.fields(Traits):
-        declared = [getattr(t, field.name) for t in stages]
-        values[field.name] = all(declared) if field.name in _ALL else any(declared)
-    values["commits_state_per_step"] = not values["single_call_per_step"] and all(
-        t.single_call_per_step or t.commits_state_per_step for t in stages
-    )
-    values["supports_checkpoint"] = False  # a chain runs as solves of its stages, not under om.init
-    return Traits(**values)
-
-
+@dataclass(frozen=True, init=False, repr=False, eq=True)
 class Chain(Algorithm):
     r"""Run algorithms in turn, each stage starting from the previous stage's ``u`` and state.
 
@@ -50,9 +27,9 @@ class Chain(Algorithm):
     take ``solve``'s). ``solve``'s ``maxiters`` and ``maxtime`` bound the whole chain: a stage
     gets at most what is left of them.
 
-    The chain's traits are the conservative combination of its stages' (`combined_traits`): a
-    problem is accepted only if every stage accepts it, and `solve` refuses it before any call
-    otherwise. Stats add up over the stages; ``Solution.original`` holds every stage's
+    The chain's traits are the conservative combination of its stages' (`chain_traits`, in
+    ``traits.py``): a problem is accepted only if every stage accepts it, and `solve` refuses it
+    before any call otherwise. A chain is a frozen dataclass, like every algorithm. Stats add up over the stages; ``Solution.original`` holds every stage's
     `Solution`; the run stops early when a stage ends with ``NONFINITE``, ``TERMINATED`` or
     ``MAXTIME``, or uses up ``solve``'s ``maxiters``.
 
@@ -74,6 +51,8 @@ class Chain(Algorithm):
     """
 
     stages: tuple[tuple[Algorithm, int | None], ...]
+    #: `om.traits` of the class itself refuses: a chain's traits are its stages', combined.
+    combines_stages: ClassVar[bool] = True
 
     def __init__(self, *stages: Algorithm | tuple[Algorithm, int]) -> None:
         if not stages:
@@ -90,22 +69,16 @@ class Chain(Algorithm):
             ):
                 raise ValueError(f"Chain stage {i}: maxiters must be a positive integer, got {budget!r}")
             last = i == len(stages) - 1
-            if budget is None and not last and isinstance(alg, StepwiseAlgorithm) and alg.needs_budget:
+            if budget is None and not last and not alg.traits.has_convergence_test:
                 name = type(alg).__name__
                 raise ValueError(
                     f"Chain stage {i} ({name}) has no convergence test and needs a budget: give it as "
                     f"({name}(...), maxiters)"
                 )
             normalised.append((alg, None if budget is None else int(budget)))
-        self.stages = tuple(normalised)
-        self.traits = combined_traits([alg.traits for alg, _ in normalised])  # type: ignore[misc]
+        object.__setattr__(self, "stages", tuple(normalised))
+        object.__setattr__(self, "traits", chain_traits([(alg.traits, budget) for alg, budget in normalised]))
 
     def __repr__(self) -> str:
         parts = [repr(alg) if budget is None else f"({alg!r}, {budget})" for alg, budget in self.stages]
         return f"Chain({', '.join(parts)})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Chain) and self.stages == other.stages
-
-    def __hash__(self) -> int:
-        return hash(self.stages)

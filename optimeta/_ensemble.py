@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ._chain import Chain
 from ._problem import OptimizationProblem
 from ._solution import ReturnCode, Solution, Stats
 from ._solve import _arguments, solve
-from .backends._base import Algorithm, StepwiseAlgorithm
+from ._state import add_note
+from .backends._base import Algorithm
 
 __all__ = ["multistart", "solve_many"]
 
@@ -215,7 +215,7 @@ def solve_many(
         try:
             _check_task(prob, task_alg, solve_kwargs)
         except Exception as exc:
-            _add_note(exc, f"optimeta: solve_many refused {label}[{i}] before starting any solve")
+            add_note(exc, f"optimeta: solve_many refused {label}[{i}] before starting any solve")
             raise
     work = [_Task(i, prob, task_alg, solve_kwargs) for i, (prob, task_alg) in enumerate(pairs)]
     if isinstance(executor, ProcessPoolExecutor):
@@ -285,19 +285,10 @@ def _check_options(options: dict[str, Any], executor: Executor | None) -> None:
 
 
 def _check_task(prob: OptimizationProblem, alg: Algorithm | None, options: dict[str, Any]) -> None:
-    """`solve`'s own checks of one task (the traits included), and its budget, without a call of f."""
+    """`solve`'s own checks of one task (the traits included, its budget among them), without a call of f."""
     bound = _SOLVE_SIGNATURE.bind(prob, alg, **options)
     bound.apply_defaults()
-    resolved = _arguments(**{name: value for name, value in bound.arguments.items() if name in _CHECKED})[0]
-    if any(options.get(name) is not None for name in ("maxiters", "maxtime", "data")):
-        return
-    last, budget = resolved.stages[-1] if isinstance(resolved, Chain) else (resolved, None)
-    if budget is None and isinstance(last, StepwiseAlgorithm) and last.needs_budget:
-        name = type(last).__name__
-        raise ValueError(
-            f"{name} has no convergence test and runs until a budget is used up: pass maxiters= or maxtime= "
-            f"(or data=) to solve_many, which gives them to every solve"
-        )
+    _arguments(**{name: value for name, value in bound.arguments.items() if name in _CHECKED})
 
 
 def _check_picklable(work: list[_Task], label: str, shared: bool) -> None:
@@ -314,17 +305,9 @@ def _check_picklable(work: list[_Task], label: str, shared: bool) -> None:
             ) from exc
 
 
-def _add_note(exc: BaseException, note: str) -> None:
-    add_note = getattr(exc, "add_note", None)
-    if add_note is not None:
-        add_note(note)
-    else:  # Python 3.10: PEP 678's attribute, which 3.11's traceback shows
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
-
-
 def _failed(exc: BaseException, label: str, index: int, total: int, serial: bool) -> None:
     later = "were not run" if serial else "were cancelled, or their results dropped where they had started"
-    _add_note(exc, f"optimeta: {label}[{index}] of solve_many raised this ({total} tasks); the ones after it {later}")
+    add_note(exc, f"optimeta: {label}[{index}] of solve_many raised this ({total} tasks); the ones after it {later}")
 
 
 def _serial(work: list[_Task], label: str) -> list[Solution]:

@@ -17,9 +17,17 @@ from ._objective import Objective
 from ._observe import Observer, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
-from ._state import copy_state, short_repr
+from ._state import add_note, copy_state, short_repr
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm, suggest_keywords
-from .traits import IncompatibleAlgorithmError, Requirements, check_compatible, needs_probe, requirements, traits
+from .traits import (
+    IncompatibleAlgorithmError,
+    Requirements,
+    check_compatible,
+    default_algorithm,
+    needs_probe,
+    requirements,
+    traits,
+)
 
 __all__ = ["default_algorithm", "solve"]
 
@@ -231,11 +239,7 @@ def _attach_partial(
         f"optimeta: raised during {where} ({monitor.iterations} steps completed); the solution so far is "
         "attached as .partial_solution"
     )
-    add_note = getattr(exc, "add_note", None)
-    if add_note is not None:
-        add_note(note)
-    else:  # Python 3.10: PEP 678's attribute, which 3.11's traceback shows
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+    add_note(exc, note)
 
 
 def _probe(alg: Algorithm, req: Requirements, objective: Objective) -> None:
@@ -325,46 +329,6 @@ def _seconds(value: numbers.Real) -> float:
 
 def _positive_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 1
-
-
-#: Above this many variables, the default for a smooth problem is L-BFGS: BFGS's dense n x n
-#: inverse Hessian costs O(n^2) memory and time per step.
-LARGE = 2000
-
-
-def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Algorithm:
-    """The algorithm ``solve(prob)`` uses when none is given, from the problem's requirements.
-
-    * an evolving state, a stochastic loss or minibatches (``data``): ``Adam()`` (needs a budget);
-    * general constraints: ``SLSQP()``;
-    * bounds, or more than 2000 variables: ``LBFGS()``;
-    * otherwise (smooth, unconstrained, deterministic): ``BFGS()``.
-
-    Args:
-        prob: The problem.
-        data: Whether the solve feeds minibatches.
-
-    Returns:
-        A configured algorithm instance (its traits may still refuse an unusual problem, e.g.
-        a stateful one with constraints: ``solve`` then says why).
-
-    Example:
-        >>> import numpy as np, optimeta as om
-        >>> om.default_algorithm(om.OptimizationProblem(lambda u, p: (u ** 2).sum(), np.ones(3)))
-        BFGS(gtol=1e-05)
-    """
-    from .backends import BFGS, LBFGS, SLSQP, Adam
-
-    if not isinstance(prob, OptimizationProblem):
-        raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
-    req = requirements(prob, data=data)
-    if req.evolving_state or req.stochastic:
-        return Adam()
-    if req.constrained:
-        return SLSQP()
-    if req.bounded or prob._x0.size > LARGE:
-        return LBFGS()
-    return BFGS()
 
 
 @suggest_keywords("options")
@@ -565,10 +529,12 @@ def _arguments(
     record: Any = False,
     progress: Any = False,
     verbose: Any = False,
+    stepwise_reason: str = "",
 ) -> tuple[Algorithm, bool, int, Requirements]:
     """The one check of a run's options, for `solve`, `init` and `solve_many` alike: the
     arguments checked, the algorithm chosen when none is given, and the pair checked against
-    the traits: (algorithm, whether it was chosen, skips allowed, requirements)."""
+    the traits: (algorithm, whether it was chosen, skips allowed, requirements).
+    `stepwise_reason` says why the caller takes the run step by step (`init`), if it does."""
     check_observe_options(record, progress, verbose)
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
@@ -578,26 +544,30 @@ def _arguments(
     _check_options(alg, maxiters, maxtime, callback, data, epochs)
     if not isinstance(check_determinism, bool):
         raise TypeError(f"check_determinism must be True or False, got {check_determinism!r}")
-    skips = _skips(alg, nan_policy, max_skips)
-    req = requirements(prob, callback=callback is not None, data=data is not None)
-    check_compatible(alg, req)
+    skips = _skips(nan_policy, max_skips)
+    budget = maxiters is not None or maxtime is not None or data is not None
+    stepwise = (
+        "nan_policy='skip' skips the update of a step, so optimeta must take the run step by step" if skips else ""
+    )
+    if stepwise_reason:
+        stepwise = stepwise_reason
+    req = requirements(prob, callback=callback is not None, data=data is not None, budget=budget, stepwise=stepwise)
+    try:
+        check_compatible(alg, req)
+    except IncompatibleAlgorithmError as exc:
+        if chosen:
+            add_note(exc, f"{alg!r} is the default algorithm for this problem (default_algorithm): no alg was given")
+        raise
     return alg, chosen, skips, req
 
 
-def _skips(alg: Algorithm, nan_policy: Any, max_skips: Any) -> int:
+def _skips(nan_policy: Any, max_skips: Any) -> int:
     """The non-finite steps in a row a run may skip (0 for ``nan_policy="stop"``)."""
     if nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
     if not _positive_int(max_skips):
         raise ValueError(f"max_skips must be a positive integer, got {max_skips!r}")
-    if nan_policy == "stop":
-        return 0
-    if not traits(alg).supports_checkpoint:
-        raise ValueError(
-            f"nan_policy='skip' skips one step's update, and {type(alg).__name__} is not run step by step by "
-            "optimeta (only the step-wise algorithms, trait supports_checkpoint, are)"
-        )
-    return int(max_skips)
+    return 0 if nan_policy == "stop" else int(max_skips)
 
 
 def _prepared(
@@ -610,24 +580,7 @@ def _prepared(
     check_determinism: bool,
     chosen: bool = False,
 ) -> Objective:
-    """The checks that need the algorithm's shape (a budget, minibatches), then the objective
-    wrapper for the run, after the determinism probe where it applies."""
-    if data is not None and isinstance(alg, WholeRunAlgorithm):
-        raise ValueError(f"data= feeds one minibatch per step, and {type(alg).__name__} runs as one whole solve")
-    if (
-        isinstance(alg, StepwiseAlgorithm)
-        and alg.needs_budget
-        and maxiters is None
-        and maxtime is None
-        and data is None
-    ):
-        name = type(alg).__name__
-        picked = f"solve picked {alg!r} (the default for a stateful or stochastic problem), which " if chosen else ""
-        raise ValueError(
-            f"{picked or name + ' '}has no convergence test and runs until a budget is used up: pass maxiters= or "
-            f"maxtime= (or data=) to solve, e.g. solve(prob, {name}(...), maxiters=1000)"
-        )
-
+    """The objective wrapper for the run, after the determinism probe where it applies."""
     declared = traits(alg)
     objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
     if check_determinism and needs_probe(req, declared):
@@ -681,20 +634,7 @@ def _solve_chain(
     observer: Observer | None = None,
 ) -> Solution:
     """Run a `Chain`'s stages in turn, each a solve from the previous one's u and state."""
-    if data is not None:
-        raise ValueError(
-            "data= is not supported with a Chain: give each stage's minibatches to its own solve, "
-            "starting each from the previous Solution's u and state"
-        )
     last = len(chain.stages) - 1
-    for i, (stage, budget) in enumerate(chain.stages):
-        unbudgeted = budget is None and maxiters is None and maxtime is None
-        if unbudgeted and isinstance(stage, StepwiseAlgorithm) and stage.needs_budget:
-            name = type(stage).__name__
-            raise ValueError(
-                f"Chain stage {i} ({name}) has no convergence test and runs until a budget is used up: give "
-                f"it as ({name}(...), maxiters) in the Chain, or pass maxiters= or maxtime= to solve"
-            )
     if check_determinism and needs_probe(req, chain.traits):
         probe = Objective(prob)
         _probed(chain, req, probe)

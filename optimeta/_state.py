@@ -12,7 +12,7 @@ import numpy as np
 
 from ._tree import children, is_container
 
-__all__ = ["StateMutationError", "copy_state", "first_change", "first_difference", "short_repr"]
+__all__ = ["StateMutationError", "add_note", "copy_state", "first_change", "first_difference", "short_repr"]
 
 
 class StateMutationError(RuntimeError):
@@ -48,6 +48,15 @@ class StateMutationError(RuntimeError):
 
 
 StateMutationError.__module__ = "optimeta"  # shown as optimeta.StateMutationError, where users import it
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add a PEP 678 note to `exc` (on Python 3.10, the ``__notes__`` attribute it defines)."""
+    adder = getattr(exc, "add_note", None)
+    if adder is not None:
+        adder(note)
+    else:  # Python 3.10: PEP 678's attribute, which 3.11's traceback shows
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
 
 
 def copy_state(state: Any, what: str = "the state") -> Any:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._problem import OptimizationProblem
+from ._problem import OptimizationProblem
 
 __all__ = [
     "RULES",
@@ -25,7 +24,9 @@ __all__ = [
     "Traits",
     "Violation",
     "algorithms",
+    "chain_traits",
     "check_compatible",
+    "default_algorithm",
     "needs_probe",
     "register",
     "requirements",
@@ -44,19 +45,22 @@ class Traits:
             snapshot, and once per step the state returned at the accepted point is committed.
         tolerates_stochastic_loss: Converges in expectation when repeated calls at one point
             return different values (no line search or other test that trusts exact values).
-        requires_gradient: Needs the gradient (autograd or the user's ``grad``).
+        requires_gradient: Evaluates the gradient (autograd, jax, torch, finite differences or
+            the user's ``grad``); a derivative-free method does not: it calls only ``f``.
         supports_bounds: Honours box constraints ``lb <= u <= ub``.
         requires_bounds: Cannot run without finite box constraints.
         supports_callback: Reports every step to the callback and can be halted by it.
-        uses_gradient: Evaluates the gradient at all (a derivative-free method does not: it
-            calls only ``f``).
         requires_hessian: Needs second derivatives: Hessians or Hessian-vector products, from
             autograd, or from differences of the user's ``grad``.
         supports_constraints: Honours general constraints ``lb <= c(u) <= ub``
             (``OptimizationProblem(constraints=...)``).
-        requires_constraints: Cannot run without general constraints.
         supports_checkpoint: Runs step by step under ``om.init``: a `Solver` can be stepped,
             checkpointed and resumed (in another process too) with bitwise-identical results.
+        has_convergence_test: Ends a run by a test of its own (a gradient tolerance, a planned
+            number of iterations); without one, a run needs ``maxiters=``, ``maxtime=`` or
+            ``data=``.
+        supports_minibatches: Takes one minibatch per step from ``data=`` (a step-wise
+            algorithm; a whole-run one hands the objective to its backend once).
     """
 
     single_call_per_step: bool
@@ -66,11 +70,11 @@ class Traits:
     supports_bounds: bool
     requires_bounds: bool
     supports_callback: bool
-    uses_gradient: bool
     requires_hessian: bool
     supports_constraints: bool
-    requires_constraints: bool
     supports_checkpoint: bool
+    has_convergence_test: bool
+    supports_minibatches: bool
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -79,6 +83,42 @@ class Traits:
 
 
 TRAIT_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Traits))
+
+
+#: Traits a chain has only if every stage has them (what it supports); the others (what it
+#: requires or uses) it has if any stage has them.
+_EVERY_STAGE = (
+    "single_call_per_step",
+    "tolerates_stochastic_loss",
+    "supports_bounds",
+    "supports_callback",
+    "supports_constraints",
+)
+
+
+def chain_traits(stages: list[tuple[Traits, int | None]]) -> Traits:
+    """The traits of a chain of stages (each its traits and its own budget, or None): the
+    conservative combination, so that a problem one stage refuses, the chain refuses.
+
+    A stage that calls f once per step threads a state as safely as one that commits per step,
+    so the chain commits per step when every stage does one or the other. It ends by itself when
+    its last stage has a budget or a convergence test (the stages before have one or the other,
+    `Chain` checks). It is not run under ``om.init`` and takes no minibatches: its stages are
+    solves of their own.
+    """
+    declared = [t for t, _ in stages]
+    values = {
+        f.name: (all if f.name in _EVERY_STAGE else any)(getattr(t, f.name) for t in declared)
+        for f in dataclasses.fields(Traits)
+    }
+    values["commits_state_per_step"] = not values["single_call_per_step"] and all(
+        t.single_call_per_step or t.commits_state_per_step for t in declared
+    )
+    last, budget = stages[-1]
+    values["has_convergence_test"] = budget is not None or last.has_convergence_test
+    values["supports_checkpoint"] = False
+    values["supports_minibatches"] = False
+    return Traits(**values)
 
 
 @dataclass(frozen=True)
@@ -102,6 +142,10 @@ class Requirements:
             from the user's ``grad`` (not from finite differences).
         constrained: The problem has general constraints (``constraints=``).
         finite_bounds: The problem bounds every variable on both sides by finite numbers.
+        budget: The solve bounds the run: ``maxiters=``, ``maxtime=`` or ``data=`` was given.
+        minibatches: The solve feeds one minibatch per step (``data=``).
+        stepwise: Why the run must be taken step by step by optimeta (``om.init``, or
+            ``nan_policy="skip"``), or "" when it need not.
     """
 
     evolving_state: bool
@@ -113,15 +157,29 @@ class Requirements:
     constrained: bool = False
     finite_bounds: bool = False
     stochastic_source: str = ""
+    budget: bool = True
+    minibatches: bool = False
+    stepwise: str = ""
 
 
-def requirements(prob: OptimizationProblem, *, callback: bool = False, data: bool = False) -> Requirements:
+def requirements(
+    prob: OptimizationProblem,
+    *,
+    callback: bool = False,
+    data: bool = False,
+    budget: bool = True,
+    stepwise: str = "",
+) -> Requirements:
     """Derive what `prob` needs from an algorithm: the only place problem needs are decided.
 
     Args:
         prob: The problem.
         callback: Whether the solve passes a callback.
         data: Whether the solve feeds minibatches (``data=``).
+        budget: Whether the solve bounds the run (``maxiters=``, ``maxtime=`` or ``data=``);
+            True where no solve is at hand (`algorithms`), which then assumes one.
+        stepwise: Why the run must go step by step under optimeta (``om.init``, or
+            ``nan_policy="skip"``), for the rule on ``supports_checkpoint``; "" if it need not.
 
     Returns:
         The problem's `Requirements`.
@@ -151,6 +209,9 @@ def requirements(prob: OptimizationProblem, *, callback: bool = False, data: boo
         constrained=bool(prob.constraints),
         finite_bounds=_finite(prob._lb) and _finite(prob._ub),
         stochastic_source=source,
+        budget=budget or data,
+        minibatches=data,
+        stepwise=stepwise,
     )
 
 
@@ -237,12 +298,6 @@ RULES: tuple[Rule, ...] = (
         lambda r: "the problem has general constraints (constraints=), and the algorithm would ignore them",
     ),
     Rule(
-        ("requires_constraints",),
-        False,
-        lambda r: not r.constrained,
-        lambda r: "the algorithm needs general constraints, and the problem gives none",
-    ),
-    Rule(
         ("requires_hessian",),
         False,
         lambda r: not r.hessian_available,
@@ -256,6 +311,29 @@ RULES: tuple[Rule, ...] = (
         True,
         lambda r: r.callback,
         lambda r: "a callback was passed to solve, and the algorithm cannot report its steps",
+    ),
+    Rule(
+        ("has_convergence_test",),
+        True,
+        lambda r: not r.budget,
+        lambda r: (
+            "no maxiters=, maxtime= or data= bounds the run, and an algorithm without a convergence test "
+            "runs until a budget is used up"
+        ),
+        lambda r: "pass maxiters= or maxtime= (or data=), e.g. maxiters=1000",
+    ),
+    Rule(
+        ("supports_minibatches",),
+        True,
+        lambda r: r.minibatches,
+        lambda r: "data= feeds one minibatch per step, and the algorithm runs as one whole solve of its backend",
+        lambda r: _DETERMINISTIC_FIXES["data"],
+    ),
+    Rule(
+        ("supports_checkpoint",),
+        True,
+        lambda r: bool(r.stepwise),
+        lambda r: f"{r.stepwise}, and the algorithm runs as one call to its backend",
     ),
 )
 
@@ -297,7 +375,8 @@ class IncompatibleAlgorithmError(ValueError):
     Attributes:
         algorithm: The refused algorithm.
         violations: Every failed rule, each naming its trait.
-        alternatives: Names of the registered algorithms that accept the problem.
+        alternatives: Names of the registered algorithms that accept the problem, sorted (for a
+            solve without a budget, with those that need only one).
         stages: For a polyalgorithm, each refusing stage as (its number from 1, the stage's
             algorithm, the rules it fails); empty otherwise.
     """
@@ -310,10 +389,11 @@ class IncompatibleAlgorithmError(ValueError):
         *,
         probed: bool = False,
         stages: list[tuple[int, Any, list[Violation]]] | None = None,
+        budgeted: list[str] | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.violations = violations
-        self.alternatives = alternatives
+        self.alternatives = sorted([*alternatives, *(budgeted or [])])
         self.stages = stages or []
         when = "(found by the determinism probe at u0)" if probed else "(the objective was not called)"
         count = len(_stages(algorithm))
@@ -333,8 +413,16 @@ class IncompatibleAlgorithmError(ValueError):
                 lines.append(f"  - {where}{v.trait}: the problem needs {need}, {name} has {has}. Why: {v.why}.")
                 if v.fix and name not in fixes.setdefault(v.fix, []):
                     fixes[v.fix].append(name)
-        if alternatives:
+        given = ", ".join(budgeted or [])
+        if alternatives and budgeted:
+            lines.append(
+                f"Algorithms that accept this problem: {', '.join(alternatives)}; given maxiters= or maxtime=, "
+                f"also: {given}."
+            )
+        elif alternatives:
             lines.append(f"Algorithms that accept this problem: {', '.join(alternatives)}.")
+        elif budgeted:
+            lines.append(f"Algorithms that accept this problem, given maxiters= or maxtime=: {given}.")
         else:
             lines.append("No registered algorithm accepts this problem.")
         lines.extend(f"To use {' and '.join(names)} all the same: {fix}." for fix, names in fixes.items())
@@ -354,6 +442,18 @@ def _stages(alg: Any) -> list[Any]:
     """The stages of a polyalgorithm (a `Chain`'s ``stages``, pairs of algorithm and budget),
     or [] for a single algorithm."""
     return [stage for stage, _ in getattr(alg, "stages", ())]
+
+
+def _stage_traits(alg: Any) -> list[tuple[Any, Traits]]:
+    """Each stage of a polyalgorithm with the traits it brings to the run: a stage given its own
+    budget ends by it, as one with a convergence test does."""
+    out = []
+    for stage, budget in getattr(alg, "stages", ()):
+        declared = traits(stage)
+        if budget is not None:
+            declared = dataclasses.replace(declared, has_convergence_test=True)
+        out.append((stage, declared))
+    return out
 
 
 def _stage_names(refusing: list[tuple[int, Any, list[Violation]]], count: int) -> str:
@@ -386,12 +486,29 @@ def check_compatible(alg: Any, req: Requirements, *, probed: bool = False) -> No
     """
     found = violations(req, traits(alg))
     if found:
-        accepted = [name for name, cls in sorted(_REGISTRY.items()) if not violations(req, cls.traits)]
-        refusing = [(i, stage, v) for i, stage in enumerate(_stages(alg), 1) if (v := violations(req, traits(stage)))]
-        raise IncompatibleAlgorithmError(alg, found, accepted, probed=probed, stages=refusing)
+        accepted = _accepted(req, exclude=[])
+        budgeted = [] if req.budget else _accepted(dataclasses.replace(req, budget=True), exclude=accepted)
+        refusing = [
+            (i, stage, v)
+            for i, (stage, declared) in enumerate(_stage_traits(alg), 1)
+            if (v := violations(req, declared))
+        ]
+        raise IncompatibleAlgorithmError(alg, found, accepted, probed=probed, stages=refusing, budgeted=budgeted)
+
+
+def _accepted(req: Requirements, exclude: list[str]) -> list[str]:
+    return [name for name, cls in sorted(_REGISTRY.items()) if name not in exclude and not violations(req, cls.traits)]
 
 
 _REGISTRY: dict[str, Any] = {}
+
+#: The situations `default_algorithm` tells apart, each claimed by one registered class (its
+#: ``default_for`` class data): a noisy loss (an evolving state, ``stochastic=True``,
+#: minibatches), general constraints, bounds or many variables, and a smooth problem.
+DEFAULT_SITUATIONS = ("noisy", "constrained", "bounded_or_large", "smooth")
+#: Above this many variables, the default for a smooth problem is the "bounded_or_large" one:
+#: a dense n x n inverse Hessian costs O(n^2) memory and time per step.
+LARGE = 2000
 
 A = TypeVar("A", bound=type)
 
@@ -400,14 +517,74 @@ def register(cls: A) -> A:
     """Class decorator: add an algorithm class to the registry behind `algorithms`."""
     if not isinstance(cls.__dict__.get("traits"), Traits):
         raise TypeError(f"{cls.__name__} must declare `traits = Traits(...)` as class data to be registered")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        where = [f"{name} (abstract in {next(b.__name__ for b in cls.__mro__ if name in vars(b))})" for name in missing]
+        raise TypeError(f"{cls.__name__} cannot be registered: it does not implement {', '.join(where)}")
     taken = _REGISTRY.get(cls.__name__)
     if taken is not None and taken is not cls:
         raise ValueError(
             f"an algorithm named {cls.__name__} is already registered ({taken.__module__}.{taken.__qualname__}); "
             "give the new one another name"
         )
+    situation = cls.__dict__.get("default_for")
+    if situation is not None:
+        if situation not in DEFAULT_SITUATIONS:
+            raise ValueError(
+                f"{cls.__name__}.default_for must be one of {', '.join(DEFAULT_SITUATIONS)}, got {situation!r}"
+            )
+        claimed = [name for name, other in _REGISTRY.items() if other.__dict__.get("default_for") == situation]
+        if claimed and claimed != [cls.__name__]:
+            raise ValueError(
+                f"{claimed[0]} is already the default for {situation!r} problems; {cls.__name__} cannot be"
+            )
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Any:
+    """The algorithm ``solve(prob)`` uses when none is given, from the problem's requirements.
+
+    The registered class that claims the problem's situation (``default_for`` class data),
+    with its default hyperparameters; as shipped:
+
+    * an evolving state, a stochastic loss or minibatches (``data``): ``Adam()`` (needs a budget);
+    * general constraints: ``SLSQP()``;
+    * bounds, or more than 2000 variables: ``LBFGS()``;
+    * otherwise (smooth, unconstrained, deterministic): ``BFGS()``.
+
+    Args:
+        prob: The problem.
+        data: Whether the solve feeds minibatches.
+
+    Returns:
+        A configured algorithm instance (its traits may still refuse an unusual problem, e.g.
+        a stateful one with constraints: ``solve`` then says why).
+
+    Raises:
+        TypeError: ``prob`` is not an `OptimizationProblem`.
+        LookupError: No registered class claims the problem's situation.
+
+    Example:
+        >>> import numpy as np, optimeta as om
+        >>> om.default_algorithm(om.OptimizationProblem(lambda u, p: (u ** 2).sum(), np.ones(3)))
+        BFGS(gtol=1e-05)
+    """
+    if not isinstance(prob, OptimizationProblem):
+        raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
+    req = requirements(prob, data=data)
+    if req.evolving_state or req.stochastic:
+        situation = "noisy"
+    elif req.constrained:
+        situation = "constrained"
+    elif req.bounded or prob._x0.size > LARGE:
+        situation = "bounded_or_large"
+    else:
+        situation = "smooth"
+    for cls in _REGISTRY.values():
+        if cls.__dict__.get("default_for") == situation:
+            return cls()
+    raise LookupError(f"no registered algorithm is the default for {situation!r} problems (default_for)")
 
 
 def traits(alg: Any) -> Traits:
@@ -427,6 +604,11 @@ def traits(alg: Any) -> Traits:
         >>> om.traits(om.BFGS()).single_call_per_step
         False
     """
+    if isinstance(alg, type) and getattr(alg, "combines_stages", False):
+        raise TypeError(
+            f"{alg.__name__}'s traits are those of its stages, combined (`chain_traits`): ask them of an "
+            f"instance, om.traits(om.{alg.__name__}(...))"
+        )
     declared = getattr(alg, "traits", None)
     if not isinstance(declared, Traits):
         raise TypeError(f"expected an optimeta algorithm or algorithm class, got {alg!r}")
@@ -463,8 +645,6 @@ def algorithms(*, for_problem: OptimizationProblem | None = None, **wanted: bool
             raise ValueError(f"unknown trait {name!r}; the traits are: {', '.join(TRAIT_NAMES)}")
         if not isinstance(value, bool):
             raise TypeError(f"trait {name} must be asked for with True or False, got {value!r}")
-    from ._problem import OptimizationProblem
-
     if for_problem is not None and not isinstance(for_problem, OptimizationProblem):
         raise TypeError(f"for_problem must be an OptimizationProblem or None, got {for_problem!r}")
     req = None if for_problem is None else requirements(for_problem)

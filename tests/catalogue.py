@@ -6,7 +6,7 @@ Objectives record every call (the point and the state received) for contract tes
 
 What a run of an algorithm must look like (a budget or a convergence test, calls per step, a
 final evaluation, the counts its scipy result implies) is derived here, once, from its shape
-(step-wise or whole-run), its traits and its class data (``needs_budget``, ``loss_at_new_iterate``,
+(step-wise or whole-run), its traits (``has_convergence_test``) and its class data (``loss_at_new_iterate``,
 the tables below, each entry with the documented reason), never from its name.
 """
 
@@ -229,11 +229,9 @@ def _build_boxed_parabola() -> tuple[om.OptimizationProblem, Recorder]:
 
 #: A need written "a or b" is met by an algorithm with either trait.
 STATE_COMMIT = "single_call_per_step or commits_state_per_step"
-#: Problems without a finite box refuse the methods that search one; unconstrained ones refuse
-#: the methods that need general constraints.
+#: Problems without a finite box refuse the methods that search one.
 UNBOUNDED = {"requires_bounds": False}
-UNCONSTRAINED = {"requires_constraints": False}
-PLAIN_NEEDS = {**UNBOUNDED, **UNCONSTRAINED}
+PLAIN_NEEDS = {**UNBOUNDED}
 STATEFUL_NEEDS = {**PLAIN_NEEDS, STATE_COMMIT: True, "tolerates_stochastic_loss": True}
 CONSTRAINED_NEEDS = {**UNBOUNDED, "supports_constraints": True}
 
@@ -247,7 +245,7 @@ PROBLEMS: list[ProblemCase] = [
         _build_bounded,
         np.clip(C, *BOX),
         float(np.sum(SCALES * (np.clip(C, *BOX) - C) ** 2)),
-        {"supports_bounds": True, **UNCONSTRAINED},
+        {"supports_bounds": True},
     ),
     ProblemCase("stateful_counter", _build_counter, C, 0.0, STATEFUL_NEEDS),
     ProblemCase("stateful_key", _build_keyed, C, 0.0, STATEFUL_NEEDS),
@@ -348,7 +346,7 @@ def whole_run(alg: Any) -> bool:
 
 def runs_to_budget(alg: Any) -> bool:
     """Has no convergence test of its own: runs exactly the budget it is given (and needs one)."""
-    return stepwise(alg) and type(alg).needs_budget
+    return not om.traits(alg).has_convergence_test
 
 
 def final_evaluations(alg: Any, prob: om.OptimizationProblem, *, data: bool = False) -> int:

@@ -124,9 +124,14 @@ def test_chain_non_last_stage_with_own_convergence_test_needs_no_budget(first: A
 def test_chain_last_stage_needing_a_budget_without_one_is_refused_at_solve_before_any_call() -> None:
     chain = om.Chain((om.Adam(lr=1e-2), 5), om.SGD(lr=1e-4))  # constructing is fine
     rec = Recorder()
-    with pytest.raises(ValueError, match=r"Chain stage 1 \(SGD\).*maxiters"):
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
         om.solve(rosen_problem(rec), chain)
     assert rec.calls == 0
+    assert [(i, type(stage).__name__, [v.trait for v in found]) for i, stage, found in info.value.stages] == [
+        (2, "SGD", ["has_convergence_test"])
+    ]
+    assert ": stage 2 of 2 (SGD) refuses it:" in str(info.value)
+    assert "pass maxiters= or maxtime= (or data=)" in str(info.value)
     # solve's maxiters or maxtime is a budget for that stage.
     assert om.solve(rosen_problem(), chain, maxiters=8).stats.iterations == 8
     sol = om.solve(rosen_problem(), om.Chain(om.BFGS(), om.SGD(lr=1e-6)), maxtime=0.05)
@@ -147,26 +152,27 @@ def test_chain_repr_eq_hash() -> None:
 # Combined traits: a table written out from the stages' declared traits
 
 SC, CO, TOL, RG = "single_call_per_step", "commits_state_per_step", "tolerates_stochastic_loss", "requires_gradient"
-SB, RB, CB, UG = "supports_bounds", "requires_bounds", "supports_callback", "uses_gradient"
-RH, SCON, RCON = "requires_hessian", "supports_constraints", "requires_constraints"
+SB, RB, CB = "supports_bounds", "requires_bounds", "supports_callback"
+RH, SCON, HC = "requires_hessian", "supports_constraints", "has_convergence_test"
 
-# The traits each chain has (every other one is False).
+# The traits each chain has (every other one is False). It has a convergence test when its last
+# stage has one or a budget of its own; it never takes minibatches.
 COMBINED: list[tuple[str, om.Chain, set[str]]] = [
-    ("Adam+BFGS", om.Chain((om.Adam(), 5), om.BFGS()), {CO, RG, CB, UG}),
-    ("Adam+SGD", om.Chain((om.Adam(), 5), (om.SGD(lr=0.1), 5)), {SC, TOL, RG, SB, CB, UG}),
-    ("SGD+OLBFGS", om.Chain((om.SGD(lr=0.1), 5), (om.OLBFGS(lr=0.5), 5)), {CO, TOL, RG, CB, UG}),
-    ("Adam+NelderMead", om.Chain((om.Adam(), 5), om.NelderMead()), {RG, SB, CB, UG}),
-    ("DIRECT+LBFGS", om.Chain(om.DIRECT(), om.LBFGS()), {RG, SB, RB, CB, UG}),
-    ("NelderMead+Powell", om.Chain(om.NelderMead(), om.Powell()), {SB, CB}),
-    ("Adam+NewtonCG", om.Chain((om.Adam(), 5), om.NewtonCG()), {RG, CB, UG, RH}),
-    ("SLSQP+COBYLA", om.Chain(om.SLSQP(), om.COBYLA()), {RG, SB, CB, UG, SCON}),
-    ("Adam+SLSQP", om.Chain((om.Adam(), 5), om.SLSQP()), {RG, SB, CB, UG}),
-    ("DualAnnealing+LBFGS", om.Chain(om.DualAnnealing(seed=0), om.LBFGS()), {RG, SB, RB, UG}),
-    ("BFGS", om.Chain(om.BFGS()), {CO, RG, CB, UG}),
-    ("LBFGS+BFGS", om.Chain((om.LBFGS(), 3), om.BFGS()), {CO, RG, CB, UG}),
-    ("Adam+LBFGS", om.Chain((om.Adam(), 5), om.LBFGS()), {CO, RG, SB, CB, UG}),
-    ("Adam+SGD+BFGS", om.Chain((om.Adam(), 5), (om.SGD(lr=0.1), 5), om.BFGS()), {CO, RG, CB, UG}),
-    ("Adam", om.Chain(om.Adam()), {SC, TOL, RG, SB, CB, UG}),
+    ("Adam+BFGS", om.Chain((om.Adam(), 5), om.BFGS()), {CO, RG, CB, HC}),
+    ("Adam+SGD", om.Chain((om.Adam(), 5), (om.SGD(lr=0.1), 5)), {SC, TOL, RG, SB, CB, HC}),
+    ("SGD+OLBFGS", om.Chain((om.SGD(lr=0.1), 5), (om.OLBFGS(lr=0.5), 5)), {CO, TOL, RG, CB, HC}),
+    ("Adam+NelderMead", om.Chain((om.Adam(), 5), om.NelderMead()), {RG, SB, CB, HC}),
+    ("DIRECT+LBFGS", om.Chain(om.DIRECT(), om.LBFGS()), {RG, SB, RB, CB, HC}),
+    ("NelderMead+Powell", om.Chain(om.NelderMead(), om.Powell()), {SB, CB, HC}),
+    ("Adam+NewtonCG", om.Chain((om.Adam(), 5), om.NewtonCG()), {RG, CB, RH, HC}),
+    ("SLSQP+COBYLA", om.Chain(om.SLSQP(), om.COBYLA()), {RG, SB, CB, SCON, HC}),
+    ("Adam+SLSQP", om.Chain((om.Adam(), 5), om.SLSQP()), {RG, SB, CB, HC}),
+    ("DualAnnealing+LBFGS", om.Chain(om.DualAnnealing(seed=0), om.LBFGS()), {RG, SB, RB, HC}),
+    ("BFGS", om.Chain(om.BFGS()), {CO, RG, CB, HC}),
+    ("LBFGS+BFGS", om.Chain((om.LBFGS(), 3), om.BFGS()), {CO, RG, CB, HC}),
+    ("Adam+LBFGS", om.Chain((om.Adam(), 5), om.LBFGS()), {CO, RG, SB, CB, HC}),
+    ("Adam+SGD+BFGS", om.Chain((om.Adam(), 5), (om.SGD(lr=0.1), 5), om.BFGS()), {CO, RG, CB, HC}),
+    ("Adam", om.Chain(om.Adam()), {SC, TOL, RG, SB, CB}),
 ]
 
 
@@ -179,9 +185,10 @@ def test_chain_traits_field_by_field(chain: om.Chain, true: set[str]) -> None:
 
 
 def test_single_stage_chain_has_its_stage_traits_but_no_checkpoint() -> None:
-    # A chain runs as solves of its stages: om.init cannot step it, whatever its stages can do.
+    # A chain runs as solves of its stages: om.init cannot step it, nor data= feed it, whatever its
+    # stages can do.
     for alg in [om.BFGS(), om.Adam(), om.LBFGS(), om.OLBFGS(lr=0.1), om.SLSQP(), om.DIRECT(), om.TrustExact()]:
-        expected = dataclasses.replace(om.traits(alg), supports_checkpoint=False)
+        expected = dataclasses.replace(om.traits(alg), supports_checkpoint=False, supports_minibatches=False)
         assert om.traits(om.Chain(alg)) == expected
 
 
@@ -311,8 +318,9 @@ def test_chain_with_data_is_value_error_before_any_call() -> None:
     rec = Recorder()
     prob = om.OptimizationProblem(rec, np.array([-1.2, 1.0]), p=0.0)
     chain = om.Chain((om.Adam(lr=1e-2), 5), (om.SGD(lr=1e-3), 5))
-    with pytest.raises(ValueError, match="data= is not supported with a Chain"):
+    with pytest.raises(om.IncompatibleAlgorithmError, match="supports_minibatches: the problem needs") as info:
         om.solve(prob, chain, data=[0.0, 1.0])
+    assert [v.trait for v in info.value.violations] == ["supports_minibatches"]
     assert rec.calls == 0
 
 
@@ -797,7 +805,7 @@ def test_algorithms_for_problem_matches_brute_force(problem: str) -> None:
 
 FILTERS: list[dict[str, bool]] = [
     {RB: True},
-    {UG: False},
+    {RG: False},
     {SC: True},
     {TOL: True, SC: False},
     {SCON: True},
@@ -856,3 +864,16 @@ def test_algorithms_for_problem_lists_the_stage_classes_a_chain_can_use() -> Non
         algs = [_instance(getattr(om, name)) for name in accepted[:2]] + [_instance(getattr(om, accepted[-1]))]
         stages = [(alg, 2) for alg in algs]
         assert not _refused(PROBLEMS[problem], om.Chain(*stages)), problem
+
+
+def test_a_chain_is_frozen_and_its_class_has_no_traits_of_its_own() -> None:
+    chain = om.Chain((om.Adam(lr=1e-2), 5), om.BFGS())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        chain.stages = ()  # type: ignore[misc]
+    assert chain == om.Chain((om.Adam(lr=1e-2), 5), om.BFGS()) and hash(chain) == hash(om.Chain(*chain.stages))
+    with pytest.raises(TypeError) as info:
+        om.traits(om.Chain)
+    assert str(info.value) == (
+        "Chain's traits are those of its stages, combined (`chain_traits`): ask them of an instance, "
+        "om.traits(om.Chain(...))"
+    )

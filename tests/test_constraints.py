@@ -70,7 +70,6 @@ def test_the_constrained_methods_are_exactly_the_tested_ones() -> None:
     for cls in CONSTRAINED:
         assert type(METHODS[cls.__name__].alg) is cls
         assert om.traits(cls).supports_constraints is True
-        assert om.traits(cls).requires_constraints is False
 
 
 def _configured(cls: type) -> Any:
@@ -443,7 +442,7 @@ def test_scipy_constraints_pass_to_scipy_unchanged() -> None:
     assert converted[0].A.tobytes() == linear.A.tobytes() and converted[1].fun is nonlinear.fun
 
 
-GRADIENT_CONSTRAINED = om.algorithms(supports_constraints=True, uses_gradient=True)
+GRADIENT_CONSTRAINED = om.algorithms(supports_constraints=True, requires_gradient=True)
 
 
 def test_gradient_constrained_methods() -> None:
@@ -495,7 +494,6 @@ UNCONSTRAINED_ONLY = [cls for cls in om.algorithms() if not cls.traits.supports_
 
 def test_every_other_algorithm_lacks_constraints() -> None:
     assert len(UNCONSTRAINED_ONLY) + len(CONSTRAINED) == len(om.algorithms())
-    assert om.algorithms(requires_constraints=True) == []
 
 
 @pytest.mark.parametrize("cls", UNCONSTRAINED_ONLY, ids=lambda c: c.__name__)
@@ -595,16 +593,8 @@ def test_a_constant_state_constrained_problem_is_solved() -> None:
     np.testing.assert_allclose(sol.u, DISK.u_star, atol=1e-5)
 
 
-def test_requires_constraints_rule() -> None:
-    """No registered algorithm requires constraints; the rule still refuses one on a problem without."""
-    needy = dataclasses.replace(om.traits(om.SLSQP), requires_constraints=True)
-    constrained = DISK.make(None)
+def test_an_empty_list_of_constraints_is_no_constraint() -> None:
     unconstrained = om.OptimizationProblem(_dist2([2.0, 2.0]), np.zeros(2))
-    assert traits_mod.violations(traits_mod.requirements(constrained), needy) == []
-    (violation,) = traits_mod.violations(traits_mod.requirements(unconstrained), needy)
-    assert violation.traits == ("requires_constraints",) and violation.needed is False
-    assert "needs general constraints" in violation.why
-    # And an empty list of constraints is no constraint at all.
     empty = om.OptimizationProblem(_dist2([2.0, 2.0]), np.zeros(2), constraints=[])
     assert empty.constraints == ()
     assert traits_mod.requirements(empty).constrained is False

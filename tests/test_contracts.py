@@ -7,7 +7,7 @@ from (per-step commit), inputs are compared byte for byte before and after a sol
 first-order arithmetic is compared with a hand-written NumPy reference, and the counts of an
 algorithm with a convergence test with scipy's (its raw result, or scipy called directly on the same
 problem). Which pairs run, and which contract each must meet, is computed from the catalogue, the
-algorithms' traits, their shape (step-wise or whole-run) and class data (``needs_budget``,
+algorithms' traits, their shape (step-wise or whole-run) and class data (the trait ``has_convergence_test``,
 ``loss_at_new_iterate``), never from their names.
 """
 
@@ -548,7 +548,7 @@ def test_deterministic_objective_is_f_at_u_and_counted(alg_case: AlgorithmCase, 
         start = int(type(alg_case.alg).evaluates_start)
         assert sol.stats.gevals == sol.original[SCIPY_GRADIENT_CALLS[type(alg_case.alg)]] + start > start
         assert sol.stats.fevals > sol.stats.gevals
-    elif om.traits(alg_case.alg).uses_gradient:
+    elif om.traits(alg_case.alg).requires_gradient:
         assert sol.stats.fevals == sol.stats.gevals + final + hessian_calls(sol, prob)
     else:
         assert sol.stats.gevals == 0

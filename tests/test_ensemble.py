@@ -398,13 +398,11 @@ def test_an_incompatible_pair_anywhere_is_refused_before_any_call() -> None:
 def test_a_missing_budget_is_refused_before_any_call() -> None:
     plain = Counted()
     prob = om.OptimizationProblem(plain, np.zeros(2))
-    message = (
-        "Adam has no convergence test and runs until a budget is used up: pass maxiters= or maxtime= "
-        "(or data=) to solve_many, which gives them to every solve"
-    )
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
         om.solve_many([(prob, om.BFGS()), (prob, om.Chain((om.BFGS(), 5), om.Adam()))])
-    assert str(info.value) == message
+    assert [v.trait for v in info.value.violations] == ["has_convergence_test"]
+    assert "no maxiters=, maxtime= or data= bounds the run" in str(info.value)
+    assert "pass maxiters= or maxtime= (or data=), e.g. maxiters=1000" in str(info.value)
     assert info.value.__notes__ == ["optimeta: solve_many refused tasks[1] before starting any solve"]
     assert plain.calls == 0
 

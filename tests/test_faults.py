@@ -83,9 +83,9 @@ STATE_COMMITTING = [
 ALL = om.algorithms()
 #: Algorithms that end a run by their own convergence test: whole-run ones, and step-wise ones
 #: that need no budget.
-CONVERGING = [cls for cls in ALL if issubclass(cls, WholeRunAlgorithm) or not cls.needs_budget]
+CONVERGING = [cls for cls in ALL if cls.traits.has_convergence_test]
 #: Those that use the gradient: a wrong one misleads them (a derivative-free method never sees it).
-GRADIENT_CONVERGING = [cls for cls in CONVERGING if cls.traits.uses_gradient]
+GRADIENT_CONVERGING = [cls for cls in CONVERGING if cls.traits.requires_gradient]
 #: Those of them whose steps follow the gradient. A method that searches a box (requires_bounds)
 #: samples values over it and takes the gradient only in local searches from its best samples:
 #: neither a wrong gradient nor a long valley in 30 variables is what drives its run.
@@ -177,7 +177,7 @@ def same_value(a: float, b: float) -> bool:
 
 
 def test_converging_list_is_complete() -> None:
-    assert set(CONVERGING) | {cls for cls in STEPWISE if cls.needs_budget} == set(ALL)
+    assert set(CONVERGING) | {cls for cls in STEPWISE if not cls.traits.has_convergence_test} == set(ALL)
     # Both shapes end runs by a convergence test: whole-run ones and step-wise ones without a budget.
     assert any(issubclass(cls, WholeRunAlgorithm) for cls in CONVERGING)
     assert any(issubclass(cls, StepwiseAlgorithm) for cls in CONVERGING)
@@ -382,7 +382,7 @@ def test_nonfinite_loss_ends_at_u0_or_at_the_best_finite_point(cls: type, loss: 
     if not sol.success:  # the human message must not contradict the return code
         assert "success" not in sol.message.lower(), sol.message
     assert same_value(sol.objective, value), (sol.u, sol.objective, value)
-    if at_u0 and (cls.traits.uses_gradient or not np.isfinite(u0_value)):
+    if at_u0 and (cls.traits.requires_gradient or not np.isfinite(u0_value)):
         assert sol.retcode is om.ReturnCode.NONFINITE
         assert sol.stats.fevals == 1
         np.testing.assert_array_equal(sol.u, prob.u0)
@@ -405,8 +405,8 @@ def test_nonfinite_loss_ends_at_u0_or_at_the_best_finite_point(cls: type, loss: 
 def test_stepwise_list_is_complete() -> None:
     assert STEPWISE == [cls for cls in ALL if not issubclass(cls, WholeRunAlgorithm)]
     # Step-wise algorithms with and without a budget, and with one and several calls per step.
-    assert any(cls.needs_budget for cls in STEPWISE)
-    assert any(not cls.needs_budget for cls in STEPWISE)
+    assert any(not cls.traits.has_convergence_test for cls in STEPWISE)
+    assert any(cls.traits.has_convergence_test for cls in STEPWISE)
     assert any(cls.traits.single_call_per_step for cls in STEPWISE)
     assert any(not cls.traits.single_call_per_step for cls in STEPWISE)
     for cls in STEPWISE:
@@ -720,7 +720,7 @@ def test_dict_subclasses_in_u0_round_trip(cls: type) -> None:
     u0 = _subclass_u0()
     prob = problem(cls, _subclass_loss, u0)
     _assert_same_tree_types(prob.u0, u0)
-    maxiters = 3 if issubclass(cls, StepwiseAlgorithm) and cls.needs_budget else None
+    maxiters = 3 if not cls.traits.has_convergence_test else None
     sol = om.solve(prob, configured(cls), maxiters=maxiters)
     _assert_same_tree_types(sol.u, u0)
 

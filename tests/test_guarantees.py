@@ -36,7 +36,6 @@ from catalogue import box_for
 from test_faults import configured
 
 import optimeta as om
-from optimeta.backends._base import StepwiseAlgorithm
 
 ALL = om.algorithms()
 X = np.array([0.3, -0.2])
@@ -48,7 +47,7 @@ def ids(cls: Any) -> str:
 
 def _budget(cls: Any, steps: int = 5) -> int | None:
     """A step budget for algorithms without a convergence test; None lets the others converge."""
-    return steps if issubclass(cls, StepwiseAlgorithm) and cls.needs_budget else None
+    return steps if not cls.traits.has_convergence_test else None
 
 
 def _commits_state(cls: Any) -> bool:
@@ -96,7 +95,7 @@ def _return_cases() -> list[Any]:
     out = []
     for case in RETURNS:
         for cls in ALL:
-            if case[2] is not None and not cls.traits.uses_gradient:
+            if case[2] is not None and not cls.traits.requires_gradient:
                 continue  # a derivative-free method never calls grad
             for probe in (True, False):
                 if not probe and case[2] is None and cls is om.DifferentialEvolution:

@@ -606,7 +606,7 @@ def test_the_global_optimisers_declare_their_traits() -> None:
         assert declared.requires_bounds and declared.supports_bounds
         assert not declared.tolerates_stochastic_loss
     assert om.traits(om.DualAnnealing).requires_gradient and om.traits(om.SHGO).requires_gradient
-    assert not om.traits(om.DifferentialEvolution).uses_gradient and not om.traits(om.DIRECT).uses_gradient
+    assert not om.traits(om.DifferentialEvolution).requires_gradient and not om.traits(om.DIRECT).requires_gradient
 
 
 @pytest.mark.parametrize(

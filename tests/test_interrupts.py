@@ -44,7 +44,7 @@ def _problem(cls: type, f: Any) -> om.OptimizationProblem:
 
 
 def _budget(cls: type) -> int | None:
-    return 50 if getattr(cls, "needs_budget", False) else None
+    return 50 if not cls.traits.has_convergence_test else None
 
 
 @pytest.mark.parametrize(

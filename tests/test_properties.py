@@ -467,10 +467,6 @@ ALGS = om.algorithms()
 
 def problem_for(cls):
     box = (-2 * np.ones(2), 3 * np.ones(2))
-    if cls.traits.requires_constraints:
-        return om.OptimizationProblem(
-            quad, np.ones(2), bounds=box, constraints=[om.Constraint(lambda u, p: anp.sum(u), ub=4.0)]
-        )
     return om.OptimizationProblem(quad, np.ones(2), bounds=box if cls.traits.requires_bounds else None)
 
 

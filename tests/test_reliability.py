@@ -29,7 +29,7 @@ U0 = np.array([0.5, 0.25])
 
 
 def _budget(cls: type) -> int | None:
-    return 30 if getattr(cls, "needs_budget", False) else None
+    return 30 if not cls.traits.has_convergence_test else None
 
 
 def ids(cls: type) -> str:
@@ -293,7 +293,7 @@ def test_a_loss_not_finite_at_u0_ends_the_run_at_u0_off_the_box_centre(cls: type
     assert calls == [U0.tobytes()] * len(calls)
 
 
-@pytest.mark.parametrize("cls", [c for c in ALL if c.traits.uses_gradient], ids=ids)
+@pytest.mark.parametrize("cls", [c for c in ALL if c.traits.requires_gradient], ids=ids)
 def test_a_gradient_not_finite_at_u0_ends_the_run_at_u0(cls: type) -> None:
     calls: list[bytes] = []
 

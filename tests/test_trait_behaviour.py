@@ -344,32 +344,26 @@ def _failing_grad(u: Any, p: Any) -> Any:
     raise GradientNeeded
 
 
-@pytest.mark.parametrize("cls", _params("uses_gradient"))
-def test_uses_gradient(cls: type) -> None:
+@pytest.mark.parametrize("cls", _params("requires_gradient"))
+def test_requires_gradient(cls: type) -> None:
+    # Required: the gradient is called (and counted), and a run whose gradient fails cannot
+    # complete. Not required: the gradient is never asked for, and the same run completes.
     alg, declared = _alg(cls), om.traits(cls)
     calls: list[np.ndarray] = []
     prob, rec = _build("quadratic", alg, grad=_quadratic_grad(calls))
     sol = om.solve(prob, alg, maxiters=N)
     assert rec.calls >= 1
-    if declared.uses_gradient:
+    if declared.requires_gradient:
         assert calls, "the gradient was never called"
         assert sol.stats.gevals >= 1
     else:
         assert calls == [], f"the gradient was called {len(calls)} times"
         assert sol.stats.gevals == 0
-
-
-@pytest.mark.parametrize("cls", _params("requires_gradient"))
-def test_requires_gradient(cls: type) -> None:
-    # Needed: declared used, and a run whose gradient fails cannot complete. Not needed (and not
-    # used): the same run completes, never asking for it.
-    alg, declared = _alg(cls), om.traits(cls)
     prob, rec = _build("quadratic", alg, grad=_failing_grad)
     if declared.requires_gradient:
-        assert declared.uses_gradient, "an algorithm that requires the gradient must declare uses_gradient"
         with pytest.raises(GradientNeeded):
             om.solve(prob, alg, maxiters=N)
-    elif not declared.uses_gradient:
+    else:
         sol = om.solve(prob, alg, maxiters=N)
         assert sol.stats.gevals == 0 and rec.calls >= 1
 
@@ -480,18 +474,6 @@ def test_supports_constraints(cls: type) -> None:
     np.testing.assert_allclose(flat(sol.u), flat(constrained.u_star), rtol=0, atol=CONSTRAINED_ATOL)
 
 
-@pytest.mark.parametrize("cls", _params("requires_constraints"))
-def test_requires_constraints(cls: type) -> None:
-    alg, declared = _alg(cls), om.traits(cls)
-    prob, rec = _build("quadratic", alg)
-    assert not prob.constraints
-    if declared.requires_constraints:
-        _assert_refused(rec, "requires_constraints", om.solve, prob, alg, maxiters=N)
-        return
-    sol = om.solve(prob, alg, maxiters=N)
-    assert sol.stats.iterations >= 1 and rec.calls >= 1
-
-
 # --------------------------------------------------------------------------------------------
 # Callback and checkpoints
 # --------------------------------------------------------------------------------------------
@@ -523,7 +505,8 @@ def test_supports_checkpoint(cls: type) -> None:
     case, declared = CONFIGURED[cls], om.traits(cls)
     if not declared.supports_checkpoint:
         prob, rec = _build("quadratic", case.alg)
-        _assert_refused(rec, "supports_checkpoint", om.init, prob, case.alg, maxiters=N, error=ValueError)
+        exc = _assert_refused(rec, "supports_checkpoint", om.init, prob, case.alg, maxiters=N)
+        assert "om.init takes the run step by step" in str(exc)
         return
     budget = CHECKPOINT_BUDGET if runs_to_budget(case.alg) else None
     rosenbrock = PROBLEM["rosenbrock"]
@@ -534,8 +517,57 @@ def test_supports_checkpoint(cls: type) -> None:
         assert solver.step()
     assert solver.iterations == K
     saved = pickle.loads(pickle.dumps(solver.checkpoint()))
-    resumed = om.resume(saved).solve()
+    resumed = om.resume(saved, rosenbrock.build()[0]).solve()
     assert flat(resumed.u).tobytes() == flat(full.u).tobytes()
     assert resumed.objective == full.objective
     assert resumed.retcode is full.retcode
     assert (resumed.stats.iterations, resumed.stats.fevals) == (full.stats.iterations, full.stats.fevals)
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets and minibatches
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", _params("has_convergence_test"))
+def test_has_convergence_test(cls: type) -> None:
+    # With one, a run without a budget ends by the algorithm's own test; without one, such a run is
+    # refused before any call, and a budget of N steps runs exactly N.
+    alg, declared = _alg(cls), om.traits(cls)
+    prob, rec = _build("quadratic", alg)
+    if declared.has_convergence_test:
+        sol = om.solve(prob, alg)
+        assert sol.retcode in (om.ReturnCode.SUCCESS, om.ReturnCode.FAILURE), sol.message
+        assert rec.calls >= 1
+        return
+    _assert_refused(rec, "has_convergence_test", om.solve, prob, alg)
+    sol = om.solve(prob, alg, maxiters=N)
+    assert (sol.retcode, sol.stats.iterations) == (om.ReturnCode.MAXITERS, N)
+
+
+def _batch_loss(u: Any, batch: Any) -> Any:
+    return anp.sum((u - batch) ** 2)
+
+
+@pytest.mark.parametrize("cls", _params("supports_minibatches"))
+def test_supports_minibatches(cls: type) -> None:
+    # With it, data= feeds one batch per step (if the algorithm takes the noise minibatches bring);
+    # without it, data= is refused before any call, naming the trait.
+    alg, declared = _alg(cls), om.traits(cls)
+    batches = [np.full(3, float(i)) for i in range(4)]
+    rec = Recorder(_batch_loss)
+    prob = om.OptimizationProblem(rec, np.zeros(3), p=batches[0], bounds=box_for(alg))
+    if not declared.supports_minibatches:
+        with pytest.raises(om.IncompatibleAlgorithmError) as info:
+            om.solve(prob, alg, data=batches)
+        assert "supports_minibatches" in [v.trait for v in info.value.violations]
+        assert rec.calls == 0
+        return
+    if not declared.tolerates_stochastic_loss:  # minibatches make the loss noisy: refused for that
+        with pytest.raises(om.IncompatibleAlgorithmError) as info:
+            om.solve(prob, alg, data=batches)
+        assert [v.trait for v in info.value.violations] == ["tolerates_stochastic_loss"]
+        return
+    sol = om.solve(prob, alg, data=batches)
+    assert sol.stats.iterations == len(batches)
+    assert sol.retcode is om.ReturnCode.MAXITERS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import re
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import optimeta as om
-from optimeta.traits import check_compatible, register, requirements
+from optimeta.traits import TRAIT_NAMES, check_compatible, register, requirements
 
 # `optimeta.traits` the attribute is the function `traits()`; the module lives in sys.modules.
 traits_mod = importlib.import_module("optimeta.traits")
@@ -38,11 +39,11 @@ FIRST_ORDER = om.Traits(
     supports_bounds=True,
     requires_bounds=False,
     supports_callback=True,
-    uses_gradient=True,
     requires_hessian=False,
     supports_constraints=False,
-    requires_constraints=False,
     supports_checkpoint=True,
+    has_convergence_test=False,
+    supports_minibatches=True,
 )
 DECLARED = {
     "SGD": (om.SGD, FIRST_ORDER),
@@ -57,11 +58,11 @@ DECLARED = {
             supports_bounds=False,
             requires_bounds=False,
             supports_callback=True,
-            uses_gradient=True,
             requires_hessian=False,
             supports_constraints=False,
-            requires_constraints=False,
             supports_checkpoint=True,
+            has_convergence_test=True,
+            supports_minibatches=True,
         ),
     ),
     "LBFGS": (
@@ -74,11 +75,11 @@ DECLARED = {
             supports_bounds=True,
             requires_bounds=False,
             supports_callback=True,
-            uses_gradient=True,
             requires_hessian=False,
             supports_constraints=False,
-            requires_constraints=False,
             supports_checkpoint=False,
+            has_convergence_test=True,
+            supports_minibatches=False,
         ),
     ),
     "OLBFGS": (
@@ -91,11 +92,11 @@ DECLARED = {
             supports_bounds=False,
             requires_bounds=False,
             supports_callback=True,
-            uses_gradient=True,
             requires_hessian=False,
             supports_constraints=False,
-            requires_constraints=False,
             supports_checkpoint=True,
+            has_convergence_test=False,
+            supports_minibatches=True,
         ),
     ),
 }
@@ -110,7 +111,7 @@ def _declared(*true: str) -> om.Traits:
 
 # The scipy methods added with general constraints and global search, from their docstrings: none
 # calls f once per step, commits its state per step or tolerates noise.
-_GRADIENT = ("requires_gradient", "uses_gradient")
+_GRADIENT = ("requires_gradient", "has_convergence_test")
 _CONSTRAINED = ("supports_bounds", "supports_constraints", "supports_callback")
 _GLOBAL = ("supports_bounds", "requires_bounds")
 DECLARED.update(
@@ -118,14 +119,14 @@ DECLARED.update(
         "Dogleg": (om.Dogleg, _declared(*_GRADIENT, "requires_hessian", "supports_callback")),
         "SLSQP": (om.SLSQP, _declared(*_GRADIENT, *_CONSTRAINED)),
         "TrustConstr": (om.TrustConstr, _declared(*_GRADIENT, *_CONSTRAINED)),
-        "COBYLA": (om.COBYLA, _declared(*_CONSTRAINED)),
-        "COBYQA": (om.COBYQA, _declared(*_CONSTRAINED)),
+        "COBYLA": (om.COBYLA, _declared(*_CONSTRAINED, "has_convergence_test")),
+        "COBYQA": (om.COBYQA, _declared(*_CONSTRAINED, "has_convergence_test")),
         "DifferentialEvolution": (
             om.DifferentialEvolution,
-            _declared(*_GLOBAL, "supports_constraints", "supports_callback"),
+            _declared(*_GLOBAL, "supports_constraints", "supports_callback", "has_convergence_test"),
         ),
         "DualAnnealing": (om.DualAnnealing, _declared(*_GLOBAL, *_GRADIENT)),
-        "DIRECT": (om.DIRECT, _declared(*_GLOBAL, "supports_callback")),
+        "DIRECT": (om.DIRECT, _declared(*_GLOBAL, "supports_callback", "has_convergence_test")),
         "SHGO": (om.SHGO, _declared(*_GLOBAL, *_GRADIENT, "supports_constraints")),
     }
 )
@@ -288,6 +289,26 @@ def test_register_refuses_class_without_traits(registry: None, declaration: Any)
     assert om.algorithms() == before
 
 
+def test_register_refuses_a_class_that_misses_an_abstract_method(registry: None) -> None:
+    from optimeta.backends._base import FirstOrderAlgorithm, StepwiseAlgorithm, WholeRunAlgorithm
+
+    before = om.algorithms()
+    cases = [
+        (StepwiseAlgorithm, {"init": lambda self, x0: None}, "step (abstract in StepwiseAlgorithm)"),
+        (StepwiseAlgorithm, {}, "init (abstract in StepwiseAlgorithm), step (abstract in StepwiseAlgorithm)"),
+        (FirstOrderAlgorithm, {"init": lambda self, x0: None}, "update (abstract in FirstOrderAlgorithm)"),
+        (WholeRunAlgorithm, {}, "run (abstract in WholeRunAlgorithm)"),
+    ]
+    for base, methods, missing in cases:
+        cls = type("Incomplete", (base,), {"traits": FIRST_ORDER, **methods})
+        with pytest.raises(TypeError) as info:
+            register(cls)
+        assert str(info.value) == f"Incomplete cannot be registered: it does not implement {missing}"
+        with pytest.raises(TypeError, match="abstract"):
+            cls()
+    assert om.algorithms() == before
+
+
 # requirements and the rules
 
 
@@ -369,7 +390,7 @@ def test_requires_bounds_refuses_a_box_open_on_one_side(bounds: Any) -> None:
     check_compatible(Declared(requires_bounds=True, supports_bounds=True), requirements(finite))
 
 
-def test_constraints_need_supports_constraints_and_requires_constraints_needs_them() -> None:
+def test_constraints_need_supports_constraints() -> None:
     disk = om.Constraint(lambda u, p: anp.sum(u**2), ub=1.0)
     constrained = requirements(om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.zeros(2), constraints=[disk]))
     plain = requirements(om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.zeros(2)))
@@ -377,10 +398,7 @@ def test_constraints_need_supports_constraints_and_requires_constraints_needs_th
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
         check_compatible(Declared(), constrained)
     assert [(v.trait, v.needed) for v in info.value.violations] == [("supports_constraints", True)]
-    with pytest.raises(om.IncompatibleAlgorithmError) as info:
-        check_compatible(Declared(supports_constraints=True, requires_constraints=True), plain)
-    assert [(v.trait, v.needed) for v in info.value.violations] == [("requires_constraints", False)]
-    check_compatible(Declared(supports_constraints=True, requires_constraints=True), constrained)
+    check_compatible(Declared(supports_constraints=True), constrained)
     check_compatible(Declared(supports_constraints=True), plain)
 
 
@@ -409,7 +427,7 @@ def test_problem_needs_only_its_one_rule(build: Any, alternatives: tuple[str, ..
     req = requirements(prob)
     for trait in alternatives:
         check_compatible(Declared(**{trait: True}), req)
-    others = {name: True for name in FIELDS if name not in (*alternatives, "requires_bounds", "requires_constraints")}
+    others = {name: True for name in FIELDS if name not in (*alternatives, "requires_bounds")}
     with pytest.raises(om.IncompatibleAlgorithmError) as info:
         check_compatible(Declared(**others), req)
     assert [v.trait for v in info.value.violations] == [" or ".join(alternatives)]
@@ -422,3 +440,95 @@ def test_bfgs_refuses_a_declared_stochastic_problem_before_any_call() -> None:
         om.solve(_stateless_stochastic(rec), om.BFGS())
     assert [v.trait for v in info.value.violations] == ["tolerates_stochastic_loss"]
     assert rec.calls == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Each algorithm's docstring says what its traits are: its "Traits:" section agrees with them.
+
+
+def _traits_section(doc: str | None) -> str | None:
+    """The text of a docstring's "Traits:" section, on one line, or None."""
+    found = re.search(r"^Traits:\n((?:[ \t]+.*\n?)+)", inspect.cleandoc(doc or ""), re.MULTILINE)
+    return None if found is None else " ".join(found.group(1).split())
+
+
+def _claims(text: str) -> dict[str, bool]:
+    """The trait values a Traits section states: a trait named plainly is True; one after "not",
+    "no", "never" or "without" in its clause, or written ``name=False``, is False."""
+    names = "|".join(TRAIT_NAMES)
+    out: dict[str, bool] = {}
+    for clause in re.split(r"[;.]\s|,\s(?![^()]*\))", text):
+        negated = re.match(r"\s*(not|no|never|without)\b", clause, re.IGNORECASE) is not None
+        for part in re.split(r"\band\b", clause):
+            negative = negated or re.search(r"\b(not|no)\s+`*\w", part) is not None
+            for name, written, value in re.findall(rf"\b({names})\b(=(True|False))?", part):
+                out.setdefault(name, value == "True" if written else not negative)
+    return out
+
+
+def test_the_claims_of_a_traits_section_are_read_as_written() -> None:
+    text = "requires_gradient, supports_bounds (projection). Not single_call_per_step and not tolerates_stochastic_loss"
+    assert _claims(text) == {
+        "requires_gradient": True,
+        "supports_bounds": True,
+        "single_call_per_step": False,
+        "tolerates_stochastic_loss": False,
+    }
+    assert _claims("no gradient used (requires_gradient=False); supports_callback") == {
+        "requires_gradient": False,
+        "supports_callback": True,
+    }
+
+
+@pytest.mark.parametrize("cls", om.algorithms(), ids=lambda cls: cls.__name__)
+def test_every_docstring_traits_section_agrees_with_the_declared_traits(cls: type) -> None:
+    text = _traits_section(cls.__doc__)
+    assert text is not None, f"{cls.__name__}'s docstring has no Traits: section"
+    see = re.search(r"\(see `(\w+)`\)", text)
+    if see is not None and not _claims(text):
+        # "The first-order family's (see `AdamW`)": the traits of the algorithm referred to.
+        other = getattr(om, see.group(1))
+        assert other.traits == cls.traits, f"{cls.__name__} refers to {other.__name__}'s traits, which differ"
+        text = _traits_section(other.__doc__)
+        assert text is not None
+    claimed = _claims(text)
+    assert claimed, f"{cls.__name__}'s Traits: section names no trait"
+    wrong = {name: value for name, value in claimed.items() if getattr(cls.traits, name) is not value}
+    assert wrong == {}, f"{cls.__name__}'s docstring claims {wrong}, its traits declare the opposite"
+
+
+# ---------------------------------------------------------------------------------------------
+# The default algorithm is the registered class that claims the problem's situation.
+
+
+def test_each_default_situation_is_claimed_by_one_registered_class() -> None:
+    claims = {cls.__dict__["default_for"]: cls for cls in om.algorithms() if "default_for" in cls.__dict__}
+    assert sorted(claims) == sorted(traits_mod.DEFAULT_SITUATIONS)
+    assert {situation: cls.__name__ for situation, cls in claims.items()} == {
+        "noisy": "Adam",
+        "constrained": "SLSQP",
+        "bounded_or_large": "LBFGS",
+        "smooth": "BFGS",
+    }
+
+
+def test_register_refuses_an_unknown_or_a_second_default(registry: None) -> None:
+    with pytest.raises(ValueError, match=r"^Odd.default_for must be one of noisy, constrained, .*got 'odd'$"):
+        register(type("Odd", (), {"traits": FIRST_ORDER, "default_for": "odd"}))
+    with pytest.raises(ValueError, match=r"^Adam is already the default for 'noisy' problems; Second cannot be$"):
+        register(type("Second", (), {"traits": FIRST_ORDER, "default_for": "noisy"}))
+
+
+def test_a_newly_registered_default_is_the_one_solve_picks(registry: None) -> None:
+    # The front end names no backend: the default comes from the registry.
+    smooth = om.OptimizationProblem(lambda u, p: anp.sum(u**2), np.ones(2))
+    assert om.default_algorithm(smooth) == om.BFGS()
+    traits_mod._REGISTRY.pop("BFGS")
+
+    @register
+    @dataclasses.dataclass(frozen=True)
+    class Smooth(om.BFGS):  # type: ignore[misc]
+        traits = om.BFGS.traits
+        default_for = "smooth"
+
+    assert type(om.default_algorithm(smooth)) is Smooth

@@ -614,8 +614,18 @@ BAD_SOLVES = [
     Bad("unknown-keyword-maxiter", _solve(maxiter=3), TypeError, "maxiter"),
     Bad("unknown-keyword-method", _solve(maxiters=3, method="BFGS"), TypeError, "method"),
     Bad("positional-maxiters", lambda rec: om.solve(om.OptimizationProblem(rec, X2), ADAM, 3), TypeError, "positional"),
-    Bad("adam-without-budget", _solve(ADAM), ValueError, _all("Adam", "maxiters", "maxtime")),
-    Bad("sgd-without-budget", _solve(om.SGD(lr=0.1)), ValueError, _all("SGD", "maxiters", "maxtime")),
+    Bad(
+        "adam-without-budget",
+        _solve(ADAM),
+        om.IncompatibleAlgorithmError,
+        _all("Adam", "has_convergence_test", "maxiters", "maxtime"),
+    ),
+    Bad(
+        "sgd-without-budget",
+        _solve(om.SGD(lr=0.1)),
+        om.IncompatibleAlgorithmError,
+        _all("SGD", "has_convergence_test", "maxiters", "maxtime"),
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ explicit state object that ``init`` makes and ``step`` returns.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import functools
 import inspect
@@ -167,8 +168,12 @@ Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
 Box = tuple[np.ndarray, np.ndarray]
 
 
-class Algorithm:
+class Algorithm(abc.ABC):
     """Base of every algorithm: a frozen dataclass of hyperparameters plus its `traits`.
+
+    The methods a shape of algorithm must implement are abstract (``init`` and ``step`` of a
+    step-wise one, ``run`` of a whole-run one): a class that misses one cannot be registered,
+    nor instantiated.
 
     An unknown keyword argument is a `TypeError` that names the hyperparameter meant
     (`unexpected_keyword`): ``Adam(learning_rate=1e-3)`` suggests ``lr``.
@@ -220,19 +225,18 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
     """An algorithm advanced one step at a time by the driver loop in ``_solve.py``.
 
     Class data:
-        needs_budget: The algorithm has no convergence test of its own, so ``solve`` needs
-            ``maxiters``, ``maxtime`` or ``data``.
         loss_at_new_iterate: ``step`` reports the loss at the iterate it returns, so a
             deterministic problem needs no final evaluation.
     """
 
-    needs_budget: ClassVar[bool] = True
     loss_at_new_iterate: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def init(self, x0: np.ndarray) -> S:
         """The algorithm's state before the first step."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
         """One step from ``x``: returns the new iterate, the new state and the loss evaluated.
 
@@ -257,11 +261,11 @@ FIRST_ORDER_TRAITS = Traits(
     supports_bounds=True,
     requires_bounds=False,
     supports_callback=True,
-    uses_gradient=True,
     requires_hessian=False,
     supports_constraints=False,
-    requires_constraints=False,
     supports_checkpoint=True,
+    has_convergence_test=False,
+    supports_minibatches=True,
 )
 
 
@@ -271,6 +275,7 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
     With bounds, the updated iterate is projected onto the box ``[lb, ub]``.
     """
 
+    @abc.abstractmethod
     def update(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
         """The iterate after one update with gradient ``grad`` at ``x``, and the new state."""
         raise NotImplementedError
@@ -323,6 +328,7 @@ class RunResult:
 class WholeRunAlgorithm(Algorithm):
     """An algorithm that runs an external solver from start to end."""
 
+    @abc.abstractmethod
     def run(self, objective: Objective, monitor: Monitor) -> RunResult:
         """Minimise ``objective`` from ``objective.x0``, calling ``monitor.after_step`` each iteration."""
         raise NotImplementedError

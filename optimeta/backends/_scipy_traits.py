@@ -32,11 +32,11 @@ def minimize_traits(
         supports_bounds=bounds or requires_bounds,
         requires_bounds=requires_bounds,
         supports_callback=callback,
-        uses_gradient=gradient,
         requires_hessian=hessian,
         supports_constraints=constraints,
-        requires_constraints=False,
         supports_checkpoint=False,
+        has_convergence_test=True,
+        supports_minibatches=False,
     )
 
 

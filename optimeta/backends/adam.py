@@ -66,6 +66,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     eps: float = 1e-8
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+    default_for: ClassVar[str] = "noisy"  # om.default_algorithm for a stateful or stochastic problem
 
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)

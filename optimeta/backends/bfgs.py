@@ -103,8 +103,8 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
 
     gtol: float = 1e-5
 
-    needs_budget: ClassVar[bool] = False
     loss_at_new_iterate: ClassVar[bool] = True
+    default_for: ClassVar[str] = "smooth"  # om.default_algorithm for a smooth, unconstrained problem
     traits: ClassVar[Traits] = Traits(
         single_call_per_step=False,
         commits_state_per_step=True,
@@ -113,11 +113,11 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         supports_bounds=False,
         requires_bounds=False,
         supports_callback=True,
-        uses_gradient=True,
         requires_hessian=False,
         supports_constraints=False,
-        requires_constraints=False,
         supports_checkpoint=True,
+        has_convergence_test=True,
+        supports_minibatches=True,
     )
 
     def __post_init__(self) -> None:

@@ -90,11 +90,11 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         supports_bounds=False,
         requires_bounds=False,
         supports_callback=True,
-        uses_gradient=True,
         requires_hessian=False,
         supports_constraints=False,
-        requires_constraints=False,
         supports_checkpoint=True,
+        has_convergence_test=False,
+        supports_minibatches=True,
     )
 
     def __post_init__(self) -> None:

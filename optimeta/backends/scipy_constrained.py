@@ -74,6 +74,7 @@ class SLSQP(ScipyMinimize):
     # 9: the iteration limit; the other nonzero modes are failures of the QP or line search.
     statuses: ClassVar[dict[int, ReturnCode]] = {0: ReturnCode.SUCCESS, 9: ReturnCode.MAXITERS}
     traits: ClassVar[Traits] = minimize_traits(bounds=True, constraints=True, commits=False)
+    default_for: ClassVar[str] = "constrained"  # om.default_algorithm with general constraints
 
     def __post_init__(self) -> None:
         check_positive("ftol", self.ftol)
@@ -156,7 +157,7 @@ class COBYLA(ScipyMinimize):
 
     Traits:
         supports_bounds, supports_constraints, supports_callback; no gradient used
-        (requires_gradient=False, uses_gradient=False). Not commits_state_per_step, not
+        (requires_gradient=False). Not commits_state_per_step, not
         stochastic-tolerant.
     """
         + _EXAMPLE.format(name="COBYLA(tol=1e-8, catol=1e-10)")
@@ -209,7 +210,7 @@ class COBYQA(ScipyMinimize):
 
     Traits:
         supports_bounds, supports_constraints, supports_callback; no gradient used
-        (requires_gradient=False, uses_gradient=False). Not commits_state_per_step, not
+        (requires_gradient=False). Not commits_state_per_step, not
         stochastic-tolerant.
     """
         + _EXAMPLE.format(name="COBYQA(final_tr_radius=1e-8)")

@@ -1,6 +1,6 @@
 """Derivative-free methods of ``scipy.optimize.minimize``: Nelder-Mead and Powell, both with bounds.
 
-They call only ``f`` (traits ``requires_gradient=False``, ``uses_gradient=False``): no gradient
+They call only ``f`` (trait ``requires_gradient=False``): no gradient
 is computed, so objectives that autograd cannot trace (or non-smooth ones) are fine.
 """
 
@@ -35,9 +35,9 @@ class NelderMead(ScipyMinimize):
         adaptive: Adapt the coefficients to the dimension (Gao & Han, 2012).
 
     Traits:
-        supports_bounds, supports_callback; no gradient used (requires_gradient=False,
-        uses_gradient=False). Not commits_state_per_step (an iteration may end at a point of an
-        earlier one), not stochastic-tolerant.
+        supports_bounds, supports_callback; no gradient used (requires_gradient=False). Not
+        commits_state_per_step (an iteration may end at a point of an earlier one), not
+        stochastic-tolerant.
 
     Example:
         >>> import numpy as np, optimeta as om
@@ -89,9 +89,9 @@ class Powell(ScipyMinimize):
         ftol: Relative change in f at which to stop, > 0.
 
     Traits:
-        supports_bounds, supports_callback; no gradient used (requires_gradient=False,
-        uses_gradient=False). Not commits_state_per_step (an iteration may end at a point of an
-        earlier one), not stochastic-tolerant.
+        supports_bounds, supports_callback; no gradient used (requires_gradient=False). Not
+        commits_state_per_step (an iteration may end at a point of an earlier one), not
+        stochastic-tolerant.
 
     Example:
         >>> import numpy as np, optimeta as om

@@ -109,7 +109,7 @@ class DifferentialEvolution(ScipyAdapter):
 
     Traits:
         requires_bounds (finite), supports_constraints, supports_callback; no gradient used
-        (requires_gradient=False, uses_gradient=False). Not commits_state_per_step, not
+        (requires_gradient=False). Not commits_state_per_step, not
         stochastic-tolerant (the polishing trusts exact values).
     """
         + _EXAMPLE.format(name="DifferentialEvolution(seed=0, tol=1e-8)")

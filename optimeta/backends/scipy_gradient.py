@@ -27,7 +27,7 @@ class CG(ScipyMinimize):
         gtol: Gradient tolerance, > 0.
 
     Traits:
-        commits_state_per_step, requires_gradient (uses_gradient), supports_callback. No bounds;
+        commits_state_per_step, requires_gradient, supports_callback. No bounds;
         not stochastic-tolerant (its line search compares exact values).
 
     Example:
@@ -72,7 +72,7 @@ class TNC(ScipyMinimize):
             past it); reaching it ends the run with MAXITERS.
 
     Traits:
-        commits_state_per_step, requires_gradient (uses_gradient), supports_bounds,
+        commits_state_per_step, requires_gradient, supports_bounds,
         supports_callback. Not stochastic-tolerant.
 
     Example:

@@ -6,6 +6,7 @@ their own scipy function through the same adapter.
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -282,6 +283,7 @@ class ScipyAdapter(WholeRunAlgorithm):
         """
         return None
 
+    @abc.abstractmethod
     def call(self, calls: ScipyCalls, monitor: Monitor) -> Any:
         """Run scipy's method; return its ``OptimizeResult``."""
         raise NotImplementedError
@@ -320,7 +322,7 @@ class ScipyAdapter(WholeRunAlgorithm):
         with np.errstate(all="ignore"), silenced(*_SCIPY_NOTES):
             try:
                 if self.evaluates_start:
-                    (calls.value_and_grad if self.traits.uses_gradient else calls.value)(calls.x0)
+                    (calls.value_and_grad if self.traits.requires_gradient else calls.value)(calls.x0)
                 res = self.call(calls, monitor)
             except _UserError as wrapped:
                 raise wrapped.error from None
@@ -405,6 +407,7 @@ class ScipyMinimize(ScipyAdapter):
     method: ClassVar[str]
     derivatives: ClassVar[str] = "gradient"
 
+    @abc.abstractmethod
     def options(self, monitor: Monitor, n: int) -> dict[str, Any]:
         """The method's ``options=`` for scipy, for `n` variables."""
         raise NotImplementedError
@@ -478,6 +481,7 @@ class LBFGS(ScipyMinimize):
     ftol: float = 2.220446049250313e-09
 
     method: ClassVar[str] = "L-BFGS-B"
+    default_for: ClassVar[str] = "bounded_or_large"  # om.default_algorithm with bounds or many variables
     # 0 converged; 1 too many iterations or evaluations; 2 abnormal end of the line search.
     statuses: ClassVar[dict[int, ReturnCode]] = {0: ReturnCode.SUCCESS, 1: ReturnCode.MAXITERS, 2: ReturnCode.FAILURE}
     traits: ClassVar[Traits] = Traits(
@@ -488,11 +492,11 @@ class LBFGS(ScipyMinimize):
         supports_bounds=True,
         requires_bounds=False,
         supports_callback=True,
-        uses_gradient=True,
         requires_hessian=False,
         supports_constraints=False,
-        requires_constraints=False,
         supports_checkpoint=False,
+        has_convergence_test=True,
+        supports_minibatches=False,
     )
 
     def __post_init__(self) -> None:

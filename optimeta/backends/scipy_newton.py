@@ -52,8 +52,8 @@ class NewtonCG(_Newton):
         gtol: Stop when the average relative change of u is at most this (scipy's ``xtol``), > 0.
 
     Traits:
-        commits_state_per_step, requires_gradient, requires_hessian (Hessian-vector products),
-        supports_callback. No bounds; not stochastic-tolerant.
+        requires_gradient, requires_hessian (Hessian-vector products), supports_callback. No
+        bounds; not commits_state_per_step, not stochastic-tolerant.
     """
         + _EXAMPLE.format(name="NewtonCG")
         + """
@@ -79,8 +79,8 @@ class TrustNCG(_Newton):
         gtol: Gradient tolerance, > 0.
 
     Traits:
-        commits_state_per_step, requires_gradient, requires_hessian (Hessian-vector products),
-        supports_callback. No bounds; not stochastic-tolerant.
+        requires_gradient, requires_hessian (Hessian-vector products), supports_callback. No
+        bounds; not commits_state_per_step, not stochastic-tolerant.
     """
         + _EXAMPLE.format(name="TrustNCG")
         + """
@@ -108,8 +108,8 @@ class TrustKrylov(_Newton):
         gtol: Gradient tolerance, > 0.
 
     Traits:
-        commits_state_per_step, requires_gradient, requires_hessian (Hessian-vector products),
-        supports_callback. No bounds; not stochastic-tolerant.
+        requires_gradient, requires_hessian (Hessian-vector products), supports_callback. No
+        bounds; not commits_state_per_step, not stochastic-tolerant.
     """
         + _EXAMPLE.format(name="TrustKrylov")
         + """
