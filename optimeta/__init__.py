@@ -16,7 +16,7 @@ from ._plot import plot
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import default_algorithm, solve
-from ._solver import Checkpoint, Solver, init, resume
+from ._solver import Checkpoint, Counts, Skips, Solver, init, resume
 from ._state import StateMutationError
 from .backends import (
     BFGS,
@@ -79,6 +79,7 @@ __all__ = [
     "Chain",
     "Checkpoint",
     "Constraint",
+    "Counts",
     "DifferentialEvolution",
     "Dogleg",
     "DualAnnealing",
@@ -93,6 +94,7 @@ __all__ = [
     "Powell",
     "RMSProp",
     "ReturnCode",
+    "Skips",
     "Solution",
     "Solver",
     "StateMutationError",

@@ -2,9 +2,12 @@
 
 Optimization.jl's ``init`` / ``solve!`` interface, for long ML runs: the run is the one that
 `solve` makes (the same driver loop, the same checks), held open between steps. A `Checkpoint`
-is a plain picklable value (the problem, the algorithm, the iterate, the algorithm's state, the
-committed state, the counters and the position in the data), so a run checkpointed at step k
-and resumed in a fresh process is bitwise identical to the uninterrupted run.
+is data only (the algorithm and its state, the iterate, the committed state, the counters, the
+budgets used and the position in the data), never the problem, the objective or the data:
+`resume` is given the problem (and the data) again and checks that the checkpoint fits them.
+`Checkpoint.save` writes it to an ``.npz`` file that `Checkpoint.load` reads without running
+code, so a run checkpointed at step k and resumed in a fresh process is bitwise identical to the
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from ._checkpoint_io import Checkpoint, Counts, Skips, describe_layout
 from ._objective import Objective
-from ._observe import History, check_observe_options, logging_to_stderr
+from ._observe import check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import ReturnCode, Solution
 from ._solve import (
@@ -31,70 +35,17 @@ from ._solve import (
     _drive,
     _Monitor,
     _prepared,
+    _solution,
     _stepwise_solution,
     observer_for,
     planned_steps,
 )
-from ._state import copy_state
+from ._state import copy_state, short_repr
+from ._tree import children, is_container
 from .backends._base import Algorithm, StepwiseAlgorithm, suggest_keywords
 from .traits import Requirements, check_compatible, requirements, traits
 
-__all__ = ["Checkpoint", "Solver", "init", "resume"]
-
-
-@dataclass(frozen=True, eq=False)
-class Checkpoint:
-    """Everything a `Solver` needs to go on, as plain picklable data (pickle it to a file).
-
-    Pickling needs the objective ``f`` (and ``grad``, ``p``, the state and ``data``) to be
-    picklable: a function defined at a module's top level is, a lambda is not.
-
-    Attributes:
-        problem: The problem.
-        algorithm: The algorithm instance.
-        x: The current iterate, flattened.
-        opt_state: The algorithm's own state (step counts, moments, curvature pairs).
-        state: The committed state of a stateful problem (None otherwise).
-        counts: Iterations, calls of f, gradients, probe calls and second derivatives so far.
-        skips: ``max_skips`` of ``nan_policy="skip"`` (0 for "stop"), the steps skipped so far,
-            and those skipped in a row up to now.
-        elapsed: Seconds the run has taken so far (``maxtime`` counts them).
-        maxiters: The run's iteration budget.
-        maxtime: The run's time budget.
-        data: The minibatches (a sequence) or None.
-        epochs: Passes over ``data``.
-        consumed: Steps taken from the schedule of batches so far.
-        loss: The loss the last step reported.
-        ended: Why the run ended, or None while it may go on.
-        solution: The `Solution`, once `Solver.solve` has made it.
-        best: A deterministic problem's best finite iterate so far and its loss (the answer of
-            a run that ends on a non-finite value), or None.
-        evaluated: The partial solution's iterate and loss so far (see `solve`), or None
-            before the first step.
-        observe: The run's ``record``, ``progress`` and ``verbose``.
-        history: What ``record`` kept of the steps so far (None without ``record``).
-    """
-
-    problem: OptimizationProblem
-    algorithm: Algorithm
-    x: np.ndarray
-    opt_state: Any
-    state: Any
-    counts: tuple[int, int, int, int, int]
-    skips: tuple[int, int, int]
-    elapsed: float
-    maxiters: int | None
-    maxtime: float | None
-    data: Sequence[Any] | None
-    epochs: int
-    consumed: int
-    loss: float
-    ended: ReturnCode | None
-    solution: Solution | None = None
-    best: tuple[float, np.ndarray] | None = None
-    evaluated: tuple[np.ndarray, float] | None = None
-    observe: tuple[bool | str, bool, bool] = (False, False, False)
-    history: History | None = None
+__all__ = ["Checkpoint", "Counts", "Skips", "Solver", "init", "resume"]
 
 
 class Solver:
@@ -144,6 +95,9 @@ class Solver:
         self._loss = loss
         self.retcode = ended
         self._solution: Solution | None = None
+        # Once the Solution is made: its loss (minimisation sense) and message, which a
+        # checkpoint keeps so that a resumed solve() rebuilds it without calling f again.
+        self._final: tuple[float, str] | None = None
         self._observe = observe
         self._observer = observer_for(prob, *observe)
         self._started = False  # whether the observer was told that the run (re)started
@@ -187,17 +141,16 @@ class Solver:
             self._advance(None)
         if self._solution is None:
             assert self.retcode is not None
-            end = (self._x, self._loss, self.retcode)
-            sol = _stepwise_solution(
-                self.algorithm,
-                self._req,
-                self._objective,
-                self._monitor,
-                end,
-                self._data,
-                self._epochs,
-                self._opt_state,
-            )
+            alg, objective, monitor = self.algorithm, self._objective, self._monitor
+            if self._final is None:
+                end = (self._x, self._loss, self.retcode)
+                sol = _stepwise_solution(
+                    alg, self._req, objective, monitor, end, self._data, self._epochs, self._opt_state
+                )
+                self._final = (objective.sign * sol.objective, sol.message)
+            else:  # resumed after the Solution was made: the same one, without calling f again
+                loss, message = self._final
+                sol = _solution(alg, objective, monitor, self._x, loss, self.retcode, message, None, self._opt_state)
             observer = self._observer
             if observer is not None:
                 sol = replace(sol, history=observer.history())
@@ -236,7 +189,16 @@ class Solver:
         self._x, self._opt_state, self._loss, self.retcode = x, opt_state, loss, code
 
     def checkpoint(self) -> Checkpoint:
-        """The run so far as a `Checkpoint` (copies: stepping on does not change it)."""
+        """The run so far as a `Checkpoint`: data only (copies: stepping on does not change it).
+
+        It holds no problem, objective or data: resume it with ``om.resume(checkpoint, prob)``
+        (``data=`` the same minibatches for a run over data). After `solve`, it holds the
+        Solution's loss and message, and a resumed ``solve()`` gives that Solution again.
+
+        Raises:
+            ValueError: The run goes over ``data`` that is not a sequence (a one-shot iterator),
+                whose position cannot be found again.
+        """
         if self._data is not None and not isinstance(self._data, Sequence):
             raise ValueError(
                 f"a run over data={type(self._data).__name__} cannot be checkpointed: its position cannot be "
@@ -244,22 +206,23 @@ class Solver:
             )
         obj, monitor = self._objective, self._monitor
         return Checkpoint(
-            problem=self._prob,
             algorithm=self.algorithm,
             x=self._x.copy(),
             opt_state=copy.deepcopy(self._opt_state),
             state=copy_state(obj.state),
-            counts=(monitor.iterations, obj.fevals, obj.gevals, obj.probe_fevals, obj.hevals),
-            skips=(monitor.max_skips, monitor.skipped, monitor.skips_in_a_row),
+            counts=Counts(monitor.iterations, obj.fevals, obj.gevals, obj.probe_fevals, obj.hevals),
+            skips=Skips(monitor.max_skips, monitor.skipped, monitor.skips_in_a_row),
             elapsed=time.perf_counter() - monitor.start,
             maxiters=monitor.maxiters,
             maxtime=monitor.maxtime,
-            data=self._data,
             epochs=self._epochs,
             consumed=self._schedule.count,
             loss=self._loss,
             ended=self.retcode,
-            solution=self._solution,
+            layout=describe_layout(obj.layout.treedef),
+            stateful=obj.stateful,
+            data_length=None if self._data is None else len(self._data),
+            final=self._final,
             best=None if monitor.best is None else (monitor.best[0], monitor.best[1].copy()),
             evaluated=None if monitor.last is None else (monitor.last[0].copy(), monitor.last[1]),
             observe=self._observe,
@@ -303,8 +266,9 @@ def init(
         The `Solver`.
 
     Raises:
-        ValueError: An algorithm without ``supports_checkpoint``; any error `solve` raises for
-            the same arguments.
+        IncompatibleAlgorithmError: An algorithm without ``supports_checkpoint`` (a rule of
+            ``traits.py``, which lists the step-wise algorithms), among the refusals `solve`
+            makes; any other error `solve` raises for the same arguments.
 
     Example:
         >>> import autograd.numpy as anp, numpy as np, optimeta as om, pickle
@@ -312,14 +276,12 @@ def init(
         >>> solver = om.init(prob, om.Adam(lr=0.1), maxiters=100)
         >>> for _ in range(40):
         ...     _ = solver.step()
-        >>> saved = solver.checkpoint()
-        >>> resumed = om.resume(saved).solve()
+        >>> saved = pickle.loads(pickle.dumps(solver.checkpoint()))  # data only: a lambda objective is fine
+        >>> resumed = om.resume(saved, prob).solve()
         >>> full = om.solve(prob, om.Adam(lr=0.1), maxiters=100)
         >>> resumed.u.tobytes() == full.u.tobytes(), resumed.stats.iterations
         (True, 100)
     """
-    if alg is not None and isinstance(alg, Algorithm) and not traits(alg).supports_checkpoint:
-        _not_checkpointable(alg)
     alg, chosen, skips, req = _arguments(
         prob,
         alg,
@@ -334,9 +296,10 @@ def init(
         record,
         progress,
         verbose,
+        stepwise_reason="om.init takes the run step by step, to checkpoint and resume it",
     )
-    if not isinstance(alg, StepwiseAlgorithm):  # a default that runs whole (LBFGS, SLSQP)
-        _not_checkpointable(alg)
+    if not isinstance(alg, StepwiseAlgorithm):  # declared supports_checkpoint, yet not step-wise
+        raise TypeError(f"{type(alg).__name__} declares supports_checkpoint=True but is not a StepwiseAlgorithm")
     objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
     monitor = _Monitor(objective, maxiters, maxtime, callback)
     monitor.max_skips = skips
@@ -349,19 +312,30 @@ def init(
 @suggest_keywords("options")
 def resume(
     checkpoint: Checkpoint,
+    prob: OptimizationProblem,
     *,
+    data: Sequence[Any] | None = None,
     callback: Callback | None = None,
     progress: bool | None = None,
     verbose: bool | None = None,
 ) -> Solver:
     """A `Solver` that goes on from a `Checkpoint`, in this process or another one.
 
-    The problem, the algorithm, the budgets, the data and ``record`` (with the history so far)
-    come from the checkpoint; a callback (which a checkpoint does not hold) may be given anew,
-    and ``progress`` and ``verbose`` changed. No determinism probe runs again.
+    A checkpoint holds no problem, objective or data: ``prob`` (and ``data``, for a run over
+    minibatches) are given again, and must be those of the checkpointed run for the resumed run
+    to be the uninterrupted one. What can be checked is: the checkpoint's fields, that its
+    iterate fits ``prob.u0`` (the same structure, shapes and dtypes), that both are stateful or
+    both stateless, that ``data`` is given exactly when the run had data and has as many
+    minibatches, and that the algorithm accepts ``prob`` (its traits, as `solve` checks them).
+    The algorithm, the budgets, the position in the data and ``record`` (with the history so
+    far) come from the checkpoint; a callback may be given anew, and ``progress`` and
+    ``verbose`` changed. No determinism probe runs again.
 
     Args:
-        checkpoint: From `Solver.checkpoint` (possibly unpickled).
+        checkpoint: From `Solver.checkpoint`, `Checkpoint.load`, or unpickled.
+        prob: The problem of the checkpointed run.
+        data: The minibatches of the checkpointed run (a sequence, in the same order), or None
+            for a run without data.
         callback: As for `solve`.
         progress: As for `solve`; None: as the checkpointed run.
         verbose: As for `solve`; None: as the checkpointed run.
@@ -370,33 +344,67 @@ def resume(
         The `Solver`, at the checkpoint's step.
 
     Raises:
-        TypeError: ``checkpoint`` is not a `Checkpoint`, ``callback`` is not callable, or
-            ``progress`` or ``verbose`` is not a bool or None.
+        TypeError: ``checkpoint`` is not a `Checkpoint`, ``prob`` not an `OptimizationProblem`,
+            ``data`` not a sequence, ``callback`` not callable, ``progress`` or ``verbose`` not
+            a bool or None, or a field of the checkpoint of the wrong type (its algorithm's
+            state not the algorithm's).
+        ValueError: A field of the checkpoint out of range, a checkpoint that does not fit
+            ``prob`` or ``data`` (the message names the field and both values).
+        IncompatibleAlgorithmError: The algorithm's traits do not fit ``prob``.
+
+    Example:
+        >>> import autograd.numpy as anp, numpy as np, optimeta as om
+        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
+        >>> saved = om.init(prob, om.Adam(lr=0.1), maxiters=10).checkpoint()
+        >>> om.resume(saved, om.OptimizationProblem(lambda u, p: anp.sum(u ** 2), np.zeros(3)))
+        Traceback (most recent call last):
+        ...
+        ValueError: the checkpoint does not fit prob: its iterate has the structure float64(2,) (2 variables, \
+Checkpoint.layout), prob.u0 has float64(3,) (3 variables)
     """
     if not isinstance(checkpoint, Checkpoint):
         raise TypeError(f"checkpoint must be an om.Checkpoint (from Solver.checkpoint()), got {checkpoint!r}")
+    if not isinstance(prob, OptimizationProblem):
+        raise TypeError(f"prob must be the OptimizationProblem of the checkpointed run, got {prob!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
+    checkpoint.validate()
     record, kept_progress, kept_verbose = checkpoint.observe
     progress = kept_progress if progress is None else progress
     verbose = kept_verbose if verbose is None else verbose
     check_observe_options(record, progress, verbose)
-    prob, alg = checkpoint.problem, checkpoint.algorithm
-    assert isinstance(alg, StepwiseAlgorithm)
-    req = requirements(prob, callback=callback is not None, data=checkpoint.data is not None)
+    _check_data(checkpoint, data)
+    stateful = prob.state is not None
+    if checkpoint.stateful != stateful:
+        ran = "a stateful problem (with state=)" if checkpoint.stateful else "a stateless problem (without state=)"
+        raise ValueError(
+            f"the checkpoint does not fit prob: Checkpoint.stateful is {checkpoint.stateful} (a run of {ran}), "
+            f"but prob {'has a state' if stateful else 'has no state'}: pass the problem of the checkpointed run"
+        )
+    alg = checkpoint.algorithm
+    req = requirements(prob, callback=callback is not None, data=data is not None)
     check_compatible(alg, req)
     declared = traits(alg)
     objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
+    layout = describe_layout(objective.layout.treedef)
+    if layout != checkpoint.layout or objective.x0.size != checkpoint.x.size:
+        raise ValueError(
+            f"the checkpoint does not fit prob: its iterate has the structure {checkpoint.layout} "
+            f"({checkpoint.x.size} variables, Checkpoint.layout), prob.u0 has {layout} ({objective.x0.size} variables)"
+        )
+    _check_opt_state(alg, checkpoint.opt_state, checkpoint.x)
     objective.state = copy_state(checkpoint.state)
-    iterations, objective.fevals, objective.gevals, objective.probe_fevals, objective.hevals = checkpoint.counts
+    counts = checkpoint.counts
+    objective.fevals, objective.gevals = counts.fevals, counts.gevals
+    objective.probe_fevals, objective.hevals = counts.probe_fevals, counts.hevals
     monitor = _Monitor(objective, checkpoint.maxiters, checkpoint.maxtime, callback)
-    monitor.iterations = iterations
-    monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = checkpoint.skips
+    monitor.iterations = counts.iterations
+    skips = checkpoint.skips
+    monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = skips.max_skips, skips.skipped, skips.in_a_row
     monitor.start = time.perf_counter() - checkpoint.elapsed
     monitor.keep_best = not req.stochastic and not req.evolving_state
     if checkpoint.best is not None:
         monitor.best = (checkpoint.best[0], checkpoint.best[1].copy())
-    x = checkpoint.x.copy()
     if checkpoint.evaluated is not None:  # the run so far, should the next step raise
         monitor.last = (checkpoint.evaluated[0].copy(), checkpoint.evaluated[1])
     solver = Solver(
@@ -405,9 +413,9 @@ def resume(
         req,
         objective,
         monitor,
-        x,
+        checkpoint.x.copy(),
         copy.deepcopy(checkpoint.opt_state),
-        checkpoint.data,
+        data,
         checkpoint.epochs,
         checkpoint.consumed,
         checkpoint.loss,
@@ -416,8 +424,61 @@ def resume(
     )
     if solver._observer is not None:
         solver._observer.restore(checkpoint.history)
-    solver._solution = checkpoint.solution
+    solver._final = checkpoint.final
     return solver
+
+
+def _check_data(checkpoint: Checkpoint, data: Any) -> None:
+    """Refuse ``data`` that is not the checkpointed run's (as far as its length tells)."""
+    length = checkpoint.data_length
+    if data is None:
+        if length is not None:
+            raise ValueError(
+                f"the checkpointed run went over data ({length} minibatches, Checkpoint.data_length): pass the same "
+                "minibatches again, resume(checkpoint, prob, data=...)"
+            )
+        return
+    if length is None:
+        raise ValueError(
+            f"data= was given ({short_repr(data)}), but the checkpointed run had no data (Checkpoint.data_length is None)"
+        )
+    if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
+        raise TypeError(
+            f"data must be the sequence (a list, a tuple) of minibatches the checkpointed run went over, got {short_repr(data)}"
+        )
+    if len(data) != length:
+        raise ValueError(
+            f"data has {len(data)} minibatches, but the checkpointed run went over {length} (Checkpoint.data_length): "
+            "pass the same minibatches, in the same order"
+        )
+
+
+def _check_opt_state(alg: StepwiseAlgorithm[Any], opt_state: Any, x: np.ndarray) -> None:
+    """Refuse an algorithm state that is not of the kind ``alg.init`` makes: another type, or an
+    array where the algorithm keeps one of another shape or dtype."""
+    given = x.view()
+    given.flags.writeable = False  # init only reads the iterate
+    template = alg.init(given)
+    name = type(alg).__name__
+    if type(opt_state) is not type(template):
+        raise TypeError(
+            f"Checkpoint.opt_state must be the state of {name} (a {type(template).__name__}), got a "
+            f"{type(opt_state).__name__}: the algorithm and its state come from different runs"
+        )
+
+    def walk(mine: Any, theirs: Any, path: str) -> None:
+        if isinstance(theirs, np.ndarray):
+            if not (isinstance(mine, np.ndarray) and mine.shape == theirs.shape and mine.dtype == theirs.dtype):
+                got = f"{mine.dtype} {mine.shape}" if isinstance(mine, np.ndarray) else type(mine).__name__
+                raise ValueError(
+                    f"Checkpoint.opt_state{path} must be a {theirs.dtype} array of shape {theirs.shape} for {name} on "
+                    f"{x.size} variables, got {got}"
+                )
+        elif is_container(theirs) and is_container(mine) and len(mine) == len(theirs):
+            for (suffix, a), (_, b) in zip(children(mine), children(theirs)):
+                walk(a, b, path + suffix)
+
+    walk(opt_state, template, "")
 
 
 class _Counted:
@@ -436,14 +497,3 @@ class _Counted:
         item = next(self._items)
         self.count += 1
         return item
-
-
-def _not_checkpointable(alg: Algorithm) -> NoReturn:
-    from .traits import algorithms
-
-    name = type(alg).__name__
-    raise ValueError(
-        f"{name} cannot be run step by step (supports_checkpoint=False): it runs as one call to its backend. "
-        f"Use om.solve(prob, {name}(...)), or one of: "
-        + ", ".join(cls.__name__ for cls in algorithms(supports_checkpoint=True))
-    )

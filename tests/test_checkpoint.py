@@ -6,13 +6,16 @@ algorithm that `om.solve` refuses is refused by `om.init` the same way). For eac
 
 * ``om.init(...).solve()``, with or without `step` and `checkpoint` calls in between, equals
   ``om.solve(...)``: u, objective, state, return code, message and stats (time aside);
-* checkpoints at k = 0, 1, 3, the middle, the last step but one and after the end, pickled, are
-  resumed here and in one fresh process (all of them in one subprocess) and give that same
-  `Solution`; the calls the objective receives after the resume (points, batches and states)
-  continue the uninterrupted run's calls exactly.
+* checkpoints at k = 0, 1, 3, the middle, the last step but one and after the end, pickled and
+  saved to files (`Checkpoint.save`, without pickle), are resumed here and in one fresh process
+  (all of them in one subprocess), with the problem (and the data) given again, and give that
+  same `Solution`; the calls the objective receives after the resume (points, batches and
+  states) continue the uninterrupted run's calls exactly.
 
-The objectives are module-level functions, so that a pickled checkpoint names them; the fresh
-process imports this file by path under its module name. Every call of them is logged in `LOG`.
+A checkpoint holds no problem, objective or data: the fresh process imports this file by path
+under its module name and builds each case's problem again. Every call of the objectives is
+logged in `LOG`. The save/load format itself (a round trip for every algorithm, refusals,
+corrupted files, pickled parts) is tested at the end.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import json
 import math
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +41,7 @@ import pytest
 from autograd.tracer import getval
 
 import optimeta as om
+from optimeta._state import short_repr
 from optimeta.backends._base import StepwiseAlgorithm
 from optimeta.backends._kernels import RECYCLE_MIN_SIZE
 
@@ -62,7 +68,7 @@ ALGORITHMS: list[tuple[str, Any]] = [(cls.__name__, configured(cls)) for cls in 
 ]
 
 
-# -- the objectives (module level: a pickled checkpoint refers to them by name) -------------------
+# -- the objectives (module level: the fresh process builds the same problems) ----------------------
 
 TARGET = np.array([1.0, -0.5, 2.0])
 WEIGHTS = np.array([1.0, 4.0, 0.5])
@@ -193,6 +199,8 @@ def accepts(case: Case, alg: Any) -> bool:
 
 
 COMBOS = [(case, name, alg) for case in CASES for name, alg in ALGORITHMS]
+#: The case of each combination, by its test id.
+CASE_OF = {f"{case.name}-{name}": case.name for case, name, _ in COMBOS}
 ACCEPTED = [pytest.param(case, name, alg, id=f"{case.name}-{name}") for case, name, alg in COMBOS if accepts(case, alg)]
 REFUSED = [
     pytest.param(case, name, alg, id=f"{case.name}-{name}") for case, name, alg in COMBOS if not accepts(case, alg)
@@ -239,11 +247,16 @@ def fingerprint(sol: om.Solution) -> dict[str, Any]:
     }
 
 
-def resume_to_end(blob: bytes) -> tuple[dict[str, Any], list[Any]]:
-    """Unpickle a checkpoint, resume it, solve: the fingerprint and the calls made meanwhile.
-    Run in the fresh process too."""
+def resume_to_end(source: bytes | str, case_name: str) -> tuple[dict[str, Any], list[Any]]:
+    """Unpickle a checkpoint (bytes) or load it from its file (a path, without pickle), resume it
+    on the case's problem and data built anew, solve: the fingerprint and the calls made
+    meanwhile. Run in the fresh process too."""
+    checkpoint = pickle.loads(source) if isinstance(source, bytes) else om.Checkpoint.load(source)
+    assert isinstance(checkpoint, om.Checkpoint)
+    case = CASE[case_name]
+    prob = case.problem()
     LOG.clear()
-    sol = om.resume(pickle.loads(blob)).solve()
+    sol = om.resume(checkpoint, prob, data=case.solve_kwargs.get("data")).solve()
     return fingerprint(sol), list(LOG)
 
 
@@ -257,11 +270,11 @@ class Run:
     plain: dict[str, Any]  # om.init(...).solve()
     interleaved: dict[str, Any]  # om.init, step by step with checkpoints, then .solve()
     interleaved_log: list[Any]
-    # (label, iterations at the checkpoint, the pickled checkpoint, len(LOG) when it was taken)
-    checkpoints: list[tuple[str, int, bytes, int]]
+    # (label, iterations at the checkpoint, the pickled checkpoint, its file, len(LOG) when it was taken)
+    checkpoints: list[tuple[str, int, bytes, str, int]]
 
 
-def record_run(case: Case, alg: Any) -> Run:
+def record_run(case: Case, alg: Any, directory: Path) -> Run:
     LOG.clear()
     full = om.solve(case.problem(), alg, **case.solve_kwargs)
     full_log = list(LOG)
@@ -276,14 +289,21 @@ def record_run(case: Case, alg: Any) -> Run:
     LOG.clear()
     solver = om.init(case.problem(), alg, **case.solve_kwargs)
     checkpoints = []
+
+    def keep(label: str, k: int) -> None:
+        checkpoint = solver.checkpoint()
+        path = directory / f"{label}.npz"
+        checkpoint.save(path)
+        checkpoints.append((label, k, pickle.dumps(checkpoint), str(path), len(LOG)))
+
     while True:
         k = solver.iterations
         label = wanted.pop(k, None)
         if label is not None:
-            checkpoints.append((label, k, pickle.dumps(solver.checkpoint()), len(LOG)))
+            keep(label, k)
         if not solver.step():
             break
-    checkpoints.append(("after-the-end", solver.iterations, pickle.dumps(solver.checkpoint()), len(LOG)))
+    keep("after-the-end", solver.iterations)
     interleaved = solver.solve()
     return Run(fingerprint(full), full_log, fingerprint(plain), fingerprint(interleaved), list(LOG), checkpoints)
 
@@ -298,7 +318,7 @@ sys.modules[name] = module
 spec.loader.exec_module(module)
 with open(jobs_file, "rb") as fh:
     jobs = pickle.load(fh)
-results = {key: module.resume_to_end(blob) for key, blob in jobs}
+results = {key: module.resume_to_end(source, case_name) for key, case_name, source in jobs}
 results["optimeta"] = module.om.__file__
 with open(out_file, "wb") as fh:
     pickle.dump(results, fh)
@@ -316,19 +336,22 @@ class Campaign(dict):  # type: ignore[type-arg]
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every accepted run recorded here, and all their checkpoints resumed in ONE fresh process."""
     runs: dict[str, Run | BaseException] = {}
-    for param in ACCEPTED:
+    tmp = tmp_path_factory.mktemp("checkpoints")
+    for i, param in enumerate(ACCEPTED):
         case, _, alg = param.values
+        directory = tmp / f"run{i}"
+        directory.mkdir()
         try:
-            runs[param.id] = record_run(case, alg)  # type: ignore[arg-type]
+            runs[param.id] = record_run(case, alg, directory)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001  # reported by this run's tests, not by all of them
             runs[param.id] = exc
     jobs = [
-        ((key, label), blob)
+        ((key, label, how), CASE_OF[key], source)
         for key, run in runs.items()
         if isinstance(run, Run)
-        for label, _, blob, _ in run.checkpoints
+        for label, _, blob, path, _ in run.checkpoints
+        for how, source in (("pickle", blob), ("file", path))
     ]
-    tmp = tmp_path_factory.mktemp("checkpoints")
     jobs_file, out_file = tmp / "jobs.pkl", tmp / "results.pkl"
     jobs_file.write_bytes(pickle.dumps(jobs))
     proc = subprocess.run(
@@ -403,13 +426,15 @@ def test_resume_in_process_is_bitwise_identical(
     case: Case, name: str, alg: Any, campaign: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
     run = _run(campaign, request)
-    for label, k, blob, logged in run.checkpoints:
+    for label, k, blob, path, logged in run.checkpoints:
         checkpoint = pickle.loads(blob)
         assert isinstance(checkpoint, om.Checkpoint)
-        assert checkpoint.counts[0] == k, label
-        result, log = resume_to_end(blob)
-        assert result == run.full, label
-        assert log == run.full_log[logged:], label  # the calls go on where the checkpoint left them
+        assert checkpoint.counts.iterations == k, label
+        assert om.Checkpoint.load(path).counts == checkpoint.counts, label
+        for source in (blob, path):
+            result, log = resume_to_end(source, CASE_OF[request.node.callspec.id])
+            assert result == run.full, label
+            assert log == run.full_log[logged:], label  # the calls go on where the checkpoint left them
 
 
 @pytest.mark.parametrize(("case", "name", "alg"), ACCEPTED)
@@ -420,10 +445,11 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(
     fresh = campaign["fresh"]
     assert isinstance(fresh, dict), f"the fresh process failed:\n{fresh}"
     assert Path(fresh["optimeta"]).resolve().is_relative_to(ROOT)  # this tree's optimeta, not another
-    for label, _, _, logged in run.checkpoints:
-        result, log = fresh[(request.node.callspec.id, label)]
-        assert result == run.full, label
-        assert log == run.full_log[logged:], label
+    for label, _, _, _, logged in run.checkpoints:
+        for how in ("pickle", "file"):
+            result, log = fresh[(request.node.callspec.id, label, how)]
+            assert result == run.full, (label, how)
+            assert log == run.full_log[logged:], (label, how)
 
 
 # -- step, solve, the snapshot, the state sequence -----------------------------------------------
@@ -499,19 +525,20 @@ def test_a_checkpoint_is_a_snapshot_and_resumes_the_same_run_every_time(name: st
     fields = ("x", "opt_state", "state", "counts", "skips", "elapsed", "consumed", "loss", "ended")
     seen = {name: canon(getattr(checkpoint, name)) for name in fields}
     assert canon(checkpoint.x) == canon(solver.u) and checkpoint.state == solver.state
-    assert checkpoint.counts[0] == 3 and checkpoint.consumed == 3 and checkpoint.ended is None
-    assert (checkpoint.maxiters, checkpoint.maxtime, checkpoint.data, checkpoint.epochs) == (12, None, None, 1)
+    assert checkpoint.counts.iterations == 3 and checkpoint.consumed == 3 and checkpoint.ended is None
+    assert (checkpoint.maxiters, checkpoint.maxtime, checkpoint.data_length, checkpoint.epochs) == (12, None, None, 1)
+    assert (checkpoint.layout, checkpoint.stateful, checkpoint.final) == ("float64(3,)", True, None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         checkpoint.x = np.zeros(3)  # type: ignore[misc]
     rest = solver.solve()  # stepping on does not reach the checkpoint
-    first = om.resume(checkpoint)
+    first = om.resume(checkpoint, case.problem())
     assert (first.iterations, first.done, first.retcode) == (3, False, None)
     assert canon(first.u) == canon(checkpoint.x) and first.state == checkpoint.state
     first.step()  # nor does stepping a resumed solver
     assert {name: canon(getattr(checkpoint, name)) for name in fields} == seen
-    again = [fingerprint(om.resume(checkpoint).solve()) for _ in range(2)]
+    again = [fingerprint(om.resume(checkpoint, case.problem()).solve()) for _ in range(2)]
     assert again == [fingerprint(first.solve())] * 2 == [fingerprint(rest)] * 2
-    assert fingerprint(om.resume(pickle.loads(frozen)).solve()) == fingerprint(rest)
+    assert fingerprint(om.resume(pickle.loads(frozen), case.problem()).solve()) == fingerprint(rest)
 
 
 @pytest.mark.parametrize("alg", [om.Adam(lr=0.1), om.Lion(lr=0.05), om.OLBFGS(lr=0.5)], ids=repr)
@@ -522,7 +549,7 @@ def test_the_state_sequence_the_objective_receives_is_unbroken_across_a_resume(a
     for _ in range(4):
         solver.step()
     checkpoint = pickle.loads(pickle.dumps(solver.checkpoint()))
-    sol = om.resume(checkpoint).solve()
+    sol = om.resume(checkpoint, case.problem()).solve()
     calls = [entry[3] for entry in LOG]
     per_step = 1 if alg.traits.single_call_per_step else 2  # OLBFGS: two calls on one snapshot
     assert calls == [step for step in range(10) for _ in range(per_step)]
@@ -538,9 +565,9 @@ def test_init_runs_the_probe_before_any_step_and_resume_does_not_run_it_again() 
     assert LOG[0][1] == U0.tobytes()
     solver.step()
     checkpoint = solver.checkpoint()
-    assert checkpoint.counts[3] == 2  # probe_fevals
+    assert checkpoint.counts.probe_fevals == 2
     LOG.clear()
-    sol = om.resume(checkpoint).solve()
+    sol = om.resume(checkpoint, case.problem()).solve()
     assert sol.stats.probe_fevals == 2
     assert all(entry[1] != U0.tobytes() for entry in LOG)
     LOG.clear()
@@ -556,11 +583,11 @@ def test_evaluation_counts_continue_across_a_resume() -> None:
         for _ in range(4):
             solver.step()
         checkpoint = solver.checkpoint()
-        assert checkpoint.counts == (4, 4 * per_step[0], 4 * per_step[1], 0, 0)
-        resumed = om.resume(pickle.loads(pickle.dumps(checkpoint)))
+        assert checkpoint.counts == om.Counts(4, 4 * per_step[0], 4 * per_step[1], 0, 0)
+        resumed = om.resume(pickle.loads(pickle.dumps(checkpoint)), case.problem())
         for _ in range(2):
             resumed.step()
-        assert resumed.checkpoint().counts == (6, 6 * per_step[0], 6 * per_step[1], 0, 0)
+        assert resumed.checkpoint().counts == om.Counts(6, 6 * per_step[0], 6 * per_step[1], 0, 0)
         sol = resumed.solve()
         final = 1 if not alg.loss_at_new_iterate else 0  # the evaluation at the returned iterate
         assert (sol.stats.iterations, sol.stats.fevals, sol.stats.gevals) == (
@@ -586,7 +613,7 @@ def test_a_large_iterate_whose_memory_is_recycled_checkpoints_and_resumes_exactl
         x = checkpoint.x.copy()
         assert fingerprint(solver.solve()) == fingerprint(full)
         assert np.array_equal(checkpoint.x, x)  # the run's recycled memory is not the checkpoint's
-        resumed = [om.resume(checkpoint).solve() for _ in range(2)]
+        resumed = [om.resume(checkpoint, prob).solve() for _ in range(2)]
         assert [fingerprint(sol) for sol in resumed] == [fingerprint(full)] * 2
 
 
@@ -620,7 +647,7 @@ def test_maxtime_counts_the_time_before_the_checkpoint_and_not_the_gap(monkeypat
     checkpoint = solver.checkpoint()
     assert (checkpoint.elapsed, checkpoint.maxtime) == (4.0, 10.5)
     clock.now += 1e6  # the checkpoint sits on disk for a while
-    resumed = om.resume(checkpoint)
+    resumed = om.resume(checkpoint, prob)
     clock.now += 2.0  # time between resume and the first step is the run's
     sol = resumed.solve()
     assert (sol.retcode, sol.stats.iterations, sol.stats.time) == (om.ReturnCode.MAXTIME, 9, 12.0)
@@ -656,7 +683,12 @@ def test_a_callback_given_at_resume_sees_the_iterations_go_on_from_the_checkpoin
         assert canon(solver.u) == infos[j - 1][1]  # the iterates of the uninterrupted run
     assert early == infos[:k]
     late: list[tuple[Any, ...]] = []
-    resumed = om.resume(pickle.loads(pickle.dumps(solver.checkpoint())), callback=lambda info: late.append(_info(info)))
+    resumed = om.resume(
+        pickle.loads(pickle.dumps(solver.checkpoint())),
+        case.problem(),
+        data=case.solve_kwargs.get("data"),
+        callback=lambda info: late.append(_info(info)),
+    )
     assert fingerprint(resumed.solve()) == fingerprint(full)
     assert late == infos[k:]
     if case.solve_kwargs.get("data") is not None:
@@ -669,10 +701,10 @@ def test_a_callback_given_at_resume_can_stop_the_run() -> None:
     for _ in range(5):
         solver.step()
     checkpoint = solver.checkpoint()
-    resumed = om.resume(checkpoint, callback=lambda info: info.iteration >= 8)
+    resumed = om.resume(checkpoint, case.problem(), callback=lambda info: info.iteration >= 8)
     sol = resumed.solve()
     assert (sol.retcode, sol.stats.iterations) == (om.ReturnCode.TERMINATED, 8)
-    sol = om.resume(checkpoint).solve()  # a checkpoint holds no callback
+    sol = om.resume(checkpoint, case.problem()).solve()  # a checkpoint holds no callback
     assert (sol.retcode, sol.stats.iterations) == (om.ReturnCode.MAXITERS, 20)
 
 
@@ -685,8 +717,8 @@ def test_the_position_in_the_data_is_checkpointed() -> None:
     positions = []
     while not solver.done:
         checkpoint = solver.checkpoint()
-        positions.append((checkpoint.consumed, checkpoint.counts[0]))
-        assert checkpoint.data is BATCHES and checkpoint.epochs == 2
+        positions.append((checkpoint.consumed, checkpoint.counts.iterations))
+        assert checkpoint.data_length == len(BATCHES) and checkpoint.epochs == 2
         solver.step()
     # The last batch's step cannot tell that no batch follows: one more step() finds the end.
     assert positions == [(k, k) for k in range(2 * len(BATCHES) + 1)]
@@ -700,7 +732,7 @@ def test_data_as_a_tuple_is_checkpointed_like_a_list() -> None:
     solver = om.init(case.problem(), om.Adam(lr=0.1), data=tuple(BATCHES), epochs=2)
     for _ in range(5):
         solver.step()
-    sol = om.resume(pickle.loads(pickle.dumps(solver.checkpoint()))).solve()
+    sol = om.resume(pickle.loads(pickle.dumps(solver.checkpoint())), case.problem(), data=tuple(BATCHES)).solve()
     assert fingerprint(sol) == fingerprint(full)
 
 
@@ -739,11 +771,15 @@ def test_an_algorithm_without_supports_checkpoint_is_refused_before_any_call(cls
     bounds = (-5.0, 5.0) if cls.traits.requires_bounds else None
     prob = om.OptimizationProblem(f, np.array([1.0, 2.0]), bounds=bounds)
     alg = configured(cls)
-    with pytest.raises(ValueError, match="supports_checkpoint") as info:
+    with pytest.raises(om.IncompatibleAlgorithmError) as info:
         om.init(prob, alg, maxiters=10)
-    assert not isinstance(info.value, om.IncompatibleAlgorithmError)
+    assert [v.trait for v in info.value.violations] == ["supports_checkpoint"]  # a rule of traits.py
     assert cls.__name__ in str(info.value)
-    with pytest.raises(ValueError, match="supports_checkpoint"):
+    assert "Why: om.init takes the run step by step, to checkpoint and resume it" in str(info.value)
+    assert set(info.value.alternatives) == {
+        c.__name__ for c in om.algorithms(for_problem=prob, supports_checkpoint=True)
+    }
+    with pytest.raises(om.IncompatibleAlgorithmError, match="supports_checkpoint"):
         om.init(prob, alg)
     assert f.calls == 0
 
@@ -834,9 +870,17 @@ def test_bad_arguments_give_the_errors_solve_gives_before_any_call(
         prob, alg, kwargs = make(f)
         with pytest.raises((TypeError, ValueError)) as info:
             entry(prob, alg, **kwargs)
-        errors.append((type(info.value), str(info.value)))
+        errors.append((type(info.value), _refusal(info.value)))
         assert f.calls == 0
     assert errors[1] == errors[0]
+
+
+def _refusal(exc: BaseException) -> str:
+    """An error's message; for a refused pair, its failed rules (the alternatives it lists
+    differ: `init` accepts the step-wise algorithms alone)."""
+    if isinstance(exc, om.IncompatibleAlgorithmError):
+        return "\n".join(line for line in str(exc).splitlines() if line.startswith("  - "))
+    return str(exc)
 
 
 def test_the_determinism_probe_refuses_at_init_as_at_solve() -> None:
@@ -855,18 +899,19 @@ def test_the_determinism_probe_refuses_at_init_as_at_solve() -> None:
     "value", [None, {"x": np.zeros(2)}, b"not unpickled", "checkpoint"], ids=["None", "dict", "bytes", "str"]
 )
 def test_resume_refuses_what_is_not_a_checkpoint(value: Any) -> None:
-    with pytest.raises(TypeError, match="Checkpoint"):
-        om.resume(value)
+    with pytest.raises(TypeError, match=r"^checkpoint must be an om\.Checkpoint \(from Solver\.checkpoint\(\)\), got "):
+        om.resume(value, CASE["deterministic"].problem())
 
 
 def test_resume_refuses_a_solver_a_solution_and_a_bad_callback() -> None:
-    solver = om.init(CASE["deterministic"].problem(), om.Adam(lr=0.1), maxiters=3)
+    prob = CASE["deterministic"].problem()
+    solver = om.init(prob, om.Adam(lr=0.1), maxiters=3)
     with pytest.raises(TypeError, match="Checkpoint"):
-        om.resume(solver)  # type: ignore[arg-type]
+        om.resume(solver, prob)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Checkpoint"):
-        om.resume(solver.solve())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="callback"):
-        om.resume(solver.checkpoint(), callback=42)  # type: ignore[arg-type]
+        om.resume(solver.solve(), prob)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^callback must be callable as callback\(info\) or None, got 42$"):
+        om.resume(solver.checkpoint(), prob, callback=42)  # type: ignore[arg-type]
 
 
 # -- exceptions --------------------------------------------------------------------------------------
@@ -938,8 +983,8 @@ def test_a_run_interrupted_mid_step_can_be_checkpointed_and_resumed(alg: Any) ->
     with pytest.raises(KeyboardInterrupt):
         solver.step()
     checkpoint = solver.checkpoint()
-    assert canon(checkpoint.x) == canon(x) and checkpoint.counts[0] == 4
-    sol = om.resume(checkpoint).solve()
+    assert canon(checkpoint.x) == canon(x) and checkpoint.counts.iterations == 4
+    sol = om.resume(checkpoint, _prob(f)).solve()
     mine, theirs = fingerprint(sol), fingerprint(full)
     for key in ("u", "objective", "state", "retcode", "message", "algorithm"):
         assert mine[key] == theirs[key], key
@@ -965,9 +1010,9 @@ def test_an_exception_in_the_first_step_after_resume_carries_the_run_so_far(alg:
     solver = om.init(_prob(f), alg, maxiters=12)
     for _ in range(k):
         solver.step()
-    checkpoint = solver.checkpoint()  # in process: the checkpoint's problem holds this very f
+    checkpoint = solver.checkpoint()
     f.at = f.calls + 1
-    by_resumed = _raised(lambda: om.resume(checkpoint).step(), Boom())
+    by_resumed = _raised(lambda: om.resume(checkpoint, _prob(f)).step(), Boom())
     assert by_resumed.__notes__ == by_solve.__notes__  # type: ignore[attr-defined]
     partial = by_resumed.partial_solution  # type: ignore[attr-defined]
     assert partial.stats.iterations == k
@@ -980,19 +1025,25 @@ def test_an_exception_in_the_first_step_after_resume_carries_the_run_so_far(alg:
 
 
 @pytest.mark.parametrize("alg", [om.SGD(lr=0.02), om.OLBFGS(lr=0.5), om.BFGS()], ids=lambda a: type(a).__name__)
-def test_a_checkpoint_taken_after_solve_resumes_to_the_same_solution(alg: Any) -> None:
-    """Fails at the time of writing for algorithms that evaluate f once more at the end (the
-    first-order family on a deterministic problem): the checkpoint's counts already include that
-    evaluation, and the resumed solve() makes and counts it again (fevals one too many)."""
+def test_a_checkpoint_taken_after_solve_resumes_to_the_same_solution(alg: Any, tmp_path: Path) -> None:
+    """For algorithms that evaluate f once more at the end (the first-order family on a
+    deterministic problem), the checkpoint's counts include that evaluation, and it holds the
+    Solution's loss and message (`Checkpoint.final`): the resumed solve() rebuilds the Solution
+    without calling f again, so the counts are those of the uninterrupted run."""
     case = CASE["deterministic"]
     full = om.solve(case.problem(), alg, maxiters=8)
     solver = om.init(case.problem(), alg, maxiters=8)
     assert fingerprint(solver.solve()) == fingerprint(full)
     checkpoint = solver.checkpoint()
     assert checkpoint.ended is solver.retcode
-    resumed = om.resume(pickle.loads(pickle.dumps(checkpoint)))
-    assert resumed.done and resumed.step() is False
-    assert fingerprint(resumed.solve()) == fingerprint(full)
+    assert checkpoint.final is not None and checkpoint.final[1] == full.message
+    assert checkpoint.counts.fevals == full.stats.fevals  # the final evaluation, if any, is counted once
+    LOG.clear()
+    for kept in (pickle.loads(pickle.dumps(checkpoint)), _saved_and_loaded(checkpoint, tmp_path)):
+        resumed = om.resume(kept, case.problem())
+        assert resumed.done and resumed.step() is False
+        assert fingerprint(resumed.solve()) == fingerprint(full)
+    assert LOG == []  # the Solution is rebuilt from the checkpoint, without calling f
 
 
 @pytest.mark.parametrize("alg", [om.Adam(lr=0.1), om.OLBFGS(lr=0.5)], ids=lambda a: type(a).__name__)
@@ -1012,4 +1063,677 @@ def test_a_run_over_data_stepped_to_its_end_reports_the_last_loss(alg: Any) -> N
     at_the_end = solver.checkpoint()
     assert solver.step() is False and solver.iterations == len(BATCHES)
     assert solver.solve().objective == full.objective
-    assert om.resume(at_the_end).solve().objective == full.objective
+    assert om.resume(at_the_end, case.problem(), data=BATCHES).solve().objective == full.objective
+
+
+# -- the checkpoint file: save and load -------------------------------------------------------------
+
+
+def _saved_and_loaded(checkpoint: om.Checkpoint, directory: Path, **save: Any) -> om.Checkpoint:
+    path = directory / "checkpoint.npz"
+    checkpoint.save(path, **save)
+    return om.Checkpoint.load(path, allow_pickle=bool(save.get("allow_pickle")))
+
+
+def typed(obj: Any) -> Any:
+    """`canon`, with the exact type of every value and the memory order of every array: what a
+    loaded checkpoint must give back (np.float64 is not float, a Fortran-ordered matrix stays so)."""
+    if isinstance(obj, np.ndarray):
+        return ("array", obj.dtype.str, obj.shape, obj.flags.f_contiguous, obj.flags.c_contiguous, obj.tobytes())
+    if isinstance(obj, np.random.Generator):
+        return ("Generator", type(obj.bit_generator).__name__, typed(obj.bit_generator.state))
+    if isinstance(obj, dict):
+        return ("dict", tuple((k, typed(v)) for k, v in obj.items()))
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__qualname__, tuple(typed(x) for x in obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj).__qualname__, typed(dataclasses.asdict(obj)))
+    return (type(obj).__qualname__, canon(obj))
+
+
+CHECKPOINT_FIELDS = [f.name for f in dataclasses.fields(om.Checkpoint)]
+
+
+def _stateful_case(alg: Any) -> Case:
+    return CASE["rng-state"] if alg.traits.tolerates_stochastic_loss else CASE["counting-state"]
+
+
+@pytest.mark.parametrize(("name", "alg"), ALGORITHMS, ids=[name for name, _ in ALGORITHMS])
+def test_save_and_load_round_trip_every_field_bitwise_and_resume_the_same_run(
+    name: str, alg: Any, tmp_path: Path
+) -> None:
+    """For every algorithm of ``om.algorithms(supports_checkpoint=True)`` (and variants whose state
+    holds more), on a stateful problem (an RNG key and a Generator where the algorithm takes noise):
+    every field comes back with its exact types and bytes, and the resumed run is the uninterrupted one."""
+    case = _stateful_case(alg)
+    full = om.solve(case.problem(), alg, maxiters=12)
+    solver = om.init(case.problem(), alg, maxiters=12)
+    for _ in range(5):
+        solver.step()
+    checkpoint = solver.checkpoint()
+    loaded = _saved_and_loaded(checkpoint, tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))  # the temporary file is gone
+    for part in CHECKPOINT_FIELDS:
+        if part != "algorithm":
+            assert typed(getattr(loaded, part)) == typed(getattr(checkpoint, part)), part
+    assert loaded.algorithm == alg and type(loaded.algorithm) is type(alg) and repr(loaded.algorithm) == repr(alg)
+    assert fingerprint(om.resume(loaded, case.problem()).solve()) == fingerprint(full)
+    # After the end too, and once more from a checkpoint of the resumed run.
+    assert fingerprint(solver.solve()) == fingerprint(full)
+    again = om.resume(_saved_and_loaded(solver.checkpoint(), tmp_path), case.problem())
+    assert fingerprint(again.solve()) == fingerprint(full)
+    resumed = om.resume(_saved_and_loaded(checkpoint, tmp_path), case.problem())
+    resumed.step()
+    assert fingerprint(om.resume(_saved_and_loaded(resumed.checkpoint(), tmp_path), case.problem()).solve()) == (
+        fingerprint(full)
+    )
+
+
+def test_the_algorithms_covered_are_every_one_with_supports_checkpoint() -> None:
+    assert {type(alg) for _, alg in ALGORITHMS} == set(om.algorithms(supports_checkpoint=True))
+
+
+def test_load_never_lets_numpy_unpickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    load = np.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("allow_pickle"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)
+    solver = om.init(CASE["rng-state"].problem(), om.Adam(lr=0.1), maxiters=5)
+    solver.step()
+    _saved_and_loaded(solver.checkpoint(), tmp_path)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize("record", [True, "u"])
+def test_the_history_is_saved_and_loaded(record: bool | str, tmp_path: Path) -> None:
+    case = CASE["pytree"]
+    full = om.solve(case.problem(), om.Adam(lr=0.1), maxiters=12, record=record)
+    solver = om.init(case.problem(), om.Adam(lr=0.1), maxiters=12, record=record)
+    for _ in range(5):
+        solver.step()
+    loaded = _saved_and_loaded(solver.checkpoint(), tmp_path)
+    assert loaded.history is not None and len(loaded.history) == 5
+    assert loaded.observe == (record, False, False)
+    sol = om.resume(loaded, case.problem()).solve()
+    assert sol.history is not None and full.history is not None
+    for name in ("iteration", "objective", "fevals"):
+        assert typed(getattr(sol.history, name)) == typed(getattr(full.history, name)), name
+    assert typed(sol.history.u) == typed(full.history.u)
+    assert fingerprint(sol) == fingerprint(full)
+
+
+def test_a_run_over_minibatches_is_saved_and_resumed_with_the_data_given_again(tmp_path: Path) -> None:
+    case = CASE["rng-state-minibatches"]
+    full = om.solve(case.problem(), om.Adam(lr=0.1), **case.solve_kwargs)
+    solver = om.init(case.problem(), om.Adam(lr=0.1), **case.solve_kwargs)
+    for _ in range(6):
+        solver.step()
+    loaded = _saved_and_loaded(solver.checkpoint(), tmp_path)
+    assert (loaded.data_length, loaded.epochs, loaded.consumed) == (len(BATCHES), 2, 6)
+    assert fingerprint(om.resume(loaded, case.problem(), data=list(BATCHES)).solve()) == fingerprint(full)
+
+
+def test_save_writes_exactly_the_path_given(tmp_path: Path) -> None:
+    solver = om.init(CASE["deterministic"].problem(), om.Adam(lr=0.1), maxiters=5)
+    path = tmp_path / "run.ckpt"
+    solver.checkpoint().save(str(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]
+    assert om.Checkpoint.load(str(path)).counts.iterations == 0
+    with pytest.raises(FileNotFoundError):
+        om.Checkpoint.load(tmp_path / "missing.npz")
+
+
+def test_a_checkpoint_of_a_lambda_objective_pickles_and_saves(tmp_path: Path) -> None:
+    """A checkpoint holds no objective: a lambda (which pickle refuses) does not reach it."""
+    prob = om.OptimizationProblem(
+        lambda u, p, s: (anp.sum((u - p) ** 2), {"calls": s["calls"] + 1}), U0, p=TARGET, state={"calls": 0}
+    )
+    full = om.solve(prob, om.Adam(lr=0.1), maxiters=10)
+    solver = om.init(prob, om.Adam(lr=0.1), maxiters=10)
+    for _ in range(4):
+        solver.step()
+    checkpoint = solver.checkpoint()
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(prob)
+    for kept in (pickle.loads(pickle.dumps(checkpoint)), _saved_and_loaded(checkpoint, tmp_path)):
+        sol = om.resume(kept, prob).solve()
+        assert fingerprint(sol) == fingerprint(full) and sol.state == {"calls": 10}
+
+
+# -- what `save` needs pickle for -----------------------------------------------------------------
+
+
+@dataclass
+class Opaque:
+    """An object of the user's own in the state: not plain data."""
+
+    scale: float
+
+
+def opaque(u: Any, p: Any, state: Any) -> Any:
+    return state["model"].scale * _value(u, TARGET), {
+        "model": Opaque(state["model"].scale),
+        "calls": state["calls"] + 1,
+    }
+
+
+def test_a_state_that_is_not_plain_data_needs_allow_pickle_to_save_and_to_load(tmp_path: Path) -> None:
+    prob = om.OptimizationProblem(opaque, U0, state={"model": Opaque(2.0), "calls": 0})
+    full = om.solve(prob, om.Adam(lr=0.1), maxiters=10)
+    solver = om.init(prob, om.Adam(lr=0.1), maxiters=10)
+    for _ in range(4):
+        solver.step()
+    checkpoint = solver.checkpoint()
+    path = tmp_path / "checkpoint.npz"
+    message = (
+        "Checkpoint.save: state['model'] (a Opaque) is not plain data (arrays, NumPy and Python numbers, strings, "
+        "None, np.random.Generator, and dicts with str keys, lists and tuples of them), so it can be stored only "
+        "with pickle, which can run code when the file is loaded: pass allow_pickle=True to save it so (and to "
+        "Checkpoint.load), or keep it plain"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        checkpoint.save(path)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    checkpoint.save(path, allow_pickle=True)
+    refusal = (
+        f"{str(path)!r} holds state stored with pickle, and unpickling can run arbitrary code from the file: load it "
+        "with Checkpoint.load(path, allow_pickle=True) only if you trust its source"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(refusal)}$"):
+        om.Checkpoint.load(path)
+    loaded = om.Checkpoint.load(path, allow_pickle=True)
+    assert loaded.state == {"model": Opaque(2.0), "calls": 4}
+    assert fingerprint(om.resume(loaded, prob).solve()) == fingerprint(full)
+
+
+def test_a_schedule_that_is_not_one_of_optimetas_needs_allow_pickle(tmp_path: Path) -> None:
+    solver = om.init(CASE["deterministic"].problem(), om.Adam(lr=lambda step: 0.1), maxiters=5)
+    with pytest.raises(TypeError, match=r"^Checkpoint\.save: algorithm\.lr \(a function\) is not plain data"):
+        solver.checkpoint().save(tmp_path / "checkpoint.npz")
+
+
+def test_save_and_load_refuse_a_bad_allow_pickle(tmp_path: Path) -> None:
+    checkpoint = om.init(CASE["deterministic"].problem(), om.Adam(lr=0.1), maxiters=5).checkpoint()
+    with pytest.raises(TypeError, match=r"^allow_pickle must be True or False, got 'yes'$"):
+        checkpoint.save(tmp_path / "c.npz", allow_pickle="yes")  # type: ignore[arg-type]
+    checkpoint.save(tmp_path / "c.npz")
+    with pytest.raises(TypeError, match=r"^allow_pickle must be True or False, got 1$"):
+        om.Checkpoint.load(tmp_path / "c.npz", allow_pickle=1)  # type: ignore[arg-type]
+
+
+# -- files that are not checkpoints, truncated or tampered ------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """A checkpoint file of a stateful Adam run after 3 of 12 steps."""
+    solver = om.init(CASE["rng-state"].problem(), om.Adam(lr=0.1), maxiters=12)
+    for _ in range(3):
+        solver.step()
+    path = tmp_path / "checkpoint.npz"
+    solver.checkpoint().save(path)
+    return path
+
+
+def _rewrite(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the JSON metadata inside a checkpoint file, keeping its arrays."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    edit(meta)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_a_truncated_file_is_a_corrupted_checkpoint(saved: Path) -> None:
+    blob = saved.read_bytes()
+    saved.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(saved)))} is a corrupted checkpoint \(a truncated"):
+        om.Checkpoint.load(saved)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", pickle.dumps({"x": 1})], ids=["empty", "text", "pickle"])
+def test_a_file_that_is_not_an_archive_is_not_a_checkpoint(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "other.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(path)))} is not an optimeta checkpoint: not an \.npz"):
+        om.Checkpoint.load(path)
+
+
+def test_an_npz_archive_of_something_else_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "weights.npz"
+    np.savez(path, w=np.zeros(3))
+    message = f"{str(path)!r} is not an optimeta checkpoint: the archive has no 'meta' entry"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        om.Checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda meta: meta["counts"].update(iterations=-5),
+            "is a corrupted checkpoint: Counts.iterations must be a non-negative integer, got -5",
+        ),
+        (
+            lambda meta: meta["counts"].update(iterations=7),
+            (
+                "is a corrupted checkpoint: Checkpoint.consumed (3) must be at least counts.iterations (7): every "
+                "step takes one item of the schedule"
+            ),
+        ),
+        (
+            lambda meta: meta["fields"].update(maxiters=0),
+            "is a corrupted checkpoint: Checkpoint.maxiters must be a positive integer or None, got 0",
+        ),
+        (
+            lambda meta: meta["parts"]["opt_state"].update(type="os.system"),
+            "is a corrupted checkpoint: an unknown class 'os.system' (only optimeta's own are rebuilt)",
+        ),
+        (
+            lambda meta: meta["parts"]["algorithm"].update(type="LBFGS"),
+            "is a corrupted checkpoint: an unknown class 'LBFGS' (only optimeta's own are rebuilt)",
+        ),
+        (
+            lambda meta: meta["parts"]["algorithm"]["fields"][0].__setitem__(1, -1.0),
+            "is a corrupted checkpoint: lr must be ",
+        ),
+        (
+            lambda meta: meta.update(ended="DONE"),
+            "is a corrupted checkpoint: KeyError: 'DONE'",
+        ),
+        (
+            lambda meta: meta["fields"].update(x={"array": "a99"}),
+            "is a corrupted checkpoint: the archive has no entry 'a99'",
+        ),
+        (lambda meta: meta.pop("parts"), "is a corrupted checkpoint: KeyError: 'parts'"),
+        (lambda meta: meta.update(format="something"), "is not an optimeta checkpoint: its format is not "),
+        (lambda meta: meta.update(version=2), "is a checkpoint of format version 2; this optimeta reads version 1"),
+    ],
+    ids=[
+        "negative-count",
+        "iterations-beyond-steps",
+        "maxiters=0",
+        "unknown-class",
+        "swapped-algorithm",
+        "bad-hyperparameter",
+        "bad-ended",
+        "missing-array",
+        "missing-parts",
+        "format",
+        "version",
+    ],
+)
+def test_a_tampered_checkpoint_is_refused_by_load(
+    edit: Callable[[dict[str, Any]], None], expected: str, saved: Path
+) -> None:
+    _rewrite(saved, edit)
+    with pytest.raises(ValueError, match=f"^{re.escape(repr(str(saved)) + ' ' + expected)}") as info:
+        om.Checkpoint.load(saved)
+    assert type(info.value) is ValueError
+
+
+def test_a_tampered_archive_entry_is_refused_without_unpickling(saved: Path) -> None:
+    with np.load(saved, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["a0"] = np.array([Opaque(1.0)], dtype=object)  # an object array needs pickle to load
+    with open(saved, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"is a corrupted checkpoint: Object arrays cannot be loaded"):
+        om.Checkpoint.load(saved)
+
+
+# -- the fields of a checkpoint, validated ----------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint() -> om.Checkpoint:
+    """A checkpoint of a stateful Adam run after 3 of 12 steps (3 variables)."""
+    solver = om.init(CASE["counting-state"].problem(), om.Adam(lr=0.1), maxiters=12)
+    for _ in range(3):
+        solver.step()
+    return solver.checkpoint()
+
+
+STEPWISE_NAMES = ", ".join(sorted(cls.__name__ for cls in CHECKPOINTABLE))
+
+BAD_FIELDS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    (
+        "counts-tuple",
+        {"counts": (3, 3, 3, 0, 0)},
+        TypeError,
+        "Checkpoint.counts must be an om.Counts, got (3, 3, 3, 0, ...)",
+    ),
+    (
+        "counts-beyond-steps",
+        {"counts": om.Counts(5, 5, 5, 0, 0)},
+        ValueError,
+        "Checkpoint.consumed (3) must be at least counts.iterations (5): every step takes one item of the schedule",
+    ),
+    ("skips-tuple", {"skips": (0, 0, 0)}, TypeError, "Checkpoint.skips must be an om.Skips, got (0, 0, 0)"),
+    (
+        "skipped-beyond-iterations",
+        {"skips": om.Skips(5, 4, 0)},
+        ValueError,
+        "Checkpoint.skips.skipped (4) must be at most counts.iterations (3)",
+    ),
+    ("maxiters=0", {"maxiters": 0}, ValueError, "Checkpoint.maxiters must be a positive integer or None, got 0"),
+    ("maxiters=-1", {"maxiters": -1}, ValueError, "Checkpoint.maxiters must be a positive integer or None, got -1"),
+    ("maxiters=2.5", {"maxiters": 2.5}, ValueError, "Checkpoint.maxiters must be a positive integer or None, got 2.5"),
+    (
+        "maxiters=True",
+        {"maxiters": True},
+        ValueError,
+        "Checkpoint.maxiters must be a positive integer or None, got True",
+    ),
+    (
+        "maxiters-below-iterations",
+        {"maxiters": 2},
+        ValueError,
+        "Checkpoint.counts.iterations (3) must be at most maxiters (2)",
+    ),
+    ("maxtime=0", {"maxtime": 0}, ValueError, "Checkpoint.maxtime must be a positive, finite number or None, got 0"),
+    (
+        "maxtime=inf",
+        {"maxtime": math.inf},
+        ValueError,
+        "Checkpoint.maxtime must be a positive, finite number or None, got inf",
+    ),
+    (
+        "maxtime=nan",
+        {"maxtime": math.nan},
+        ValueError,
+        "Checkpoint.maxtime must be a positive, finite number or None, got nan",
+    ),
+    (
+        "maxtime='5'",
+        {"maxtime": "5"},
+        ValueError,
+        "Checkpoint.maxtime must be a positive, finite number or None, got '5'",
+    ),
+    (
+        "elapsed=-1",
+        {"elapsed": -1.0},
+        ValueError,
+        "Checkpoint.elapsed must be a finite number of seconds >= 0, got -1.0",
+    ),
+    (
+        "elapsed=nan",
+        {"elapsed": math.nan},
+        ValueError,
+        "Checkpoint.elapsed must be a finite number of seconds >= 0, got nan",
+    ),
+    ("epochs=0", {"epochs": 0}, ValueError, "Checkpoint.epochs must be a positive integer, got 0"),
+    ("epochs=2-without-data", {"epochs": 2}, ValueError, "Checkpoint.epochs must be 1 for a run without data, got 2"),
+    ("consumed=-1", {"consumed": -1}, ValueError, "Checkpoint.consumed must be a non-negative integer, got -1"),
+    (
+        "consumed-beyond-data",
+        {"data_length": 1, "consumed": 3},
+        ValueError,
+        "Checkpoint.consumed (3) must be at most epochs * data_length (1 * 1)",
+    ),
+    (
+        "data_length=0",
+        {"data_length": 0},
+        ValueError,
+        "Checkpoint.data_length must be a positive integer or None, got 0",
+    ),
+    ("x-list", {"x": [1.0, 2.0, 3.0]}, TypeError, "Checkpoint.x must be a NumPy array, got list"),
+    (
+        "x-2d",
+        {"x": np.zeros((3, 1))},
+        ValueError,
+        "Checkpoint.x must be a non-empty 1-d float64 array, got float64 (3, 1)",
+    ),
+    (
+        "x-float32",
+        {"x": np.zeros(3, np.float32)},
+        ValueError,
+        "Checkpoint.x must be a non-empty 1-d float64 array, got float32 (3,)",
+    ),
+    ("x-empty", {"x": np.zeros(0)}, ValueError, "Checkpoint.x must be a non-empty 1-d float64 array, got float64 (0,)"),
+    (
+        "algorithm-whole-run",
+        {"algorithm": om.LBFGS()},
+        TypeError,
+        (
+            f"Checkpoint.algorithm must be an instance of a registered step-wise algorithm ({STEPWISE_NAMES}), got "
+            f"{short_repr(om.LBFGS())}"
+        ),
+    ),
+    (
+        "algorithm-name",
+        {"algorithm": "Adam"},
+        TypeError,
+        f"Checkpoint.algorithm must be an instance of a registered step-wise algorithm ({STEPWISE_NAMES}), got 'Adam'",
+    ),
+    (
+        "ended-str",
+        {"ended": "MAXITERS"},
+        TypeError,
+        "Checkpoint.ended must be an om.ReturnCode or None, got 'MAXITERS'",
+    ),
+    ("loss-str", {"loss": "0.5"}, TypeError, "Checkpoint.loss must be a real number, got '0.5'"),
+    ("layout-empty", {"layout": ""}, TypeError, "Checkpoint.layout must be a non-empty str (describe_layout), got ''"),
+    ("stateful-1", {"stateful": 1}, TypeError, "Checkpoint.stateful must be True or False, got 1"),
+    (
+        "state-of-a-stateless-run",
+        {"stateful": False},
+        ValueError,
+        "Checkpoint.state must be None for a stateless run (stateful=False), got {'calls': 3}",
+    ),
+    (
+        "final-while-running",
+        {"final": (1.0, "done")},
+        ValueError,
+        "Checkpoint.final must be None while the run may go on (ended is None)",
+    ),
+    ("final-bad", {"final": 1.0}, TypeError, "Checkpoint.final must be (loss, message) or None, got 1.0"),
+    ("best-size", {"best": (1.0, np.zeros(4))}, ValueError, "Checkpoint.best[1] must have the 3 elements of x, got 4"),
+    (
+        "best-bad",
+        {"best": np.zeros(3)},
+        TypeError,
+        "Checkpoint.best must be (loss, iterate) or None, got array([0., 0., 0.])",
+    ),
+    (
+        "evaluated-size",
+        {"evaluated": (np.zeros(2), 1.0)},
+        ValueError,
+        "Checkpoint.evaluated[0] must have the 3 elements of x, got 2",
+    ),
+    (
+        "observe-short",
+        {"observe": (False, False)},
+        TypeError,
+        "Checkpoint.observe must be (record, progress, verbose), got (False, False)",
+    ),
+    (
+        "record-without-history",
+        {"observe": (True, False, False)},
+        TypeError,
+        "Checkpoint.history must be an om.History for a run with record, got None",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"), [row[1:] for row in BAD_FIELDS], ids=[row[0] for row in BAD_FIELDS]
+)
+def test_every_field_of_a_checkpoint_is_validated(
+    change: dict[str, Any], error: type[Exception], message: str, checkpoint: om.Checkpoint
+) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$") as built:
+        dataclasses.replace(checkpoint, **change)
+    assert type(built.value) is error
+    # A checkpoint that escaped validation (unpickled from an edited file) is refused by resume.
+    edited = pickle.loads(pickle.dumps(checkpoint))
+    for name, value in change.items():
+        object.__setattr__(edited, name, value)
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        om.resume(edited, CASE["counting-state"].problem())
+
+
+COUNTS_OK = {"iterations": 5, "fevals": 5, "gevals": 5, "probe_fevals": 0, "hevals": 0}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"iterations": -5}, "Counts.iterations must be a non-negative integer, got -5"),
+        ({"probe_fevals": 1.5}, "Counts.probe_fevals must be a non-negative integer, got 1.5"),
+        ({"iterations": True}, "Counts.iterations must be a non-negative integer, got True"),
+        ({"hevals": "0"}, "Counts.hevals must be a non-negative integer, got '0'"),
+    ],
+    ids=["negative", "float", "bool", "str"],
+)
+def test_counts_are_non_negative_integers(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        om.Counts(**{**COUNTS_OK, **change})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((-1, 0, 0), "Skips.max_skips must be a non-negative integer, got -1"),
+        ((2, 1, 2), "Skips.in_a_row must be at most max_skips (2) and skipped (1), got 2"),
+        ((1, 5, 2), "Skips.in_a_row must be at most max_skips (1) and skipped (5), got 2"),
+    ],
+)
+def test_skips_are_consistent(args: tuple[int, int, int], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        om.Skips(*args)
+
+
+# -- resume: the checkpoint must fit the problem and the data ---------------------------------------
+
+
+def _fit_error(checkpoint: om.Checkpoint, prob: Any, error: type[Exception], message: str, **kwargs: Any) -> None:
+    with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
+        om.resume(checkpoint, prob, **kwargs)
+    assert type(info.value) is error
+
+
+def test_resume_refuses_a_problem_whose_u_has_another_size(checkpoint: om.Checkpoint) -> None:
+    prob = om.OptimizationProblem(counting, np.zeros(4), state={"calls": 0}, stochastic=False)
+    _fit_error(
+        checkpoint,
+        prob,
+        ValueError,
+        "the checkpoint does not fit prob: its iterate has the structure float64(3,) (3 variables, "
+        "Checkpoint.layout), prob.u0 has float64(4,) (4 variables)",
+    )
+
+
+def test_resume_refuses_a_problem_whose_u_has_another_structure(tmp_path: Path) -> None:
+    case = CASE["pytree"]
+    solver = om.init(case.problem(), om.Adam(lr=0.1), maxiters=5)
+    solver.step()
+    checkpoint = _saved_and_loaded(solver.checkpoint(), tmp_path)
+    assert checkpoint.layout == "{'w': float64(2,), 'b': float64 scalar}"
+    for u0, shown in (
+        (np.zeros(3), "float64(3,)"),
+        ({"w": np.zeros(2), "c": 0.0}, "{'w': float64(2,), 'c': float64 scalar}"),
+        ({"w": np.zeros(2), "b": np.zeros(1)}, "{'w': float64(2,), 'b': float64(1,)}"),
+        ([np.zeros(2), 0.0], "[float64(2,), float64 scalar]"),
+    ):
+        _fit_error(
+            checkpoint,
+            om.OptimizationProblem(smooth_tree, u0),
+            ValueError,
+            "the checkpoint does not fit prob: its iterate has the structure {'w': float64(2,), 'b': float64 scalar} "
+            f"(3 variables, Checkpoint.layout), prob.u0 has {shown} (3 variables)",
+        )
+    assert fingerprint(om.resume(checkpoint, case.problem()).solve()) == fingerprint(
+        om.solve(case.problem(), om.Adam(lr=0.1), maxiters=5)
+    )
+
+
+def test_resume_refuses_a_stateful_checkpoint_for_a_stateless_problem_and_back(checkpoint: om.Checkpoint) -> None:
+    _fit_error(
+        checkpoint,
+        CASE["deterministic"].problem(),
+        ValueError,
+        "the checkpoint does not fit prob: Checkpoint.stateful is True (a run of a stateful problem (with state=)), "
+        "but prob has no state: pass the problem of the checkpointed run",
+    )
+    stateless = om.init(CASE["deterministic"].problem(), om.Adam(lr=0.1), maxiters=5).checkpoint()
+    _fit_error(
+        stateless,
+        CASE["counting-state"].problem(),
+        ValueError,
+        "the checkpoint does not fit prob: Checkpoint.stateful is False (a run of a stateless problem (without "
+        "state=)), but prob has a state: pass the problem of the checkpointed run",
+    )
+
+
+def test_resume_refuses_data_that_is_not_the_runs() -> None:
+    case = CASE["minibatches"]
+    over_data = om.init(case.problem(), om.Adam(lr=0.1), data=BATCHES).checkpoint()
+    _fit_error(
+        over_data,
+        case.problem(),
+        ValueError,
+        "the checkpointed run went over data (4 minibatches, Checkpoint.data_length): pass the same minibatches "
+        "again, resume(checkpoint, prob, data=...)",
+    )
+    _fit_error(
+        over_data,
+        case.problem(),
+        ValueError,
+        "data has 3 minibatches, but the checkpointed run went over 4 (Checkpoint.data_length): pass the same "
+        "minibatches, in the same order",
+        data=BATCHES[:3],
+    )
+    with pytest.raises(TypeError, match=r"^data must be the sequence \(a list, a tuple\) of minibatches the "):
+        om.resume(over_data, case.problem(), data=iter(BATCHES))  # type: ignore[arg-type]
+    without = om.init(case.problem(), om.Adam(lr=0.1), maxiters=5).checkpoint()
+    with pytest.raises(
+        ValueError,
+        match=r"^data= was given \(.*\), but the checkpointed run had no data \(Checkpoint\.data_length is None\)$",
+    ):
+        om.resume(without, case.problem(), data=BATCHES)
+
+
+def test_resume_refuses_an_algorithm_that_does_not_accept_the_problem() -> None:
+    checkpoint = om.init(CASE["deterministic"].problem(), om.BFGS(), maxiters=5).checkpoint()
+    noisy_prob = om.OptimizationProblem(smooth, U0, stochastic=True)
+    with pytest.raises(om.IncompatibleAlgorithmError) as by_resume:
+        om.resume(checkpoint, noisy_prob)
+    with pytest.raises(om.IncompatibleAlgorithmError) as by_solve:
+        om.solve(noisy_prob, om.BFGS(), maxiters=5)
+    assert str(by_resume.value) == str(by_solve.value)
+
+
+def test_resume_refuses_an_algorithm_swapped_for_one_whose_state_differs() -> None:
+    prob = CASE["deterministic"].problem()
+    solver = om.init(prob, om.Adam(lr=0.1), maxiters=5)
+    solver.step()
+    checkpoint = solver.checkpoint()
+    _fit_error(
+        dataclasses.replace(checkpoint, algorithm=om.BFGS()),
+        prob,
+        TypeError,
+        "Checkpoint.opt_state must be the state of BFGS (a BFGSState), got a AdamState: the algorithm and its state "
+        "come from different runs",
+    )
+    plain_sgd = om.init(prob, om.SGD(lr=0.1), maxiters=5).checkpoint()
+    _fit_error(
+        dataclasses.replace(plain_sgd, algorithm=om.SGD(lr=0.1, momentum=0.9)),
+        prob,
+        ValueError,
+        "Checkpoint.opt_state.velocity must be a float64 array of shape (3,) for SGD on 3 variables, got NoneType",
+    )
+    # Another step size for the same algorithm is the user's choice: it resumes.
+    assert om.resume(dataclasses.replace(checkpoint, algorithm=om.Adam(lr=0.05)), prob).solve().stats.iterations == 5
+
+
+def test_resume_refuses_what_is_not_a_problem(checkpoint: om.Checkpoint) -> None:
+    _fit_error(
+        checkpoint, "prob", TypeError, "prob must be the OptimizationProblem of the checkpointed run, got 'prob'"
+    )

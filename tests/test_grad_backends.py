@@ -318,7 +318,7 @@ def test_a_checkpoint_of_a_jax_run_pickles_and_resumes_bitwise() -> None:
     for _ in range(8):
         solver.step()
     blob = pickle.dumps(solver.checkpoint())
-    later = om.resume(pickle.loads(blob)).solve()
+    later = om.resume(pickle.loads(blob), prob).solve()
     straight = om.solve(prob, om.Adam(lr=0.05), maxiters=20)
     assert later.u.tobytes() == straight.u.tobytes() and later.state["key"] == 20
     assert later.state["mean"].tobytes() == straight.state["mean"].tobytes()
