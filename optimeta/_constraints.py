@@ -13,10 +13,10 @@ import autograd.numpy as anp
 import numpy as np
 import scipy.optimize
 
-from ._objective import real_array, strip_tracers
+from ._values import real_array, strip_tracers
 
 if TYPE_CHECKING:
-    from ._objective import Layout
+    from ._values import Layout
 
 __all__ = [
     "Constraint",

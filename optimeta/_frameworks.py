@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._objective import check_loss, loss_error, pair_error
 from ._tree import tree_map
+from ._values import check_loss, loss_error, pair_error
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from ._objective import Layout
+    from ._values import Layout
 
 __all__ = ["FRAMEWORKS", "FrameworkGradient", "check_state", "framework_gradient", "require"]
 

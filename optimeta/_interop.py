@@ -1,5 +1,6 @@
-"""scipy interop: a `Solution` as scipy's ``OptimizeResult``, and a problem from the arguments
-of ``scipy.optimize.minimize``."""
+"""scipy interop: a problem from the arguments of ``scipy.optimize.minimize``
+(`OptimizationProblem.from_scipy`); a `Solution` as scipy's ``OptimizeResult`` is in
+``_solution``."""
 
 from __future__ import annotations
 
@@ -12,92 +13,7 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse.linalg
 
-from ._solution import Solution
-
-__all__ = ["scipy_arguments", "solution_to_scipy"]
-
-#: Each return code's ``status`` in the `OptimizeResult` (0 is success, as in scipy).
-STATUS = {"SUCCESS": 0, "MAXITERS": 1, "FAILURE": 2, "NONFINITE": 3, "MAXTIME": 4, "TERMINATED": 5}
-
-
-def solution_to_scipy(sol: Solution) -> scipy.optimize.OptimizeResult:
-    """`Solution.to_scipy`'s work."""
-    from ._objective import Layout
-
-    _, x = Layout.of(sol.u, "u")
-    return scipy.optimize.OptimizeResult(
-        x=x,
-        fun=sol.objective,
-        success=sol.success,
-        status=STATUS[sol.retcode.name],
-        message=sol.message,
-        nit=sol.stats.iterations,
-        nfev=sol.stats.fevals,
-        njev=sol.stats.gevals,
-        nhev=sol.stats.hevals,
-        **_derivatives(sol, x),
-        retcode=sol.retcode.name,
-        u=sol.u,
-        state=sol.state,
-    )
-
-
-def _derivatives(sol: Solution, x: np.ndarray) -> dict[str, Any]:
-    """``jac`` (the gradient at `x`), ``hess_inv`` and ``hess`` where the run has them, in the
-    user's sense (a maximisation's are those of the user's ``f``, not of the ``-f`` minimised);
-    none of them otherwise, as scipy gives only those its method has."""
-    found = _minimised(sol, x)
-    if sol.sense == "min":
-        return found
-    return {name: -value for name, value in found.items()}
-
-
-def _minimised(sol: Solution, x: np.ndarray) -> dict[str, Any]:
-    """`_derivatives` of the function the run minimised."""
-    return _from_state(sol) if sol.opt_state is not None else _from_original(sol.original, sol.u, x)
-
-
-def _from_state(sol: Solution) -> dict[str, Any]:
-    """What a quasi-Newton state holds, when it is the state at the returned iterate: a state
-    with the ``loss``, ``grad`` and ``inv_hessian`` (upper triangle) there, as `BFGSState`."""
-    state = sol.opt_state
-    grad, inv_hessian = getattr(state, "grad", None), getattr(state, "inv_hessian", None)
-    if not isinstance(grad, np.ndarray) or not isinstance(inv_hessian, np.ndarray):
-        return {}
-    sign = 1.0 if sol.sense == "min" else -1.0
-    # A non-finite step leaves the run at the iterate before it, which the state is not about.
-    if sol.retcode.name == "NONFINITE" or sign * float(state.loss) != sol.objective:
-        return {}
-    upper = np.triu(inv_hessian)
-    return {"jac": np.array(grad, dtype=np.float64), "hess_inv": upper + np.triu(upper, 1).T}
-
-
-def _from_original(original: Any, u: Any, x: np.ndarray) -> dict[str, Any]:
-    """What scipy's own result holds at `x`: its ``jac`` (trust-constr's ``grad``: its ``jac``
-    is the constraints'), ``hess_inv`` (a matrix, or L-BFGS-B's `LbfgsInvHessProduct`) and
-    ``hess``; nothing when scipy's point is not `x` (a run that ended at its best point). A
-    chain's or a multistart's solution has them from the stage or run it returns."""
-    if isinstance(original, tuple):
-        for run in original:
-            if isinstance(run, Solution) and run.u is u:
-                return _minimised(run, x)
-        return {}
-    if not isinstance(original, scipy.optimize.OptimizeResult):
-        return {}
-    at = original.get("x")
-    if at is None or np.shape(at) != x.shape or not np.array_equal(at, x):
-        return {}
-    n, found = x.size, {}
-    jac = original.get("grad", original.get("jac"))
-    if isinstance(jac, np.ndarray) and jac.shape == (n,):
-        found["jac"] = np.array(jac, dtype=np.float64)
-    for name in ("hess_inv", "hess"):
-        value = original.get(name)
-        if isinstance(value, np.ndarray) and value.shape == (n, n):
-            found[name] = np.array(value, dtype=np.float64)
-        elif isinstance(value, scipy.sparse.linalg.LinearOperator) and value.shape == (n, n):
-            found[name] = value
-    return found
+__all__ = ["scipy_arguments"]
 
 
 class _Fun:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ._objective import Layout
     from ._solution import Solution
+    from ._values import Layout
 
 __all__ = ["History", "Observer", "check_observe_options"]
 

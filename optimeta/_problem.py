@@ -12,9 +12,10 @@ import scipy.optimize
 
 from ._constraints import check_constraint_sizes, check_constraints
 from ._frameworks import FRAMEWORKS, check_state, require
-from ._objective import Layout, real_array
+from ._interop import scipy_arguments
 from ._state import copy_state
 from ._tree import is_container, tree_map
+from ._values import Layout, real_array
 
 __all__ = ["OptimizationProblem"]
 
@@ -223,8 +224,6 @@ class OptimizationProblem:
             >>> np.round(om.solve(prob, om.LBFGS()).to_scipy().x, 6)
             array([1., 3.])
         """
-        from ._interop import scipy_arguments
-
         fields = scipy_arguments(fun, x0, args, jac, bounds, constraints)
         return cls(fields.pop("f"), fields.pop("u0"), **fields, **kwargs)
 

@@ -1,0 +1,150 @@
+"""What the user's functions return, checked, and the flat layout of ``u``.
+
+`Layout` maps the parameter tree ``u0`` to the flat float64 vector algorithms see and back;
+`real_array`, `check_loss` and the error builders check what ``f``, ``grad`` and a constraint
+return; `strip_tracers` takes autograd's boxes off a value. The objective wrapper
+(`_objective`), the framework engines (`_frameworks`) and the problem build on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from autograd.tracer import getval, isbox
+
+from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
+
+__all__ = ["Layout", "check_loss", "loss_error", "pair_error", "real_array", "strip_tracers"]
+
+
+def real_array(value: Any, name: str) -> np.ndarray:
+    """`value` as a float64 array, or a TypeError naming `name` for non-real input."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number or array, got {value!r}")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
+        raise TypeError(f"{name} must be a real number or array, got {value!r}") from exc
+    if arr.dtype.kind not in "iuf":
+        what = {"b": "bool", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
+        raise TypeError(f"{name} must hold real numbers, got {what} values: {value!r}")
+    return np.array(arr, dtype=np.float64)
+
+
+class Layout:
+    """How a parameter tree maps onto one flat float64 vector and back."""
+
+    def __init__(self, treedef: Any, leaves: tuple[LeafSpec, ...]) -> None:
+        self.treedef = treedef
+        self.leaves = leaves
+        self.size = leaves[-1].stop if leaves else 0
+        # A plain array u0, the common case, maps by a reshape alone.
+        self._single = isinstance(treedef, LeafSpec) and not treedef.scalar
+
+    @classmethod
+    def of(cls, tree: Any, name: str) -> tuple[Layout, np.ndarray]:
+        """The layout of `tree` and its flat float64 copy; TypeError for non-real leaves."""
+        specs: list[LeafSpec] = []
+        arrays: list[np.ndarray] = []
+        start = 0
+        for path, leaf in tree_leaves_with_paths(tree):
+            arr = real_array(leaf, f"{name}{path}")
+            specs.append(
+                LeafSpec(path, arr.shape, start, start + arr.size, arr.ndim == 0 and not isinstance(leaf, np.ndarray))
+            )
+            arrays.append(arr.ravel())
+            start += arr.size
+        spec_iter = iter(specs)
+        treedef = tree_map(lambda _: next(spec_iter), tree)
+        flat = np.concatenate(arrays) if arrays else np.zeros(0)
+        return cls(treedef, tuple(specs)), flat
+
+    def unflatten(self, x: Any) -> Any:
+        """The tree for flat vector `x` (views of it; works on autograd boxes too)."""
+        if self._single:
+            return x.reshape(self.treedef.shape)
+
+        def fill(spec: LeafSpec) -> Any:
+            return x[spec.start] if spec.scalar else x[spec.start : spec.stop].reshape(spec.shape)
+
+        return tree_unflatten(self.treedef, fill)
+
+    def to_user(self, x: np.ndarray) -> Any:
+        """A tree of fresh arrays (Python floats for scalar leaves) for the user to keep."""
+        if self._single:
+            return x.reshape(self.treedef.shape).copy()
+
+        def fill(spec: LeafSpec) -> Any:
+            if spec.scalar:
+                return float(x[spec.start])
+            return x[spec.start : spec.stop].reshape(spec.shape).copy()
+
+        return tree_unflatten(self.treedef, fill)
+
+    def flatten(self, tree: Any, name: str, broadcast: bool = True) -> np.ndarray:
+        """Flatten a tree with this layout's structure; with `broadcast`, a scalar fills a leaf."""
+        # Containers are never read as arrays: bounds=[(lo, hi), ...] must not pass for (lb, ub).
+        if self._single and not is_container(tree):
+            return self._leaf(self.treedef, tree, name, broadcast)
+        out = np.empty(self.size)
+        for spec, leaf in match_structure(self.treedef, tree, name):
+            out[spec.start : spec.stop] = self._leaf(spec, leaf, name + spec.path, broadcast)
+        return out
+
+    @staticmethod
+    def _leaf(spec: LeafSpec, leaf: Any, name: str, broadcast: bool) -> np.ndarray:
+        if type(leaf) is np.ndarray and leaf.dtype == np.float64 and leaf.shape == spec.shape:
+            # The common case: the hot path of user gradients.
+            flat: np.ndarray = leaf.copy() if leaf.ndim == 1 else leaf.reshape(-1).copy()
+            return flat
+        arr = real_array(leaf, name)
+        if arr.shape != spec.shape and not (broadcast and arr.ndim == 0):
+            raise ValueError(f"{name} must have shape {spec.shape} like u0{spec.path}, got shape {arr.shape}")
+        return np.broadcast_to(arr, spec.shape).ravel()
+
+
+def strip_tracers(tree: Any) -> Any:
+    """`tree` with every autograd box replaced by its plain value."""
+
+    def plain(leaf: Any) -> Any:
+        while isbox(leaf):
+            leaf = getval(leaf)
+            if is_container(leaf):
+                return strip_tracers(leaf)
+        return leaf
+
+    return tree_map(plain, tree)
+
+
+def check_loss(loss: Any, stateful: bool) -> float:
+    """`loss` as a float, or the TypeError that says what f should have returned."""
+    if type(loss) is float or type(loss) is np.float64:
+        return float(loss)
+    value = getval(loss)
+    arr = None
+    if not isinstance(value, (str, bytes)) and not is_container(value):
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):  # a ragged sequence or an object NumPy cannot read
+            arr = None
+    if arr is not None and arr.ndim == 0 and arr.dtype.kind in "iuf":
+        return float(arr)
+    shown = f"an array of shape {arr.shape}" if arr is not None and arr.ndim else type(value).__name__
+    raise loss_error(value, shown, repr(strip_tracers(value)), stateful)
+
+
+def loss_error(value: Any, shown: str, text: str, stateful: bool) -> TypeError:
+    """The error for a loss that is not a real scalar: `shown` says what it is, `text` shows it."""
+    hint = " as the first element of (loss, new_state)" if stateful else ""
+    if not stateful and isinstance(value, tuple) and len(value) == 2:
+        hint = "; to return (loss, new_state), give the problem its initial state with state="
+    return TypeError(f"the objective must return a real scalar loss{hint}, got {shown}: {text}")
+
+
+def pair_error(what: str, out: Any) -> TypeError:
+    """The error for a stateful `f` or `grad` that did not return a pair (value, new_state)."""
+    return TypeError(
+        f"{what} must return a pair (value, new_state) when the problem has a state "
+        f"(state= was given), got {type(getval(out)).__name__}: {strip_tracers(out)!r}"
+    )

@@ -1,0 +1,111 @@
+"""The package's shape: no import cycle among its modules, imports at the top of a module only,
+and a core that never imports a concrete backend (it finds algorithms through the registry)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "optimeta"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _target(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
+    """The optimeta modules an ``import from`` statement of `module` names."""
+    if node.level == 0:
+        base = node.module or ""
+        if not base.startswith("optimeta"):
+            return []
+    else:
+        parts = module.split(".")
+        anchor = parts if is_package else parts[:-1]
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, *([node.module] if node.module else [])])
+    names = {f"{base}.{alias.name}" for alias in node.names}
+    known = {_name(p) for p in MODULES}
+    submodules = sorted(names & known)
+    return submodules or [base]
+
+
+def _type_checking(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
+    """(the optimeta modules `path` imports when it is imported, optimeta imports made inside
+    functions or classes: (line, statement))."""
+    module, tree = _name(path), ast.parse(path.read_text())
+    is_package = path.name == "__init__.py"
+    top: set[str] = set()
+    nested: list[tuple[int, str]] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            top.update(_target(module, is_package, node))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and _target(module, is_package, inner):
+                    nested.append((inner.lineno, ast.unparse(inner)))
+    return top - {module}, nested
+
+
+GRAPH = {_name(path): _imports(path)[0] for path in MODULES}
+
+
+def _cycle() -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH.get(node, ())):
+            if nxt not in GRAPH:
+                continue
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(GRAPH):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_graph_is_read_from_the_sources() -> None:
+    assert "optimeta._values" in GRAPH["optimeta._objective"]
+    assert "optimeta.traits" in GRAPH["optimeta.backends._base"]
+
+
+def test_no_import_cycle_among_the_modules() -> None:
+    assert _cycle() is None, " -> ".join(_cycle() or [])
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_optimeta_modules_are_imported_at_the_top_of_a_module(path: Path) -> None:
+    # A function-level import hides a cycle (or a dependency the layering forbids). Optional
+    # extras (jax, torch, numba, ...) are imported where they are used: they are not optimeta's.
+    assert _imports(path)[1] == []
+
+
+CORE = [name for name in GRAPH if not name.startswith("optimeta.backends") and name != "optimeta"]
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_the_core_imports_no_concrete_backend(module: str) -> None:
+    # The interface (backends._base) is the core's; the algorithms are found through the registry.
+    concrete = {
+        name for name in GRAPH[module] if name.startswith("optimeta.backends") and name != "optimeta.backends._base"
+    }
+    assert concrete == set()
