@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._problem import OptimizationProblem
+from ._problem import OptimizationProblem, flat
 from ._solution import ReturnCode, Solution, Stats
 from ._solve import _arguments, solve
 from ._state import add_note
@@ -423,7 +423,8 @@ def multistart(
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer (the number of runs), got {n!r}")
-    size = prob._layout.size
+    on_flat = flat(prob)
+    size = on_flat.layout.size
     if int(n) * size > _MAX_START_VALUES:  # Python ints: no overflow of a NumPy n
         raise ValueError(
             f"n must be a positive integer of at most {_MAX_START_VALUES // size} start points for a u0 of {size} "
@@ -432,7 +433,7 @@ def multistart(
         )
     if not isinstance(include_u0, bool):
         raise TypeError(f"include_u0 must be True or False, got {include_u0!r}")
-    lb, ub = prob._lb, prob._ub
+    lb, ub = on_flat.lb, on_flat.ub
     if lb is None or ub is None or not (np.isfinite(lb).all() and np.isfinite(ub).all()):
         raise ValueError(
             "multistart draws starting points in the problem's box, so its bounds must be finite on every "
@@ -445,7 +446,7 @@ def multistart(
     # lb + (ub - lb) * r rounds into [lb, ub] but for the last ulp, which the clip removes.
     points = np.clip(lb + (ub - lb) * r, lb, ub)
     u0s = [prob.u0] if include_u0 else []
-    u0s += [prob._layout.to_user(x) for x in points]
+    u0s += [on_flat.layout.to_user(x) for x in points]
     runs = solve_many(prob, alg, u0s=u0s, executor=executor, **solve_kwargs)
     best = min(range(len(runs)), key=lambda i: _rank(runs[i], prob.sense))
     sums = {f.name: sum(getattr(run.stats, f.name) for run in runs) for f in dataclasses.fields(Stats)}

@@ -17,7 +17,7 @@ from ._state import copy_state
 from ._tree import is_container, tree_map
 from ._values import Layout, real_array
 
-__all__ = ["OptimizationProblem"]
+__all__ = ["Flat", "OptimizationProblem", "flat"]
 
 
 #: The gradient methods that can be named instead of passing a callable.
@@ -274,6 +274,22 @@ class OptimizationProblem:
         if np.isneginf(lb).all() and np.isposinf(ub).all():
             return None, None
         return _readonly(lb), _readonly(ub)
+
+
+@dataclass(frozen=True)
+class Flat:
+    """A problem as algorithms see it: the flat float64 vector's layout, ``u0`` and the bounds
+    on it (read-only arrays; None for a side that bounds nothing)."""
+
+    layout: Layout
+    x0: np.ndarray
+    lb: np.ndarray | None
+    ub: np.ndarray | None
+
+
+def flat(prob: OptimizationProblem) -> Flat:
+    """`prob` on the flat vector, for the objective wrapper, the rules and the ensembles."""
+    return Flat(prob._layout, prob._x0, prob._lb, prob._ub)
 
 
 def _unbounded_if_none(leaf: Any, fill: float) -> Any:

@@ -40,7 +40,7 @@ class Layout:
         self.leaves = leaves
         self.size = leaves[-1].stop if leaves else 0
         # A plain array u0, the common case, maps by a reshape alone.
-        self._single = isinstance(treedef, LeafSpec) and not treedef.scalar
+        self.single = isinstance(treedef, LeafSpec) and not treedef.scalar
 
     @classmethod
     def of(cls, tree: Any, name: str) -> tuple[Layout, np.ndarray]:
@@ -62,7 +62,7 @@ class Layout:
 
     def unflatten(self, x: Any) -> Any:
         """The tree for flat vector `x` (views of it; works on autograd boxes too)."""
-        if self._single:
+        if self.single:
             return x.reshape(self.treedef.shape)
 
         def fill(spec: LeafSpec) -> Any:
@@ -72,7 +72,7 @@ class Layout:
 
     def to_user(self, x: np.ndarray) -> Any:
         """A tree of fresh arrays (Python floats for scalar leaves) for the user to keep."""
-        if self._single:
+        if self.single:
             return x.reshape(self.treedef.shape).copy()
 
         def fill(spec: LeafSpec) -> Any:
@@ -85,7 +85,7 @@ class Layout:
     def flatten(self, tree: Any, name: str, broadcast: bool = True) -> np.ndarray:
         """Flatten a tree with this layout's structure; with `broadcast`, a scalar fills a leaf."""
         # Containers are never read as arrays: bounds=[(lo, hi), ...] must not pass for (lb, ub).
-        if self._single and not is_container(tree):
+        if self.single and not is_container(tree):
             return self._leaf(self.treedef, tree, name, broadcast)
         out = np.empty(self.size)
         for spec, leaf in match_structure(self.treedef, tree, name):

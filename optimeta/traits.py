@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._problem import OptimizationProblem
+from ._problem import OptimizationProblem, flat
 
 __all__ = [
     "RULES",
@@ -199,6 +199,7 @@ def requirements(
         source = "evolving"
     else:
         reason = ""
+    on_flat = flat(prob)
     return Requirements(
         evolving_state=evolving,
         stochastic=bool(reason),
@@ -207,7 +208,7 @@ def requirements(
         callback=callback,
         hessian_available=prob.grad != "finite-difference",
         constrained=bool(prob.constraints),
-        finite_bounds=_finite(prob._lb) and _finite(prob._ub),
+        finite_bounds=_finite(on_flat.lb) and _finite(on_flat.ub),
         stochastic_source=source,
         budget=budget or data,
         minibatches=data,
@@ -577,7 +578,7 @@ def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Any:
         situation = "noisy"
     elif req.constrained:
         situation = "constrained"
-    elif req.bounded or prob._x0.size > LARGE:
+    elif req.bounded or flat(prob).x0.size > LARGE:
         situation = "bounded_or_large"
     else:
         situation = "smooth"

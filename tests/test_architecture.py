@@ -109,3 +109,39 @@ def test_the_core_imports_no_concrete_backend(module: str) -> None:
         name for name in GRAPH[module] if name.startswith("optimeta.backends") and name != "optimeta.backends._base"
     }
     assert concrete == set()
+
+
+#: The public names of namedtuples, which start with an underscore.
+NAMEDTUPLE_API = {"_fields", "_replace", "_asdict", "_make", "_field_defaults"}
+
+
+def _defined(tree: ast.Module) -> set[str]:
+    """The private names a module defines: functions, classes, attributes it assigns or declares."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_field_of_another_module_is_read(path: Path) -> None:
+    # ``obj._name`` (obj not self or cls) is read only where ``_name`` is defined: in its own module.
+    tree = ast.parse(path.read_text())
+    defined = _defined(tree) | NAMEDTUPLE_API
+    foreign = sorted(
+        f"{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        and node.attr not in defined
+    )
+    assert foreign == []
