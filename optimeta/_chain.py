@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ._values import is_positive_int
 from .backends._base import Algorithm
 from .traits import chain_traits
 
@@ -64,9 +64,7 @@ class Chain(Algorithm):
                 raise TypeError(
                     f"Chain stage {i} must be an algorithm instance or a pair (algorithm, maxiters), got {stage!r}"
                 )
-            if budget is not None and (
-                isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1
-            ):
+            if budget is not None and not is_positive_int(budget):
                 raise ValueError(f"Chain stage {i}: maxiters must be a positive integer, got {budget!r}")
             last = i == len(stages) - 1
             if budget is None and not last and not alg.traits.has_convergence_test:

@@ -50,6 +50,7 @@ from ._observe import History
 from ._solution import ReturnCode
 from ._state import short_repr
 from ._tree import LeafSpec, children, is_namedtuple
+from ._values import is_positive_int
 from .backends._base import StepwiseAlgorithm
 from .traits import algorithms
 
@@ -240,17 +241,15 @@ class Checkpoint:
         iterations = self.counts.iterations
         if not (_real(self.elapsed) and 0 <= self.elapsed < math.inf):
             raise ValueError(f"Checkpoint.elapsed must be a finite number of seconds >= 0, got {self.elapsed!r}")
-        if self.maxiters is not None and (
-            isinstance(self.maxiters, bool) or not isinstance(self.maxiters, numbers.Integral) or self.maxiters < 1
-        ):
+        if self.maxiters is not None and (not is_positive_int(self.maxiters)):
             raise ValueError(f"Checkpoint.maxiters must be a positive integer or None, got {self.maxiters!r}")
         if self.maxtime is not None and not (_real(self.maxtime) and 0 < self.maxtime < math.inf):
             raise ValueError(f"Checkpoint.maxtime must be a positive, finite number or None, got {self.maxtime!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, numbers.Integral) or self.epochs < 1:
+        if not is_positive_int(self.epochs):
             raise ValueError(f"Checkpoint.epochs must be a positive integer, got {self.epochs!r}")
         _count("Checkpoint", "consumed", self.consumed)
         length = self.data_length
-        if length is not None and (isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1):
+        if length is not None and not is_positive_int(length):
             raise ValueError(f"Checkpoint.data_length must be a positive integer or None, got {self.data_length!r}")
         if not _real(self.loss):
             raise TypeError(f"Checkpoint.loss must be a real number, got {short_repr(self.loss)}")

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
-import numbers
 import pickle
 import time
 import traceback
@@ -21,6 +19,7 @@ from ._problem import OptimizationProblem, flat
 from ._solution import ReturnCode, Solution, Stats
 from ._solve import _arguments, solve
 from ._state import add_note
+from ._values import is_positive_int
 from .backends._base import Algorithm
 
 __all__ = ["multistart", "solve_many"]
@@ -421,7 +420,7 @@ def multistart(
     """
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+    if not is_positive_int(n):
         raise ValueError(f"n must be a positive integer (the number of runs), got {n!r}")
     on_flat = flat(prob)
     size = on_flat.layout.size
@@ -449,13 +448,12 @@ def multistart(
     u0s += [on_flat.layout.to_user(x) for x in points]
     runs = solve_many(prob, alg, u0s=u0s, executor=executor, **solve_kwargs)
     best = min(range(len(runs)), key=lambda i: _rank(runs[i], prob.sense))
-    sums = {f.name: sum(getattr(run.stats, f.name) for run in runs) for f in dataclasses.fields(Stats)}
-    sums["time"] = time.perf_counter() - start
+    stats = Stats.total([run.stats for run in runs], time=time.perf_counter() - start)
     chosen = runs[best]
     return replace(
         chosen,
         message=f"the best of {len(runs)} runs is original[{best}]: {chosen.message}",
-        stats=Stats(**sums),
+        stats=stats,
         original=tuple(runs),
     )
 

@@ -4,6 +4,7 @@ a `Solution` as scipy's ``OptimizeResult`` (`Solution.to_scipy`)."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,21 @@ class Stats:
     probe_fevals: int = 0
     hevals: int = 0
     skipped: int = 0
+
+    @classmethod
+    def total(cls, parts: Sequence[Stats], *, time: float, probe_fevals: int = 0) -> Stats:
+        """The counts of several solves that make one (a chain's stages, a multistart's runs),
+        added, with the `time` they took together and `probe_fevals` of a probe made for them
+        all (on top of the parts' own)."""
+        return cls(
+            iterations=sum(s.iterations for s in parts),
+            fevals=sum(s.fevals for s in parts),
+            gevals=sum(s.gevals for s in parts),
+            time=time,
+            probe_fevals=probe_fevals + sum(s.probe_fevals for s in parts),
+            hevals=sum(s.hevals for s in parts),
+            skipped=sum(s.skipped for s in parts),
+        )
 
 
 @dataclass(frozen=True)

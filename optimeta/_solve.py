@@ -18,6 +18,7 @@ from ._observe import Observer, check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._state import add_note, copy_state, short_repr
+from ._values import is_positive_int
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm, WholeRunAlgorithm, suggest_keywords
 from .traits import (
     IncompatibleAlgorithmError,
@@ -294,7 +295,7 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: A
         raise TypeError(f"alg must be an algorithm instance, e.g. {alg.__name__}(), got the class {alg.__name__}")
     if not isinstance(alg, Algorithm):
         raise TypeError(f"alg must be an optimeta algorithm such as om.Adam() or om.BFGS(), got {alg!r}")
-    if maxiters is not None and not _positive_int(maxiters):
+    if maxiters is not None and not is_positive_int(maxiters):
         raise ValueError(f"maxiters must be a positive integer or None, got {maxiters!r}")
     if maxtime is not None and (
         isinstance(maxtime, bool) or not isinstance(maxtime, numbers.Real) or not 0 < _seconds(maxtime) < math.inf
@@ -302,7 +303,7 @@ def _check_options(alg: Any, maxiters: Any, maxtime: Any, callback: Any, data: A
         raise ValueError(f"maxtime must be a positive, finite number of seconds or None, got {short_repr(maxtime)}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
-    if not _positive_int(epochs):
+    if not is_positive_int(epochs):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if data is None:
         if epochs != 1:
@@ -325,10 +326,6 @@ def _seconds(value: numbers.Real) -> float:
         return float(value)
     except OverflowError:
         return math.nan
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 1
 
 
 @suggest_keywords("options")
@@ -565,7 +562,7 @@ def _skips(nan_policy: Any, max_skips: Any) -> int:
     """The non-finite steps in a row a run may skip (0 for ``nan_policy="stop"``)."""
     if nan_policy not in ("stop", "skip"):
         raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
-    if not _positive_int(max_skips):
+    if not is_positive_int(max_skips):
         raise ValueError(f"max_skips must be a positive integer, got {max_skips!r}")
     return 0 if nan_policy == "stop" else int(max_skips)
 
@@ -669,15 +666,7 @@ def _solve_chain(
             break
         current = replace(current, u0=sol.u, state=sol.state)
     final = solutions[-1]
-    stats = Stats(
-        iterations=sum(s.stats.iterations for s in solutions),
-        fevals=sum(s.stats.fevals for s in solutions),
-        gevals=sum(s.stats.gevals for s in solutions),
-        time=time.perf_counter() - start,
-        probe_fevals=probe_fevals + sum(s.stats.probe_fevals for s in solutions),
-        hevals=sum(s.stats.hevals for s in solutions),
-        skipped=sum(s.stats.skipped for s in solutions),
-    )
+    stats = Stats.total([s.stats for s in solutions], time=time.perf_counter() - start, probe_fevals=probe_fevals)
     retcode, message = final.retcode, final.message
     if out_of_time:
         retcode, message = ReturnCode.MAXTIME, ReturnCode.MAXTIME.message

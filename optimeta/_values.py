@@ -8,6 +8,7 @@ return; `strip_tracers` takes autograd's boxes off a value. The objective wrappe
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,12 @@ from autograd.tracer import getval, isbox
 
 from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
-__all__ = ["Layout", "check_loss", "loss_error", "pair_error", "real_array", "strip_tracers"]
+__all__ = ["Layout", "check_loss", "is_positive_int", "loss_error", "pair_error", "real_array", "strip_tracers"]
+
+
+def is_positive_int(value: Any) -> bool:
+    """Whether `value` is an integer >= 1 (a bool is not one): the one test of counts and budgets."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and int(value) >= 1
 
 
 def real_array(value: Any, name: str) -> np.ndarray:

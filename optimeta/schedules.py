@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._values import is_positive_int
+
 __all__ = ["Schedule", "constant", "cosine_decay", "exponential_decay", "warmup"]
 
 #: What ``lr=`` accepts besides a number: any callable ``lr(step) -> float``.
@@ -33,7 +35,7 @@ def _number(name: str, value: Any, *, positive: bool = False, allow_zero: bool =
 
 
 def _steps(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 

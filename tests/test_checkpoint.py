@@ -488,10 +488,8 @@ def test_step_semantics(name: str, alg: Any) -> None:
 
 @pytest.mark.parametrize("alg", [om.Adam(lr=0.1), om.OLBFGS(lr=0.5)], ids=lambda a: type(a).__name__)
 def test_step_takes_one_step_when_nan_policy_skips_it(alg: Any) -> None:
-    """A skipped step (nan_policy="skip") counts as an iteration: step() takes it and returns.
-
-    Fails at the time of writing: `_drive` goes on to the next batch after a skip without
-    checking its step limit, so the step() that meets the NaN batch takes two steps."""
+    """A skipped step (nan_policy="skip") counts as an iteration: step() takes it and returns
+    (`_drive` checks its step limit after a skip too, not only after an update)."""
     full = om.solve(CASE["minibatches"].problem(), alg, data=POISONED, nan_policy="skip")
     assert (full.stats.iterations, full.stats.skipped) == (len(POISONED), 1)
     solver = om.init(CASE["minibatches"].problem(), alg, data=POISONED, nan_policy="skip")
@@ -994,10 +992,8 @@ def test_a_run_interrupted_mid_step_can_be_checkpointed_and_resumed(alg: Any) ->
 
 @pytest.mark.parametrize("alg", [om.Adam(lr=0.1), om.OLBFGS(lr=0.5), om.BFGS()], ids=lambda a: type(a).__name__)
 def test_an_exception_in_the_first_step_after_resume_carries_the_run_so_far(alg: Any) -> None:
-    """As `solve` would report it: the iterate and loss of the last completed step, not u0.
-
-    Fails at the time of writing: `resume` leaves the monitor's last step empty, so the partial
-    solution holds u0 and NaN although the note says k steps were completed."""
+    """As `solve` would report it: the iterate and loss of the last completed step, not u0 and
+    NaN (the checkpoint carries the monitor's last step, which `resume` restores)."""
     k = 4
     probe = Raising(None, Boom())
     counter = om.init(_prob(probe), alg, maxiters=12)
@@ -1049,11 +1045,8 @@ def test_a_checkpoint_taken_after_solve_resumes_to_the_same_solution(alg: Any, t
 @pytest.mark.parametrize("alg", [om.Adam(lr=0.1), om.OLBFGS(lr=0.5)], ids=lambda a: type(a).__name__)
 def test_a_run_over_data_stepped_to_its_end_reports_the_last_loss(alg: Any) -> None:
     """The step after the last batch finds the data used up and takes no step; the Solution must
-    still report the loss of the last step, as `solve` does.
-
-    Fails at the time of writing: `_drive` starts every call with ``loss = nan`` and returns it when
-    the schedule is already exhausted, so ``init(...)`` stepped to the end (or resumed from a
-    checkpoint taken after the last batch) gives ``objective=nan``."""
+    still report the loss of the last step, as `solve` does (`_drive` returns the loss it was
+    given when the schedule is already exhausted, not NaN)."""
     case = CASE["minibatches"]
     full = om.solve(case.problem(), alg, data=BATCHES)
     assert math.isfinite(full.objective)

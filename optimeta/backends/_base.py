@@ -26,6 +26,7 @@ import numpy as np
 from typing_extensions import Self
 
 from .._solution import ReturnCode
+from .._values import is_positive_int
 from ..traits import Traits
 
 if TYPE_CHECKING:
@@ -369,7 +370,7 @@ def check_nonnegative(name: str, value: Any) -> None:
 
 def check_positive_int(name: str, value: Any) -> None:
     """Require an integer ``value >= 1``; the error echoes the bad value."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
