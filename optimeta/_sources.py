@@ -37,6 +37,7 @@ __all__ = [
     "GradientSource",
     "UserGradSource",
     "source_for",
+    "source_type",
 ]
 
 #: Relative step of finite differences: the square root of float64's machine epsilon.
@@ -263,13 +264,23 @@ class FrameworkSource(GradientSource):
         return np.asarray(matrix, dtype=np.float64)
 
 
-def source_for(objective: Objective, grad: Any) -> GradientSource:
-    """The source a problem's ``grad=`` names: None or "autograd", a callable, "finite-difference",
-    "jax" or "torch"."""
+def source_type(grad: Any) -> type[GradientSource]:
+    """The kind of source a problem's ``grad=`` names: None or "autograd", a callable,
+    "finite-difference", "jax" or "torch"."""
     if callable(grad):
-        return UserGradSource(objective, grad)
+        return UserGradSource
     if grad == "finite-difference":
-        return FiniteDifferenceSource(objective)
+        return FiniteDifferenceSource
     if grad in ("jax", "torch"):
+        return FrameworkSource
+    return AutogradSource
+
+
+def source_for(objective: Objective, grad: Any) -> GradientSource:
+    """The source of an objective whose problem has ``grad=grad``."""
+    kind = source_type(grad)
+    if kind is UserGradSource:
+        return UserGradSource(objective, grad)
+    if kind is FrameworkSource:
         return FrameworkSource(objective, framework_gradient(grad, objective.f, objective.layout, objective.stateful))
-    return AutogradSource(objective)
+    return kind(objective)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ._problem import OptimizationProblem, flat
+from ._sources import source_type
 
 __all__ = [
     "RULES",
@@ -206,7 +207,7 @@ def requirements(
         stochastic_reason=reason,
         bounded=prob.bounds is not None,
         callback=callback,
-        hessian_available=prob.grad != "finite-difference",
+        hessian_available=source_type(prob.grad).second_derivatives,
         constrained=bool(prob.constraints),
         finite_bounds=_finite(on_flat.lb) and _finite(on_flat.ub),
         stochastic_source=source,
