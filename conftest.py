@@ -13,11 +13,23 @@ contract, under a minute on 2 cores.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
+
+#: Backends of the test suite's own (``tests/toy_backend.py``), registered when the environment
+#: variable names them (comma-separated modules of ``tests/``): the contract suite then runs on
+#: them too, with no table edited (``test_architecture.py``).
+TEST_BACKENDS = [name for name in os.environ.get("OPTIMETA_TEST_BACKENDS", "").split(",") if name]
+if TEST_BACKENDS:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+    for _name in TEST_BACKENDS:
+        importlib.import_module(_name)
 
 #: The extra that brings each optional module (pyproject.toml's optional-dependencies).
 EXTRA_OF = {

@@ -529,6 +529,11 @@ def register(cls: A) -> A:
             f"an algorithm named {cls.__name__} is already registered ({taken.__module__}.{taken.__qualname__}); "
             "give the new one another name"
         )
+    examples = getattr(cls, "examples", None)
+    if callable(examples):  # an Algorithm: its configurations for tests and benchmarks
+        found = examples()
+        if not found or not all(isinstance(getattr(e, "algorithm", None), cls) for e in found):
+            raise TypeError(f"{cls.__name__}.examples() must give at least one Example, each of a {cls.__name__}")
     situation = cls.__dict__.get("default_for")
     if situation is not None:
         if situation not in DEFAULT_SITUATIONS:

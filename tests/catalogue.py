@@ -268,46 +268,13 @@ PROBLEMS: list[ProblemCase] = [
     ),
 ]
 
+#: Every registered algorithm, in each configuration its class declares for tests and benchmarks
+#: (`Algorithm.examples`: a label, the instance, its budget here): a new backend is tested by
+#: registering it, with no table here to edit.
 ALGORITHMS: list[AlgorithmCase] = [
-    AlgorithmCase("SGD", om.SGD(lr=0.01), 1500),
-    AlgorithmCase("SGD-momentum", om.SGD(lr=0.005, momentum=0.9), 1500),
-    AlgorithmCase("SGD-nesterov", om.SGD(lr=0.005, momentum=0.9, nesterov=True), 1500),
-    AlgorithmCase("Adam", om.Adam(lr=0.02), 1500),
-    AlgorithmCase("AdamW", om.AdamW(lr=0.02, weight_decay=0.0), 1500),
-    AlgorithmCase("AMSGrad", om.AMSGrad(lr=0.02), 1500),
-    AlgorithmCase("Adamax", om.Adamax(lr=0.05), 1500),
-    AlgorithmCase("NAdam", om.NAdam(lr=0.02), 1500),
-    AlgorithmCase("RMSProp", om.RMSProp(lr=om.schedules.exponential_decay(0.02, 0.998)), 1500),
-    AlgorithmCase("Adagrad", om.Adagrad(lr=0.5), 1500),
-    AlgorithmCase("Adadelta", om.Adadelta(lr=om.schedules.cosine_decay(1.0, 1500), eps=1e-3), 1500),
-    AlgorithmCase("Lion", om.Lion(lr=om.schedules.cosine_decay(0.01, 1500)), 1500),
-    AlgorithmCase("OLBFGS", om.OLBFGS(lr=0.5), 300),
-    AlgorithmCase("BFGS", om.BFGS(), None),
-    AlgorithmCase("LBFGS", om.LBFGS(), None),
-    AlgorithmCase("CG", om.CG(), None),
-    AlgorithmCase("TNC", om.TNC(), None),
-    AlgorithmCase("NewtonCG", om.NewtonCG(), None),
-    AlgorithmCase("TrustNCG", om.TrustNCG(), None),
-    AlgorithmCase("TrustKrylov", om.TrustKrylov(), None),
-    AlgorithmCase("TrustExact", om.TrustExact(), None),
-    AlgorithmCase("NelderMead", om.NelderMead(xatol=1e-10, fatol=1e-14, adaptive=True), None),
-    AlgorithmCase("Powell", om.Powell(xtol=1e-8, ftol=1e-12), None),
-    AlgorithmCase("Dogleg", om.Dogleg(), None),
-    # SLSQP's ftol has a narrow window here: from 8e-11 up it stops 1.1e-5 short on the Rosenbrock
-    # function; from 3e-11 down its line search fails at the boxed parabola's optimum ("Positive
-    # directional derivative for linesearch").
-    AlgorithmCase("SLSQP", om.SLSQP(ftol=5e-11), None),
-    # The interior point reaches an active inequality to 1e-5 only with tolerances this tight.
-    AlgorithmCase("TrustConstr", om.TrustConstr(gtol=1e-15, xtol=1e-15, barrier_tol=1e-15), None),
-    AlgorithmCase("COBYLA", om.COBYLA(rhobeg=0.1, tol=1e-8, catol=1e-10), None),
-    AlgorithmCase("COBYQA", om.COBYQA(final_tr_radius=1e-8), None),
-    # Seeded: the same run every time. 5 members per variable keep the runs short; at tol 1e-7 the
-    # polish (trust-constr with constraints) ends within 1e-7 of the boxed parabola's optimum.
-    AlgorithmCase("DifferentialEvolution", om.DifferentialEvolution(seed=0, tol=1e-7, popsize=5), None),
-    # 200 annealing iterations (not 1000): the local searches make the accuracy.
-    AlgorithmCase("DualAnnealing", om.DualAnnealing(seed=0, maxiter=200), None),
-    AlgorithmCase("DIRECT", om.DIRECT(eps=1e-8, vol_tol=0.0, len_tol=1e-8), None),
-    AlgorithmCase("SHGO", om.SHGO(n=32, sampling_method="halton"), None),
+    AlgorithmCase(example.label, example.algorithm, example.budget)
+    for cls in om.algorithms()
+    for example in cls.examples()
 ]
 
 

@@ -4,9 +4,15 @@ and a core that never imports a concrete backend (it finds algorithms through th
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+import optimeta as om
 
 PACKAGE = Path(__file__).resolve().parent.parent / "optimeta"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -145,3 +151,44 @@ def test_no_private_field_of_another_module_is_read(path: Path) -> None:
         and node.attr not in defined
     )
     assert foreign == []
+
+
+#: The contract suites a new backend must pass: over the registry and the catalogue built from it.
+CONTRACT_SUITES = [
+    "tests/test_contracts.py",
+    "tests/test_catalogue.py",
+    "tests/test_trait_behaviour.py",
+    "tests/test_guarantees.py",
+    "tests/test_reliability.py",
+    "tests/test_checkpoint.py",
+    "tests/test_faults.py",
+    "tests/test_frictions.py",
+    "tests/test_interrupts.py",
+    "tests/test_nan_policy.py",
+    "tests/test_state_modes.py",
+    "tests/test_traits.py",
+]
+
+
+def test_a_backend_in_one_file_runs_the_whole_contract_suite() -> None:
+    # tests/toy_backend.py defines and registers an algorithm, with its traits and its examples,
+    # and nothing else is edited: registered (conftest.py), it is in the catalogue, and every
+    # contract test over the registry runs on it and passes (a fresh pytest process, its tests
+    # selected by name). Without it registered, none is collected.
+    root = PACKAGE.parent
+    selected = ["-k", "ToyGradientDescent", "-q", "-p", "no:cacheprovider", *CONTRACT_SUITES]
+    env = {**os.environ, "OPTIMETA_TEST_BACKENDS": "toy_backend"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *selected],
+        check=False,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    passed = int(re.search(r"(\d+) passed", run.stdout).group(1))  # type: ignore[union-attr]
+    assert passed >= 250, run.stdout[-2000:]
+    if not os.environ.get("OPTIMETA_TEST_BACKENDS"):  # an ordinary run: the registry is the package's own
+        assert "ToyGradientDescent" not in [cls.__name__ for cls in om.algorithms()]

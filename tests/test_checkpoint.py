@@ -309,9 +309,13 @@ def record_run(case: Case, alg: Any, directory: Path) -> Run:
 
 
 FRESH_PROCESS = """
-import importlib.util, pickle, sys
+import importlib, importlib.util, os, pickle, sys
 root, path, name, jobs_file, out_file = sys.argv[1:]
 sys.path.insert(0, root)
+# The test suite's own backends, registered as conftest.py registers them in this process.
+sys.path.insert(0, os.path.dirname(path))
+for backend in filter(None, os.environ.get("OPTIMETA_TEST_BACKENDS", "").split(",")):
+    importlib.import_module(backend)
 spec = importlib.util.spec_from_file_location(name, path)
 module = importlib.util.module_from_spec(spec)
 sys.modules[name] = module

@@ -532,3 +532,24 @@ def test_a_newly_registered_default_is_the_one_solve_picks(registry: None) -> No
         default_for = "smooth"
 
     assert type(om.default_algorithm(smooth)) is Smooth
+
+
+def test_every_registered_class_gives_examples_of_itself_with_unique_labels() -> None:
+    labels = [example.label for cls in om.algorithms() for example in cls.examples()]
+    assert len(labels) == len(set(labels))
+    for cls in om.algorithms():
+        assert all(type(example.algorithm) is cls for example in cls.examples()), cls.__name__
+
+
+def test_register_refuses_examples_of_another_class(registry: None) -> None:
+    from optimeta.backends._base import Example
+
+    class Odd(om.Adam):  # type: ignore[misc]
+        traits = om.Adam.traits
+
+        @classmethod
+        def examples(cls) -> tuple[Example, ...]:
+            return (Example("Odd", om.Adam()),)
+
+    with pytest.raises(TypeError, match=r"^Odd.examples\(\) must give at least one Example, each of a Odd$"):
+        register(Odd)

@@ -37,6 +37,7 @@ __all__ = [
     "Algorithm",
     "Box",
     "Evaluate",
+    "Example",
     "FirstOrderAlgorithm",
     "Monitor",
     "NonFiniteEvaluation",
@@ -169,6 +170,23 @@ Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
 Box = tuple[np.ndarray, np.ndarray]
 
 
+#: The step budget of an example without a convergence test: enough for the test catalogue's
+#: problems (a 3-variable quadratic, the 2-variable Rosenbrock function, a small pytree).
+EXAMPLE_BUDGET = 1500
+
+
+@dataclass(frozen=True)
+class Example:
+    """A configuration of an algorithm for the test catalogue and the benchmarks: a label, the
+    configured instance, and the step budget it runs with there (None: to its own convergence
+    test). A backend declares its own (`Algorithm.examples`), so that tests and benchmarks take
+    every registered algorithm from the registry, nothing else edited."""
+
+    label: str
+    algorithm: Algorithm
+    budget: int | None = None
+
+
 class Algorithm(abc.ABC):
     """Base of every algorithm: a frozen dataclass of hyperparameters plus its `traits`.
 
@@ -181,6 +199,18 @@ class Algorithm(abc.ABC):
     """
 
     traits: ClassVar[Traits]
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        """Configurations of the class for the test catalogue and the benchmarks (`Example`).
+
+        The default: the class with its default hyperparameters, and `EXAMPLE_BUDGET` steps
+        when it has no convergence test. A class whose defaults do not suit (a required step
+        size, tolerances too loose for the catalogue's optima) declares its own.
+        """
+        budget = None if cls.traits.has_convergence_test else EXAMPLE_BUDGET
+        return (Example(cls.__name__, cls(), budget),)
+
     #: Per class: the keywords its constructor takes (None: any, it takes ``**kwargs``).
     _keyword_names: ClassVar[dict[type, tuple[str, ...] | None]] = {}
 

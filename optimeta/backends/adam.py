@@ -9,7 +9,16 @@ import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_positive, check_rate, rate_at
+from ._base import (
+    EXAMPLE_BUDGET,
+    FIRST_ORDER_TRAITS,
+    Example,
+    FirstOrderAlgorithm,
+    check_fraction,
+    check_positive,
+    check_rate,
+    rate_at,
+)
 from ._kernels import Recycler, adam_step
 
 __all__ = ["Adam", "AdamState"]
@@ -67,6 +76,10 @@ class Adam(FirstOrderAlgorithm[AdamState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
     default_for: ClassVar[str] = "noisy"  # om.default_algorithm for a stateful or stochastic problem
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Adam", cls(lr=0.02), EXAMPLE_BUDGET),)
 
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)

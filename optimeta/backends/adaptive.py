@@ -13,10 +13,13 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from .. import schedules
 from ..schedules import Schedule
 from ..traits import Traits, register
 from ._base import (
+    EXAMPLE_BUDGET,
     FIRST_ORDER_TRAITS,
+    Example,
     FirstOrderAlgorithm,
     check_fraction,
     check_nonnegative,
@@ -88,6 +91,10 @@ class AdamW(FirstOrderAlgorithm[MomentState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("AdamW", cls(lr=0.02, weight_decay=0.0), EXAMPLE_BUDGET),)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
         check_nonnegative("weight_decay", self.weight_decay)
@@ -136,6 +143,10 @@ class AMSGrad(FirstOrderAlgorithm[MomentState]):
     eps: float = 1e-8
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("AMSGrad", cls(lr=0.02), EXAMPLE_BUDGET),)
 
     def __post_init__(self) -> None:
         _check_adam_family(self)
@@ -188,6 +199,10 @@ class Adamax(FirstOrderAlgorithm[MomentState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Adamax", cls(lr=0.05), EXAMPLE_BUDGET),)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
@@ -234,6 +249,10 @@ class NAdam(FirstOrderAlgorithm[MomentState]):
     eps: float = 1e-8
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("NAdam", cls(lr=0.02), EXAMPLE_BUDGET),)
 
     def __post_init__(self) -> None:
         _check_adam_family(self)
@@ -285,6 +304,10 @@ class RMSProp(FirstOrderAlgorithm[MomentState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("RMSProp", cls(lr=schedules.exponential_decay(0.02, 0.998)), EXAMPLE_BUDGET),)
+
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
         check_fraction("rho", self.rho)
@@ -333,6 +356,10 @@ class Adagrad(FirstOrderAlgorithm[MomentState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Adagrad", cls(lr=0.5), EXAMPLE_BUDGET),)
+
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
         check_positive("eps", self.eps)
@@ -379,6 +406,10 @@ class Adadelta(FirstOrderAlgorithm[MomentState]):
     eps: float = 1e-6
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Adadelta", cls(lr=schedules.cosine_decay(1.0, EXAMPLE_BUDGET), eps=1e-3), EXAMPLE_BUDGET),)
 
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
@@ -432,6 +463,10 @@ class Lion(FirstOrderAlgorithm[MomentState]):
     weight_decay: float = 0.0
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Lion", cls(lr=schedules.cosine_decay(0.01, EXAMPLE_BUDGET)), EXAMPLE_BUDGET),)
 
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)

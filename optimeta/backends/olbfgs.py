@@ -11,6 +11,7 @@ from ..traits import Traits, register
 from ._base import (
     Box,
     Evaluate,
+    Example,
     StepwiseAlgorithm,
     check_nonnegative,
     check_positive,
@@ -96,6 +97,10 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         has_convergence_test=False,
         supports_minibatches=True,
     )
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("OLBFGS", cls(lr=0.5), 300),)
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)

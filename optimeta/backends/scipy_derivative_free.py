@@ -13,7 +13,7 @@ import numpy as np
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Monitor, check_positive
+from ._base import Example, Monitor, check_positive
 from ._scipy_traits import minimize_traits
 from .scipy_minimize import ScipyMinimize
 
@@ -59,6 +59,10 @@ class NelderMead(ScipyMinimize):
     statuses: ClassVar[dict[int, ReturnCode]] = {0: ReturnCode.SUCCESS, 1: ReturnCode.MAXITERS, 2: ReturnCode.MAXITERS}
     derivatives: ClassVar[str] = "none"
     traits: ClassVar[Traits] = minimize_traits(bounds=True, gradient=False, commits=False)
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("NelderMead", cls(xatol=1e-10, fatol=1e-14, adaptive=True)),)
 
     def __post_init__(self) -> None:
         check_positive("xatol", self.xatol)
@@ -119,6 +123,10 @@ class Powell(ScipyMinimize):
     }
     derivatives: ClassVar[str] = "none"
     traits: ClassVar[Traits] = minimize_traits(bounds=True, gradient=False, commits=False)
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("Powell", cls(xtol=1e-8, ftol=1e-12)),)
 
     def __post_init__(self) -> None:
         check_positive("xtol", self.xtol)

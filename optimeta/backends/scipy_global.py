@@ -16,7 +16,7 @@ import scipy.optimize
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Monitor, check_fraction, check_nonnegative, check_positive, check_positive_int, check_range
+from ._base import Example, Monitor, check_fraction, check_nonnegative, check_positive, check_positive_int, check_range
 from ._scipy_traits import minimize_traits
 from .scipy_minimize import NonFiniteRun, ScipyAdapter, ScipyCalls
 
@@ -134,6 +134,14 @@ class DifferentialEvolution(ScipyAdapter):
     )
     evaluates_start: ClassVar[bool] = True  # its rescaling of u0 onto [0, 1] changes its last bits
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (
+            # Seeded: the same run every time. 5 members per variable keep the runs short; at tol 1e-7
+            # the polish (trust-constr with constraints) ends within 1e-7 of a constrained optimum.
+            Example("DifferentialEvolution", cls(seed=0, tol=1e-7, popsize=5)),
+        )
+
     def __post_init__(self) -> None:
         _check_seed(self.seed)
         if self.strategy not in _STRATEGIES:
@@ -220,6 +228,13 @@ class DualAnnealing(ScipyAdapter):
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, commits=False, callback=False)
     drops_fixed: ClassVar[bool] = True  # scipy refuses a fixed coordinate mid-run
     evaluates_start: ClassVar[bool] = True  # its first local search may start elsewhere
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (
+            # 200 annealing iterations (not 1000): the local searches make the accuracy.
+            Example("DualAnnealing", cls(seed=0, maxiter=200)),
+        )
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -323,6 +338,10 @@ class DIRECT(ScipyAdapter):
     evaluates_start: ClassVar[bool] = True  # it samples the box's centre, never u0
     traits: ClassVar[Traits] = minimize_traits(bounds=True, requires_bounds=True, gradient=False, commits=False)
 
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("DIRECT", cls(eps=1e-8, vol_tol=0.0, len_tol=1e-8)),)
+
     def __post_init__(self) -> None:
         check_positive("eps", self.eps)
         if not isinstance(self.locally_biased, bool):
@@ -405,6 +424,10 @@ class SHGO(ScipyAdapter):
     traits: ClassVar[Traits] = minimize_traits(
         bounds=True, requires_bounds=True, constraints=True, commits=False, callback=False
     )
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (Example("SHGO", cls(n=32, sampling_method="halton")),)
 
     def __post_init__(self) -> None:
         check_positive_int("n", self.n)

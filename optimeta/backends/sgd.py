@@ -9,7 +9,7 @@ import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm, check_fraction, check_rate, rate_at
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm, check_fraction, check_rate, rate_at
 from ._kernels import RECYCLE_MIN_SIZE, Recycler, momentum_step
 
 __all__ = ["SGD", "SGDState"]
@@ -65,6 +65,14 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     nesterov: bool = False
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+
+    @classmethod
+    def examples(cls) -> tuple[Example, ...]:
+        return (
+            Example("SGD", cls(lr=0.01), EXAMPLE_BUDGET),
+            Example("SGD-momentum", cls(lr=0.005, momentum=0.9), EXAMPLE_BUDGET),
+            Example("SGD-nesterov", cls(lr=0.005, momentum=0.9, nesterov=True), EXAMPLE_BUDGET),
+        )
 
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
