@@ -30,6 +30,9 @@ if TEST_BACKENDS:
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
     for _name in TEST_BACKENDS:
         importlib.import_module(_name)
+#: Not collected (``--doctest-modules`` imports every module under ``tests/``): importing the toy
+#: backend registers it, and an ordinary run's registry is the package's own.
+collect_ignore = ["tests/toy_backend.py"]
 
 #: The extra that brings each optional module (pyproject.toml's optional-dependencies).
 EXTRA_OF = {
