@@ -17,7 +17,7 @@ import numpy as np
 
 from ._problem import OptimizationProblem, flat
 from ._solution import ReturnCode, Solution, Stats
-from ._solve import _arguments, solve
+from ._solve import arguments, solve
 from ._state import add_note
 from ._values import is_positive_int
 from .backends._base import Algorithm
@@ -28,7 +28,7 @@ _SOLVE_SIGNATURE = inspect.signature(solve)
 #: The keyword arguments `solve` takes besides the problem and the algorithm.
 _SOLVE_OPTIONS = tuple(name for name in _SOLVE_SIGNATURE.parameters if name not in ("prob", "alg"))
 #: Those that `solve` checks, with the pair's traits, before it calls anything.
-_CHECKED = frozenset(inspect.signature(_arguments).parameters)
+_CHECKED = frozenset(inspect.signature(arguments).parameters)
 #: The most start-point values (n times the size of u0) that `multistart` draws.
 _MAX_START_VALUES = 2**31
 
@@ -287,7 +287,7 @@ def _check_task(prob: OptimizationProblem, alg: Algorithm | None, options: dict[
     """`solve`'s own checks of one task (the traits included, its budget among them), without a call of f."""
     bound = _SOLVE_SIGNATURE.bind(prob, alg, **options)
     bound.apply_defaults()
-    _arguments(**{name: value for name, value in bound.arguments.items() if name in _CHECKED})
+    arguments(**{name: value for name, value in bound.arguments.items() if name in _CHECKED})
 
 
 def _check_picklable(work: list[_Task], label: str, shared: bool) -> None:

@@ -26,20 +26,19 @@ from ._checkpoint_io import Checkpoint, Counts, Skips, describe_layout
 from ._objective import Objective
 from ._observe import check_observe_options, logging_to_stderr
 from ._problem import OptimizationProblem
-from ._solution import ReturnCode, Solution
-from ._solve import (
+from ._run import (
     Callback,
-    _arguments,
-    _attach_partial,
-    _batches,
-    _drive,
-    _Monitor,
-    _prepared,
-    _solution,
-    _stepwise_solution,
+    Monitor,
+    attach_partial,
+    batches,
+    drive,
     observer_for,
     planned_steps,
+    solution,
+    stepwise_solution,
 )
+from ._solution import ReturnCode, Solution
+from ._solve import arguments, prepared
 from ._state import copy_state, short_repr
 from ._tree import children, is_container
 from .backends._base import Algorithm, StepwiseAlgorithm, suggest_keywords
@@ -72,7 +71,7 @@ class Solver:
         alg: StepwiseAlgorithm[Any],
         req: Requirements,
         objective: Objective,
-        monitor: _Monitor,
+        monitor: Monitor,
         x: np.ndarray,
         opt_state: Any,
         data: Sequence[Any] | None,
@@ -91,10 +90,10 @@ class Solver:
         self._opt_state = opt_state
         self._data = data
         self._epochs = epochs
-        self._schedule = _Counted(itertools.islice(_batches(data, epochs, prob.p), consumed, None), consumed)
+        self._schedule = _Counted(itertools.islice(batches(data, epochs, prob.p), consumed, None), consumed)
         self._loss = loss
         self.retcode = ended
-        self._solution: Solution | None = None
+        self.solution: Solution | None = None
         # Once the Solution is made: its loss (minimisation sense) and message, which a
         # checkpoint keeps so that a resumed solve() rebuilds it without calling f again.
         self._final: tuple[float, str] | None = None
@@ -139,25 +138,25 @@ class Solver:
         """Run to the end and return the `Solution` (the same one on every later call)."""
         if self.retcode is None:
             self._advance(None)
-        if self._solution is None:
+        if self.solution is None:
             assert self.retcode is not None
             alg, objective, monitor = self.algorithm, self._objective, self._monitor
             if self._final is None:
                 end = (self._x, self._loss, self.retcode)
-                sol = _stepwise_solution(
+                sol = stepwise_solution(
                     alg, self._req, objective, monitor, end, self._data, self._epochs, self._opt_state
                 )
                 self._final = (objective.sign * sol.objective, sol.message)
             else:  # resumed after the Solution was made: the same one, without calling f again
                 loss, message = self._final
-                sol = _solution(alg, objective, monitor, self._x, loss, self.retcode, message, None, self._opt_state)
+                sol = solution(alg, objective, monitor, self._x, loss, self.retcode, message, None, self._opt_state)
             observer = self._observer
             if observer is not None:
                 sol = replace(sol, history=observer.history())
                 with logging_to_stderr(observer.verbose, observer.progress):
                     observer.end(sol)
-            self._solution = sol
-        return self._solution
+            self.solution = sol
+        return self.solution
 
     def _advance(self, limit: int | None) -> None:
         monitor, observer = self._monitor, self._observer
@@ -167,7 +166,7 @@ class Solver:
                 observer.start(type(self.algorithm).__name__, self._x.size, total, monitor.iterations)
                 self._started = True
             try:
-                x, opt_state, loss, code = _drive(
+                x, opt_state, loss, code = drive(
                     self.algorithm,
                     self._objective,
                     monitor,
@@ -178,7 +177,7 @@ class Solver:
                     self._loss,
                 )
             except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
-                _attach_partial(exc, self.algorithm, self._objective, monitor)
+                attach_partial(exc, self.algorithm, self._objective, monitor)
                 if observer is not None:
                     partial = getattr(exc, "partial_solution", None)
                     if isinstance(partial, Solution):
@@ -282,7 +281,7 @@ def init(
         >>> resumed.u.tobytes() == full.u.tobytes(), resumed.stats.iterations
         (True, 100)
     """
-    alg, chosen, skips, req = _arguments(
+    alg, chosen, skips, req = arguments(
         prob,
         alg,
         maxiters,
@@ -300,8 +299,8 @@ def init(
     )
     if not isinstance(alg, StepwiseAlgorithm):  # declared supports_checkpoint, yet not step-wise
         raise TypeError(f"{type(alg).__name__} declares supports_checkpoint=True but is not a StepwiseAlgorithm")
-    objective = _prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
-    monitor = _Monitor(objective, maxiters, maxtime, callback)
+    objective = prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
+    monitor = Monitor(objective, maxiters, maxtime, callback)
     monitor.max_skips = skips
     monitor.keep_best = not req.stochastic and not req.evolving_state
     x0 = objective.x0.copy()
@@ -397,7 +396,7 @@ Checkpoint.layout), prob.u0 has float64(3,) (3 variables)
     counts = checkpoint.counts
     objective.fevals, objective.gevals = counts.fevals, counts.gevals
     objective.probe_fevals, objective.hevals = counts.probe_fevals, counts.hevals
-    monitor = _Monitor(objective, checkpoint.maxiters, checkpoint.maxtime, callback)
+    monitor = Monitor(objective, checkpoint.maxiters, checkpoint.maxtime, callback)
     monitor.iterations = counts.iterations
     skips = checkpoint.skips
     monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = skips.max_skips, skips.skipped, skips.in_a_row
