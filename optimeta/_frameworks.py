@@ -215,11 +215,13 @@ class JaxGradient(FrameworkGradient):
         errors = self._jax.errors
         try:
             loss, new_state = self._apply(self._layout.unflatten(x), p, state)
-        except (errors.ConcretizationTypeError, errors.TracerArrayConversionError) as exc:
-            if isinstance(exc, errors.TracerBoolConversionError):
-                raise  # Python control flow on a traced value: jax's own message says what to do
-            raise _escape_error(exc) from exc
-        except errors.TracerIntegerConversionError as exc:
+        except errors.TracerBoolConversionError:
+            raise  # Python control flow on a traced value: jax's own message says what to do
+        except (
+            errors.ConcretizationTypeError,
+            errors.TracerArrayConversionError,
+            errors.TracerIntegerConversionError,
+        ) as exc:
             raise _escape_error(exc) from exc
         return self._scalar(loss), new_state
 

@@ -190,6 +190,7 @@ class Objective:
         """f at `x` on a copy of `state`: (loss in the user's sense, new state), never committed."""
         self._probing = True
         try:
-            return self.source.value(x, copy_state(state))
+            loss, new_state = self.source.value(x, copy_state(state))
         finally:
             self._probing = False
+        return loss, strip_tracers(new_state)  # a state f holds (a box kept from an earlier call)

@@ -63,10 +63,10 @@ class GradientSource(abc.ABC):
         self.objective = objective
 
     def value(self, x: np.ndarray, state: Any) -> tuple[float, Any]:
-        """f at `x`: (loss, new state)."""
+        """f at `x`, called on plain values (nothing traced): (loss, new state)."""
         obj = self.objective
         loss, new_state = obj.call(obj.f, "f", obj.user_u(x), state)
-        return check_loss(loss, obj.stateful), strip_tracers(new_state)
+        return check_loss(loss, obj.stateful), new_state
 
     @abc.abstractmethod
     def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
