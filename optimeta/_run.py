@@ -124,9 +124,9 @@ def drive(
     keep_best = monitor.keep_best
     loss_before = not alg.loss_at_new_iterate
     for monitor.epoch, objective.p in schedule:
-        # A deterministic run keeps its best iterate, by a view: this one, whose loss the step
-        # reports, is held through the step, so a recycling update writes elsewhere.
-        held = x.view() if keep_best and loss_before else None
+        # A deterministic run keeps its best iterate: this one, whose loss the step reports
+        # (steps are pure: the arrays they are given are never written).
+        held = x if keep_best and loss_before else None
         try:
             x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
@@ -151,11 +151,10 @@ def drive(
                 return x, opt_state, loss, ended
             monitor.skips_in_a_row = 0
             if keep_best and (monitor.best is None or loss < monitor.best[0]):
-                monitor.best = (loss, held if held is not None else x_new.view())
+                monitor.best = (loss, held if held is not None else x_new)
             x = x_new
-            # A deterministic run's partial solution is the iterate the loss was computed at
-            # (held through the step); a noisy run's keeps no earlier iterate, so that its
-            # update may write over the memory of the one it was given.
+            # A deterministic run's partial solution is the iterate the loss was computed at; a
+            # noisy run's is the new iterate, and keeps no earlier one alive.
             stopped = monitor.after_step(x, loss, held)
             if ended is not None:
                 return x, opt_state, loss, ended
@@ -208,7 +207,7 @@ def stepwise_solution(
     message = retcode.message
     if data is not None and retcode is ReturnCode.MAXITERS and monitor.iterations != monitor.maxiters:
         message = f"all {epochs} epoch(s) of data were used ({monitor.iterations} steps)"
-    deterministic = not req.stochastic and not req.evolving_state
+    deterministic = monitor.keep_best  # decided once, by the run (`optimeta._runner.Run`)
     if deterministic and retcode is not ReturnCode.NONFINITE and not alg.loss_at_new_iterate:
         loss = objective.value(x)
     return solution(alg, objective, monitor, x, loss, retcode, message, None, opt_state)

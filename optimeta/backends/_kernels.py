@@ -1,11 +1,16 @@
-"""Fused update kernels for large parameter vectors: numba when installed, NumPy in place otherwise.
+"""Fused update kernels for large parameter vectors: numba when installed, NumPy otherwise.
 
 NumPy needs about ten passes over memory for one Adam update; a fused loop reads x, g, m, v and
-writes x', m, v once. Both paths do the same floating-point operations in the same order, so they
-give the same iterates bit for bit (numba compiles without fast-math, which could reorder them).
-The moment buffers are updated in place: they belong to the run's algorithm state. The iterate's
-memory is shared with whoever views it (the caller, the user's state): `Recycler` writes a new
-iterate over an old one only when nothing else views it.
+writes x', m', v' once. Both paths do the same floating-point operations in the same order, so
+they give the same iterates bit for bit (numba compiles without fast-math, which could reorder
+them).
+
+The updates are pure: they write the new iterate and the new moments into memory of their own
+and never into the arrays they are given, so a step taken twice from one state gives the same
+result, and a state kept by anyone (a rollback, a checkpoint, a comparison) stays as it was.
+For large vectors that memory comes from a `Recycler`, which hands out a buffer again only once
+nothing views it any more: a long run allocates nothing after its first steps, and nobody's
+array is ever written over.
 
 The numba kernels are ``parallel=True``. numba's ``workqueue`` threading layer (its fallback
 when neither TBB nor OpenMP is installed, or the one ``NUMBA_THREADING_LAYER=workqueue`` asks
@@ -28,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FUSED_MIN_SIZE", "RECYCLE_MIN_SIZE", "Recycler", "adam_step", "have_numba", "momentum_step"]
+__all__ = [
+    "FUSED_MIN_SIZE",
+    "RECYCLE_MIN_SIZE",
+    "Recycler",
+    "adam_step",
+    "gradient_step",
+    "have_numba",
+    "momentum_step",
+]
 
 #: Below this many parameters the NumPy path is used: a JIT compilation would not pay off.
 FUSED_MIN_SIZE = 100_000
@@ -39,30 +52,30 @@ def have_numba() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-#: From this many parameters on, `Recycler` keeps the iterates' memory: below, allocating is cheaper.
+#: From this many parameters on, `Recycler` keeps memory for reuse: below, allocating is cheaper.
 RECYCLE_MIN_SIZE = 16_384
+
+#: How many buffers a `Recycler` keeps: the arrays of the current state and of the new one (an
+#: iterate and up to two moments each), and two that somebody may still read (the best iterate
+#: a deterministic run keeps, the iterate its last loss was computed at).
+_POOL_SIZE = 8
 
 
 class Recycler:
-    """The memory of a run's iterates, written over once nothing but the new iterate's input views it.
+    """Memory for the arrays of a run's next state, reused once nothing views it.
 
-    `out` returns the array an update writes the next iterate into. The recycler owns the memory
-    of the iterates it returns (each is a view of a buffer it holds), so it can tell who still
-    reads a buffer: every view of it, wherever it is kept (the caller's iterate, a ``u`` kept in
-    the user's state, a slice of it), holds a reference to the buffer. The answer, in order:
+    `take` returns an array like the given one to write a new iterate or moment into. The
+    recycler owns the buffers it hands out (each array it returns is a view of one), so it can
+    tell who still reads a buffer: every view of it, wherever it is kept (the state the update
+    was given, the caller's iterate, a ``u`` kept in the user's state, a slice of it), holds a
+    reference to the buffer. A buffer is handed out again only when no view of it is left, so
+    an array anyone can still read is never written over, and the arrays an update is given
+    never are. At most `_POOL_SIZE` buffers are kept; beyond that, the one given out longest ago
+    is let go (its views keep it alive for whoever holds them).
 
-    * the very memory of `x`, when `x` is the only view left of it and the update may alias
-      (a fused loop that reads each element before writing it): an update in place, as
-      ``torch.optim`` does, with no memory traffic beyond the update's own;
-    * an earlier buffer that no view refers to any more;
-    * a new buffer (at most three are kept: the current iterate's, the new one's, and one that
-      somebody still reads, such as the best iterate a deterministic run keeps).
-
-    So an array anyone else can still read is never written over, and a long run allocates
-    nothing after its first steps. The reference counts are compared with the counts of a buffer
-    without views and with one, measured the same way when the module loads; where the
-    interpreter keeps no reference counts (or runs without the GIL), every call allocates.
-    An update that receives an iterate of this recycler's hands it over: it may be overwritten.
+    The reference counts are compared with the count of a buffer without views, measured the
+    same way when the module loads; where the interpreter keeps no reference counts (or runs
+    without the GIL), every call allocates.
     """
 
     __slots__ = ("_buffers",)
@@ -73,36 +86,22 @@ class Recycler:
     def _references(self, i: int) -> int:
         return sys.getrefcount(self._buffers[i])
 
-    def out(self, x: np.ndarray, alias: bool) -> np.ndarray:
-        """An array like the 1-d `x` for the next iterate; with `alias`, possibly `x`'s own memory."""
-        if _COUNTS is None or x.size < RECYCLE_MIN_SIZE:
-            return np.empty_like(x)
-        no_view, one_view = _COUNTS
+    def take(self, like: np.ndarray) -> np.ndarray:
+        """A 1-d array of `like`'s shape and dtype that nobody else views, for an update to fill."""
+        if _NO_VIEW is None or like.size < RECYCLE_MIN_SIZE:
+            return np.empty_like(like)
         buffers = self._buffers
-        # The counts are read before any local name refers to a buffer (it would count).
-        counts = [self._references(i) for i in range(len(buffers))]
-        current = next((i for i in range(len(buffers)) if x.base is buffers[i]), -1)
-        # In place when x is the whole buffer (same shape and strides) and its only view left.
-        whole = current >= 0 and (x.shape, x.strides) == (buffers[current].shape, buffers[current].strides)
-        if alias and whole and counts[current] == one_view:
-            self._buffers = [buffers[current]]
-            view: np.ndarray = self._buffers[0].view()
-            return view
-        spare = next(
-            (
-                i
-                for i in range(len(buffers))
-                if i != current and counts[i] == no_view and buffers[i].shape == x.shape and buffers[i].dtype == x.dtype
-            ),
-            None,
-        )
-        target = np.empty_like(x) if spare is None else buffers[spare]
-        # One more buffer somebody still reads (the driver's best iterate of a deterministic
-        # run) is kept, to be the spare of a later step once they let it go.
-        read = [buffers[i] for i in range(len(buffers)) if i not in (current, spare) and counts[i] != no_view]
-        self._buffers = ([] if current < 0 else [buffers[current]]) + [target] + read[:1]
-        view = target.view()
-        return view
+        for i in range(len(buffers)):
+            # The count is read before any local name refers to the buffer (it would count).
+            if self._references(i) == _NO_VIEW and buffers[i].shape == like.shape and buffers[i].dtype == like.dtype:
+                buffers.append(buffers.pop(i))  # the most recently given out last
+                view: np.ndarray = buffers[-1].view()
+                return view
+        if len(buffers) >= _POOL_SIZE:
+            del buffers[0]
+        buffers.append(np.empty_like(like))
+        fresh: np.ndarray = buffers[-1].view()
+        return fresh
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Recycler:
         return Recycler()  # a copy holds no claim on the run's memory
@@ -111,8 +110,8 @@ class Recycler:
         return Recycler, ()
 
 
-def _reference_counts() -> tuple[int, int] | None:
-    """What `Recycler` reads for a buffer without views and for one with a single view."""
+def _reference_count() -> int | None:
+    """What `Recycler` reads for a buffer without views (None where counts cannot be trusted)."""
     gil = getattr(sys, "_is_gil_enabled", lambda: True)
     if not hasattr(sys, "getrefcount") or not gil():
         return None
@@ -122,35 +121,17 @@ def _reference_counts() -> tuple[int, int] | None:
     view = probe._buffers[0].view()
     one_view = probe._references(0)
     del view
-    return (no_view, one_view) if one_view == no_view + 1 else None
+    return no_view if one_view == no_view + 1 else None
 
 
-_COUNTS = _reference_counts()
+_NO_VIEW = _reference_count()
 
 
-def _step(
-    numpy_path: Callable[..., np.ndarray],
-    fused_kernel: Callable[[], Callable[..., Any]],
-    fused: bool | None,
-    memory: Recycler | None,
-    x: np.ndarray,
-    *args: Any,
-) -> np.ndarray:
-    """Run one update by the fused kernel or by the NumPy path; the new iterate.
-
-    ``fused=None`` picks the numba kernel for vectors of FUSED_MIN_SIZE and more, when installed.
-    The output comes from `memory` for vectors of RECYCLE_MIN_SIZE and more (the fused kernel
-    may then update `x` in place); smaller ones get a new array. The fused kernel runs through
-    `_run_parallel`, so threads calling it at once under numba's workqueue layer take turns.
-    """
-    if fused is None:
-        fused = x.size >= FUSED_MIN_SIZE and have_numba()
-    out = None if memory is None or x.size < RECYCLE_MIN_SIZE else memory.out(x, fused)
-    if fused:
-        out = np.empty_like(x) if out is None else out
-        _run_parallel(fused_kernel(), out, x, *args)
-        return out
-    return numpy_path(out, x, *args)
+def _outputs(memory: Recycler | None, x: np.ndarray, count: int) -> list[np.ndarray] | None:
+    """Memory for `count` new arrays like `x` from `memory`, or None for the small-vector path."""
+    if memory is None or x.size < RECYCLE_MIN_SIZE:
+        return None
+    return [memory.take(x) for _ in range(count)]
 
 
 #: Held while a parallel kernel runs under numba's workqueue threading layer (see the module docstring).
@@ -189,8 +170,12 @@ def _run_parallel(kernel: Callable[..., Any], *args: Any) -> None:
         kernel(*args)
 
 
+def _use_fused(fused: bool | None, x: np.ndarray) -> bool:
+    return x.size >= FUSED_MIN_SIZE and have_numba() if fused is None else fused
+
+
 def _adam_numpy(
-    out: np.ndarray | None,
+    out: list[np.ndarray] | None,
     x: np.ndarray,
     g: np.ndarray,
     mu: np.ndarray,
@@ -200,24 +185,30 @@ def _adam_numpy(
     b2: float,
     c2: float,
     eps: float,
-) -> np.ndarray:
-    # For small vectors the cost is per call: temporaries are cheaper than out= arguments.
-    mu *= b1
-    mu += (1.0 - b1) * g
-    nu *= b2
-    g2 = g * g
-    g2 *= 1.0 - b2
-    nu += g2
-    denom = nu / c2
-    np.sqrt(denom, out=denom)
-    denom += eps
-    np.divide(mu, denom, out=denom)
-    denom *= lr_c1
-    if out is None:
-        x_new: np.ndarray = x - denom
-        return x_new
-    np.subtract(x, denom, out=out)
-    return out
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if out is None:  # small vectors: the cost is per call, temporaries are cheaper than out=
+        m = mu * b1
+        m += (1.0 - b1) * g
+        v = nu * b2
+        g2 = g * g
+        g2 *= 1.0 - b2
+        v += g2
+        step = v / c2
+        np.sqrt(step, out=step)
+    else:
+        x_new, m, v = out
+        np.multiply(mu, b1, out=m)
+        m += (1.0 - b1) * g
+        step = np.multiply(g, g, out=x_new)
+        step *= 1.0 - b2
+        np.multiply(nu, b2, out=v)
+        v += step
+        np.divide(v, c2, out=step)
+        np.sqrt(step, out=step)
+    step += eps
+    np.divide(m, step, out=step)
+    step *= lr_c1
+    return np.subtract(x, step, out=step), m, v
 
 
 # error_model="numpy" drops Python's zero-division checks, which keep a loop from being
@@ -229,13 +220,13 @@ def _adam_fused() -> Callable[..., Any]:
     import numba
 
     @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
-    def kernel(out, x, g, mu, nu, lr_c1, b1, b2, c2, eps):  # type: ignore[no-untyped-def]
+    def kernel(x_new, m_new, v_new, x, g, mu, nu, lr_c1, b1, b2, c2, eps):  # type: ignore[no-untyped-def]
         for i in numba.prange(x.size):
             m = b1 * mu[i] + (1.0 - b1) * g[i]
             v = b2 * nu[i] + (1.0 - b2) * (g[i] * g[i])
-            mu[i] = m
-            nu[i] = v
-            out[i] = x[i] - (m / (np.sqrt(v / c2) + eps)) * lr_c1
+            m_new[i] = m
+            v_new[i] = v
+            x_new[i] = x[i] - (m / (np.sqrt(v / c2) + eps)) * lr_c1
 
     return kernel
 
@@ -252,40 +243,46 @@ def adam_step(
     eps: float,
     fused: bool | None = None,
     memory: Recycler | None = None,
-) -> np.ndarray:
-    """One Adam update: the new iterate (from `memory`, see `Recycler`, or a new array);
-    `mu` and `nu` are updated in place.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Adam update: the new iterate and moments ``(x', m, v)``, in new memory (from `memory`
+    for large vectors, see `Recycler`); the arrays given are not written.
 
     ``x' = x - lr_c1 * m / (sqrt(v / c2) + eps)`` with ``m = b1 mu + (1 - b1) g`` and
-    ``v = b2 nu + (1 - b2) g^2``.
+    ``v = b2 nu + (1 - b2) g^2``. ``fused=None`` takes the numba kernel for vectors of
+    FUSED_MIN_SIZE and more when numba is installed.
     """
     if fused is None and x.size < RECYCLE_MIN_SIZE:  # the common small case, without dispatch
         return _adam_numpy(None, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
-    return _step(_adam_numpy, _adam_fused, fused, memory, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
+    out = _outputs(memory, x, 3)
+    if not _use_fused(fused, x):
+        return _adam_numpy(out, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
+    x_new, m, v = out if out is not None else [np.empty_like(x) for _ in range(3)]
+    _run_parallel(_adam_fused(), x_new, m, v, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
+    return x_new, m, v
 
 
 def _momentum_numpy(
-    out: np.ndarray | None,
+    out: list[np.ndarray] | None,
     x: np.ndarray,
     g: np.ndarray,
     velocity: np.ndarray,
     lr: float,
     momentum: float,
     nesterov: bool,
-) -> np.ndarray:
-    velocity *= momentum
-    velocity += g
+) -> tuple[np.ndarray, np.ndarray]:
+    if out is None:
+        v = velocity * momentum
+        v += g
+        direction = v * momentum if nesterov else v * lr
+    else:
+        direction, v = out
+        np.multiply(velocity, momentum, out=v)
+        v += g
+        np.multiply(v, momentum if nesterov else lr, out=direction)
     if nesterov:
-        direction = momentum * velocity
         direction += g
         direction *= lr
-    else:
-        direction = velocity * lr
-    if out is None:
-        x_new: np.ndarray = x - direction
-        return x_new
-    np.subtract(x, direction, out=out)
-    return out
+    return np.subtract(x, direction, out=direction), v
 
 
 # As `_adam_fused`: bitwise equal to the NumPy path, called through `_run_parallel`.
@@ -294,12 +291,12 @@ def _momentum_fused() -> Callable[..., Any]:
     import numba
 
     @numba.njit(cache=False, fastmath=False, error_model="numpy", parallel=True)
-    def kernel(out, x, g, velocity, lr, momentum, nesterov):  # type: ignore[no-untyped-def]
+    def kernel(x_new, v_new, x, g, velocity, lr, momentum, nesterov):  # type: ignore[no-untyped-def]
         for i in numba.prange(x.size):
             v = momentum * velocity[i] + g[i]
-            velocity[i] = v
+            v_new[i] = v
             d = momentum * v + g[i] if nesterov else v
-            out[i] = x[i] - lr * d
+            x_new[i] = x[i] - lr * d
 
     return kernel
 
@@ -313,10 +310,27 @@ def momentum_step(
     nesterov: bool,
     fused: bool | None = None,
     memory: Recycler | None = None,
-) -> np.ndarray:
-    """One heavy-ball or Nesterov step: the new iterate (from `memory`, see `Recycler`, or a new
-    array); `velocity` is updated in place.
+) -> tuple[np.ndarray, np.ndarray]:
+    """One heavy-ball or Nesterov step: the new iterate and velocity ``(x', v)``, in new memory
+    (from `memory` for large vectors); the arrays given are not written.
 
-    ``v = momentum v + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
+    ``v = momentum velocity + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
     """
-    return _step(_momentum_numpy, _momentum_fused, fused, memory, x, g, velocity, lr, momentum, nesterov)
+    out = _outputs(memory, x, 2)
+    if not _use_fused(fused, x):
+        return _momentum_numpy(out, x, g, velocity, lr, momentum, nesterov)
+    x_new, v = out if out is not None else [np.empty_like(x) for _ in range(2)]
+    _run_parallel(_momentum_fused(), x_new, v, x, g, velocity, lr, momentum, nesterov)
+    return x_new, v
+
+
+def gradient_step(x: np.ndarray, g: np.ndarray, lr: float, memory: Recycler | None = None) -> np.ndarray:
+    """``x - lr g``, in new memory (from `memory` for large vectors)."""
+    out = _outputs(memory, x, 1)
+    x_new: np.ndarray
+    if out is None:
+        x_new = x - lr * g
+        return x_new
+    x_new = np.multiply(g, lr, out=out[0])
+    np.subtract(x, x_new, out=x_new)
+    return x_new

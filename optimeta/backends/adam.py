@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -9,23 +10,16 @@ import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import (
-    EXAMPLE_BUDGET,
-    FIRST_ORDER_TRAITS,
-    Example,
-    FirstOrderAlgorithm,
-    check_fraction,
-    check_positive,
-    check_rate,
-    rate_at,
-)
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._checks import check_fraction, check_positive, check_rate, rate_at
 from ._kernels import Recycler, adam_step
 
 __all__ = ["Adam", "AdamState"]
 
 
 class AdamState(NamedTuple):
-    """Step count, the first and second moment estimates, and the memory for the next iterate."""
+    """Step count, the first and second moment estimates, and the memory the next state's arrays
+    are written into (shared by the states of one run; see `optimeta.backends._kernels.Recycler`)."""
 
     step: int
     mu: np.ndarray
@@ -81,6 +75,11 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     def examples(cls) -> tuple[Example, ...]:
         return (Example("Adam", cls(lr=0.02), EXAMPLE_BUDGET),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> Adam:
+        # At the step size tuned for the problem.
+        return cls(lr=rates["Adam"])
+
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
         check_fraction("b1", self.b1)
@@ -91,9 +90,10 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         return AdamState(0, np.zeros_like(x0), np.zeros_like(x0), Recycler())
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
-        # The moment buffers belong to the run: they are updated in place (see _kernels).
+        # Pure: the new iterate and moments are new arrays (large ones from the run's recycled
+        # memory, see _kernels); the state given is not written.
         count = state.step + 1
-        x_new = adam_step(
+        x_new, mu, nu = adam_step(
             x,
             grad,
             state.mu,
@@ -105,4 +105,4 @@ class Adam(FirstOrderAlgorithm[AdamState]):
             self.eps,
             memory=state.spare,
         )
-        return x_new, AdamState(count, state.mu, state.nu, state.spare)
+        return x_new, AdamState(count, mu, nu, state.spare)

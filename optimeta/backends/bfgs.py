@@ -15,7 +15,8 @@ from scipy.optimize._optimize import _line_search_wolfe12, _LineSearchError
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Box, Evaluate, StepwiseAlgorithm, check_positive
+from ._base import Box, Evaluate, StepwiseAlgorithm
+from ._checks import check_positive
 
 __all__ = ["BFGS", "BFGSState"]
 
@@ -24,9 +25,8 @@ class BFGSState(NamedTuple):
     """The current value and gradient, the inverse-Hessian estimate, and how the last step ended.
 
     ``inv_hessian`` is Fortran-ordered and only its upper triangle is kept up to date: the BLAS
-    symmetric routines update and read it in place, in O(n^2). A copy per step would cost as
-    much as the update itself, so `BFGS.step` consumes the state it is given: the driver never
-    reuses a state once stepped.
+    symmetric routines read it and write the update into a copy, in O(n^2), so a state is never
+    written once made: a step taken twice from it gives the same result.
     """
 
     loss: float
@@ -74,7 +74,7 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
                 = H_k + a b^\top + b a^\top,
 
     with :math:`a = s_k` and :math:`b = -\rho_k H_k y_k + \tfrac12 (\rho_k + \rho_k^2 y_k^\top H_k
-    y_k) s_k`: one symmetric rank-two update in place (BLAS ``syr2``), O(n^2) per iteration where
+    y_k) s_k`: one symmetric rank-two update (BLAS ``syr2``, into a copy), O(n^2) per iteration where
     scipy's two dense matrix products cost O(n^3). It stops with ``SUCCESS`` when
     :math:`\|\nabla f(u_k)\|_\infty \le` ``gtol``; a failed line search ends with ``FAILURE``, a
     non-finite value at an accepted point with ``NONFINITE``.
@@ -164,12 +164,12 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
 
     @staticmethod
     def _update(inv_hessian: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The BFGS update of the inverse Hessian, in place, as one rank-two update (O(n^2))."""
+        """The BFGS update of the inverse Hessian, into a copy, as one rank-two update (O(n^2))."""
         curvature = float(y @ s)
         rho = 1000.0 if curvature == 0.0 else 1.0 / curvature  # scipy's guard for y's = 0
         hy = blas.dsymv(1.0, inv_hessian, y)
         b = -rho * hy + 0.5 * (rho + rho * rho * float(y @ hy)) * s
-        updated: np.ndarray = blas.dsyr2(1.0, s, b, a=inv_hessian, overwrite_a=True)
+        updated: np.ndarray = blas.dsyr2(1.0, s, b, a=inv_hessian, overwrite_a=False)
         return updated
 
     def terminate(self, state: BFGSState) -> ReturnCode | None:

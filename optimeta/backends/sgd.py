@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -9,15 +10,16 @@ import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm, check_fraction, check_rate, rate_at
-from ._kernels import RECYCLE_MIN_SIZE, Recycler, momentum_step
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._checks import check_fraction, check_rate, rate_at
+from ._kernels import Recycler, gradient_step, momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
 
 class SGDState(NamedTuple):
-    """Updates made, the velocity (momentum buffer; None without momentum) and the memory for
-    the next iterate."""
+    """Updates made, the velocity (momentum buffer; None without momentum) and the memory the
+    next state's arrays are written into (shared by the states of one run, see `Recycler`)."""
 
     step: int
     velocity: np.ndarray | None
@@ -74,6 +76,11 @@ class SGD(FirstOrderAlgorithm[SGDState]):
             Example("SGD-nesterov", cls(lr=0.005, momentum=0.9, nesterov=True), EXAMPLE_BUDGET),
         )
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> SGD:
+        # Plain SGD at the step size tuned for the problem.
+        return cls(lr=rates["SGD"])
+
     def __post_init__(self) -> None:
         check_rate("lr", self.lr)
         check_fraction("momentum", self.momentum)
@@ -86,15 +93,10 @@ class SGD(FirstOrderAlgorithm[SGDState]):
         return SGDState(0, np.zeros_like(x0) if self.momentum else None, Recycler())
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
+        # Pure: the new iterate and velocity are new arrays (large ones from the run's recycled
+        # memory, see _kernels); the state given is not written.
         lr = self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)
-        state = SGDState(state.step + 1, state.velocity, state.spare)
         if state.velocity is None:
-            if x.size < RECYCLE_MIN_SIZE:
-                x_new: np.ndarray = x - lr * grad
-                return x_new, state
-            out = state.spare.out(x, alias=False)
-            np.multiply(grad, lr, out=out)
-            return np.subtract(x, out, out=out), state
-        # The velocity belongs to the run: it is updated in place (see _kernels).
-        x_new = momentum_step(x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare)
-        return x_new, state
+            return gradient_step(x, grad, lr, state.spare), SGDState(state.step + 1, None, state.spare)
+        x_new, velocity = momentum_step(x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare)
+        return x_new, SGDState(state.step + 1, velocity, state.spare)
