@@ -10,8 +10,11 @@ instead (into ``bench-results/perf/`` by default: perf.md, perf.json, manifest.j
 with 1, naming them, when a ratio misses its target. ``--update-readme`` runs the quick suite
 twice (the second time from a u0 moved by a rounding error) and writes the gap table into
 README.md between its markers, cells sensitive to rounding marked (with ``--perf``: the
-performance table); ``--check-readme`` runs the quick suite (or reads ``--results DIR``) and
-exits with 1, naming them, where its cells disagree with the README's (`benchmarks.readme`).
+performance table), and rewrites the README's trait table too; ``--check-readme`` runs the
+quick suite (or reads ``--results DIR``) and exits with 1, naming them, where its cells disagree
+with the README's (`benchmarks.readme`). ``--traits`` runs no benchmark: it prints the trait
+table generated from the registry (`benchmarks.trait_table`), with ``--update-readme`` writes it
+into the README, with ``--check-readme`` exits with 1 where the README's differs.
 ``--executor processes`` runs the independent runs on a process pool with one worker per core,
 ``--executor dask`` on a Dask cluster: a ``LocalCluster`` started for the run, or the one whose
 scheduler ``--scheduler ADDRESS`` names (its workers must be able to import ``benchmarks`` and
@@ -37,7 +40,7 @@ from typing import Any
 
 import optimeta as om
 
-from . import perf, readme, runinfo
+from . import perf, readme, runinfo, trait_table
 from .peers import OPTIONAL_PEERS, available_peers, missing_peers
 from .problems import BenchProblem, make_problems
 from .suite import FULL_ONLY, QUICK_MAX_SIZE, Result, run_suite, write
@@ -72,8 +75,9 @@ def _epilog(problems: list[BenchProblem]) -> str:
         "  python -m benchmarks                                 the quick suite into bench-results/",
         "  python -m benchmarks --problems beale --algorithms BFGS,scipy:BFGS --out /tmp/beale",
         "  python -m benchmarks --perf                          performance ratios; exit 1 if a target is missed",
-        "  python -m benchmarks --update-readme                 rewrite README.md's benchmark table",
+        "  python -m benchmarks --update-readme                 rewrite README.md's benchmark and trait tables",
         "  python -m benchmarks --check-readme                  exit 1 where a fresh run disagrees with it",
+        "  python -m benchmarks --traits --update-readme        rewrite README.md's trait table only (no run)",
     ]
     return "\n".join(lines)
 
@@ -103,12 +107,20 @@ def _parser(problems: list[BenchProblem]) -> argparse.ArgumentParser:
         "--update-readme",
         action="store_true",
         help="run the quick suite twice (u0 moved by a rounding error the second time) and write its table into "
-        "README.md, cells sensitive to rounding marked ~ (with --perf: the performance table)",
+        "README.md, cells sensitive to rounding marked ~, and the trait table (with --perf: the performance table; "
+        "with --traits: the trait table only)",
     )
     parser.add_argument(
         "--check-readme",
         action="store_true",
-        help="run the quick suite and exit 1, naming them, where its cells disagree with README.md's table",
+        help="run the quick suite and exit 1, naming them, where its cells disagree with README.md's table "
+        "(with --traits: where README.md's trait table differs from the registry's)",
+    )
+    parser.add_argument(
+        "--traits",
+        action="store_true",
+        help="no benchmark run: print the trait table generated from the registered algorithms "
+        "(with --update-readme: write it into README.md; with --check-readme: exit 1 where README.md's differs)",
     )
     parser.add_argument(
         "--results", type=Path, metavar="DIR", help="with --check-readme: check the quick run already in DIR"
@@ -138,6 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--perf measures in this process: --executor applies to the suite only")
     if args.update_readme and args.check_readme:
         parser.error("--update-readme and --check-readme: one at a time")
+    if args.traits:
+        given = [
+            option
+            for option, used in (
+                ("--quick", args.quick),
+                ("--full", args.full),
+                ("--problems", args.problems),
+                ("--algorithms", args.algorithms),
+                ("--out", args.out),
+                ("--perf", args.perf),
+                ("--results", args.results),
+                ("--executor", args.executor != "serial"),
+                ("--scheduler", args.scheduler),
+            )
+            if used
+        ]
+        if given:
+            parser.error(f"--traits runs no benchmark: no {', '.join(given)}")
+        return _traits(args)
     if args.results is not None and not args.check_readme:
         parser.error("--results DIR names the results to check: use it with --check-readme")
     if (args.update_readme or args.check_readme) and not args.perf and (args.full or args.problems or args.algorithms):
@@ -147,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the README's table has every peer, and {missing} cannot run here: {runinfo.INSTALL}")
     if args.check_readme and args.perf:
         parser.error("--check-readme checks the suite's table; the performance table is machine-dependent")
+    if args.update_readme and not args.perf:
+        # Checked before the run, which takes minutes, rather than when its tables are written.
+        text = args.readme.read_text() if args.readme.is_file() else ""
+        for start, end in ((readme.START, readme.END), (trait_table.START, trait_table.END)):
+            if start not in text or end not in text:
+                parser.error(f"{args.readme} has no {start} ... {end} markers to write a table between")
     started, clock = runinfo.now(), time.perf_counter()
     if args.perf:
         return _perf(args, argv, started, clock)
@@ -200,10 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         table = readme.table(results, perturbed, f_stars)
         block = _readme_block(table, started, time.perf_counter() - clock)
         (out / "readme-table.md").write_text(block + "\n")
-        args.readme.write_text(readme.replace_block(args.readme.read_text(), block))
+        args.readme.write_text(trait_table.update(readme.replace_block(args.readme.read_text(), block)))
         files += ["perturbed.json", "readme-table.md"]
         extra["sensitive"] = sorted(f"{s} on {p}" for s, p in table.sensitive)
-        sys.stdout.write(f"\nwrote the table into {args.readme} ({len(table.sensitive)} cells sensitive to rounding)\n")
+        sys.stdout.write(
+            f"\nwrote the table into {args.readme} ({len(table.sensitive)} cells sensitive to rounding), "
+            "and the trait table\n"
+        )
     runinfo.write_manifest(out, argv, started, time.perf_counter() - clock, files, **extra)
     sys.stdout.write(f"\n{', '.join(files[:3])}, {len(written['plots'])} plots and manifest.json in {out}/\n")
     if args.check_readme:
@@ -223,6 +263,31 @@ def _readme_block(table: readme.Table, started: Any, wall: float) -> str:
         "u0 moved by a rounding error, so another machine may show another class there; the check skips its "
         "class (not a refusal)."
     )
+
+
+def _traits(args: argparse.Namespace) -> int:
+    """``--traits``: the trait table generated from the registry, printed, written into the
+    README (``--update-readme``) or checked against it (``--check-readme``)."""
+    if not (args.update_readme or args.check_readme):
+        sys.stdout.write(trait_table.markdown() + "\n")
+        return 0
+    try:
+        text = args.readme.read_text()
+        if args.update_readme:
+            args.readme.write_text(trait_table.update(text))
+            sys.stdout.write(f"wrote the trait table of {len(om.algorithms())} algorithms into {args.readme}\n")
+            return 0
+        diff = trait_table.differences(text)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{args.readme}: {exc}") from None
+    if diff:
+        sys.stderr.write(
+            f"{args.readme}'s trait table differs from the registry's (update it with `{trait_table.COMMAND}`):\n"
+        )
+        sys.stderr.write("".join(f"  {line}\n" for line in diff))
+        return 1
+    sys.stdout.write(f"{args.readme}'s trait table agrees with the registry\n")
+    return 0
 
 
 def _load(folder: Path) -> list[Result]:

@@ -29,50 +29,10 @@ import numpy as np
 from autograd.tracer import getval
 
 import optimeta as om
+from optimeta.backends._base import Algorithm
 
 from .peers import Peer, available_peers
 from .problems import BenchProblem, make_problems
-
-#: How each registered algorithm is configured for a problem (step sizes come from the problem).
-CONFIGS: dict[str, Callable[[BenchProblem], Any]] = {
-    "SGD": lambda prob: om.SGD(lr=prob.rates["SGD"]),
-    "Adam": lambda prob: om.Adam(lr=prob.rates["Adam"]),
-    "OLBFGS": lambda prob: om.OLBFGS(lr=prob.rates["OLBFGS"]),
-    "BFGS": lambda prob: om.BFGS(),
-    "LBFGS": lambda prob: om.LBFGS(),
-    # The rest of the first-order family at Adam's step size where they share its scale of step
-    # (Lion moves every coordinate by lr: a tenth; Adagrad's steps shrink: ten times; Adadelta
-    # sets its own scale: 1.0, the paper's).
-    "AdamW": lambda prob: om.AdamW(lr=prob.rates["Adam"], weight_decay=0.0),
-    "AMSGrad": lambda prob: om.AMSGrad(lr=prob.rates["Adam"]),
-    "Adamax": lambda prob: om.Adamax(lr=prob.rates["Adam"]),
-    "NAdam": lambda prob: om.NAdam(lr=prob.rates["Adam"]),
-    "RMSProp": lambda prob: om.RMSProp(lr=prob.rates["Adam"]),
-    "Adagrad": lambda prob: om.Adagrad(lr=10 * prob.rates["Adam"]),
-    "Adadelta": lambda prob: om.Adadelta(lr=1.0),
-    "Lion": lambda prob: om.Lion(lr=prob.rates["Adam"] / 10),
-    # scipy's methods with their defaults (Nelder-Mead and Powell with tight tolerances, so that
-    # they run to the minimum rather than to scipy's loose defaults).
-    "CG": lambda prob: om.CG(),
-    "TNC": lambda prob: om.TNC(),
-    "NewtonCG": lambda prob: om.NewtonCG(),
-    "TrustNCG": lambda prob: om.TrustNCG(),
-    "TrustKrylov": lambda prob: om.TrustKrylov(),
-    "TrustExact": lambda prob: om.TrustExact(),
-    "NelderMead": lambda prob: om.NelderMead(xatol=1e-10, fatol=1e-14, adaptive=True),
-    "Powell": lambda prob: om.Powell(xtol=1e-10, ftol=1e-14),
-    "Dogleg": lambda prob: om.Dogleg(),
-    # The constrained methods with their defaults (COBYLA's constraint tolerance tightened to
-    # COBYQA's), the global ones seeded like the differential-evolution peer.
-    "SLSQP": lambda prob: om.SLSQP(),
-    "TrustConstr": lambda prob: om.TrustConstr(),
-    "COBYLA": lambda prob: om.COBYLA(catol=1e-8),
-    "COBYQA": lambda prob: om.COBYQA(),
-    "DifferentialEvolution": lambda prob: om.DifferentialEvolution(seed=0),
-    "DualAnnealing": lambda prob: om.DualAnnealing(seed=0),
-    "DIRECT": lambda prob: om.DIRECT(),
-    "SHGO": lambda prob: om.SHGO(),
-}
 
 
 @dataclass
@@ -136,9 +96,11 @@ def _score(problem: BenchProblem, u: Any, objective: float) -> tuple[float, floa
     return objective, gap
 
 
-def run_algorithm(problem: BenchProblem, name: str, cls: type) -> Result:
-    config = CONFIGS.get(name)
-    if config is None:
+def run_algorithm(problem: BenchProblem, name: str, cls: type[Algorithm]) -> Result:
+    """`cls` on `problem`, configured by its `benchmark_config` (from the problem's step sizes);
+    a class that gives none is recorded as "not configured"."""
+    algorithm = cls.benchmark_config(problem.rates)
+    if algorithm is None:
         return Result(problem.name, name, "optimeta", "not configured")
     counter = Counter(problem.f_star)
     prob = problem.problem(counter.wrap(problem.objective()))
@@ -146,9 +108,7 @@ def run_algorithm(problem: BenchProblem, name: str, cls: type) -> Result:
     try:
         # The probe's two calls at u0 would shift every curve against the peers': the problems
         # here declare what they are, so it is skipped.
-        sol = om.solve(
-            prob, config(problem), maxiters=problem.maxiters, check_determinism=False, **problem.solve_options
-        )
+        sol = om.solve(prob, algorithm, maxiters=problem.maxiters, check_determinism=False, **problem.solve_options)
     except om.IncompatibleAlgorithmError as exc:
         traits = sorted({t for v in exc.violations for t in v.traits})
         return Result(problem.name, name, "optimeta", "refused", refused_by=traits, message=str(exc).splitlines()[1])

@@ -129,6 +129,7 @@ def test_help_lists_the_problems_the_algorithms_the_peers_and_the_options(capsys
     for option in ("--quick", "--full", "--problems", "--algorithms", "--out", "--perf", "--update-readme"):
         assert option in text
     assert "--check-readme" in text and runinfo.INSTALL in text
+    assert "--traits --update-readme" in text  # the trait table's cheap rewrite, among the examples
 
 
 def test_each_run_owns_its_folder_and_writes_a_manifest(tmp_path: Path) -> None:
@@ -222,6 +223,45 @@ def test_check_readme_on_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFi
     (run / "manifest.json").write_text(json.dumps({"command": "python -m benchmarks --problems x"}))
     with pytest.raises(SystemExit, match="not of the whole quick suite"):
         main(["--check-readme", "--results", str(run), "--readme", str(page)])
+
+
+def test_traits_writes_and_checks_the_trait_table_without_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import trait_table
+
+    page = tmp_path / "README.md"
+    benchmark = f"{readme.START}\nthe benchmark table\n{readme.END}"
+    page.write_text(f"# x\n{trait_table.START}\n| stale |\n{trait_table.END}\n{benchmark}\n")
+    assert main(["--traits", "--check-readme", "--readme", str(page)]) == 1
+    err = capsys.readouterr().err
+    assert trait_table.COMMAND in err and "-| stale |" in err
+    assert main(["--traits", "--update-readme", "--readme", str(page)]) == 0
+    text = page.read_text()
+    assert trait_table.block(text) == trait_table.markdown() and benchmark in text  # the benchmark table untouched
+    assert main(["--traits", "--check-readme", "--readme", str(page)]) == 0
+    capsys.readouterr()
+    assert main(["--traits"]) == 0
+    assert capsys.readouterr().out == trait_table.markdown() + "\n"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--traits", "--update-readme", "--problems", "beale"])
+    assert exit_.value.code == 2 and "--traits runs no benchmark: no --problems" in capsys.readouterr().err
+    page.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="no trait table between"):
+        main(["--traits", "--check-readme", "--readme", str(page)])
+
+
+def test_update_readme_needs_both_tables_markers_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import benchmarks.__main__ as cli
+
+    monkeypatch.setattr(cli, "missing_peers", dict)
+    page = tmp_path / "README.md"
+    page.write_text(f"# x\n{readme.START}\n{readme.END}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--update-readme", "--readme", str(page)])
+    assert exit_.value.code == 2 and "<!-- trait-table:start -->" in capsys.readouterr().err
 
 
 def test_update_readme_refuses_to_drop_the_peers_it_cannot_run(

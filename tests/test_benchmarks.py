@@ -157,10 +157,53 @@ def test_optax_peers_match_optimetas_first_order_iterates_and_count_every_call()
 
 
 def test_every_registered_algorithm_is_configured_for_the_suite() -> None:
+    # Each class gives its own configuration (`Algorithm.benchmark_config`), from a problem's
+    # step sizes: the suite names no algorithm.
     import optimeta as om
-    from benchmarks.suite import CONFIGS
+    from benchmarks.problems import make_problems
 
-    assert sorted(CONFIGS) == sorted(cls.__name__ for cls in om.algorithms())
+    for problem in make_problems():
+        for cls in om.algorithms():
+            config = cls.benchmark_config(problem.rates)
+            assert type(config) is cls, (problem.name, cls.__name__, config)
+    rates = {"SGD": 1e-3, "Adam": 1e-2, "OLBFGS": 0.1}
+    assert om.SGD.benchmark_config(rates) == om.SGD(lr=1e-3)
+    assert om.Adam.benchmark_config(rates) == om.Adam(lr=1e-2)
+    assert om.OLBFGS.benchmark_config(rates) == om.OLBFGS(lr=0.1)
+    # Lion moves every coordinate by lr: a tenth of Adam's; Adagrad's steps shrink: ten times.
+    assert om.Lion.benchmark_config(rates) == om.Lion(lr=1e-3)
+    assert om.Adagrad.benchmark_config(rates) == om.Adagrad(lr=0.1)
+    # The default: the class with its defaults.
+    assert om.BFGS.benchmark_config(rates) == om.BFGS() and om.Adadelta.benchmark_config(rates) == om.Adadelta()
+
+
+def test_a_class_without_defaults_for_every_hyperparameter_is_not_configured() -> None:
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from benchmarks.problems import make_problems
+    from benchmarks.suite import run_algorithm
+    from optimeta.backends._base import FIRST_ORDER_TRAITS, FirstOrderAlgorithm
+
+    @dataclass(frozen=True, kw_only=True)
+    class Descent(FirstOrderAlgorithm[int]):
+        lr: float
+        traits: ClassVar[om.Traits] = FIRST_ORDER_TRAITS
+
+        def init(self, x0: np.ndarray) -> int:
+            return 0
+
+        def update(self, grad: np.ndarray, x: np.ndarray, state: int) -> tuple[np.ndarray, int]:
+            return x - self.lr * grad, state + 1
+
+    @dataclass(frozen=True, kw_only=True)
+    class Defaulted(Descent):
+        lr: float = 0.01
+
+    assert Descent.benchmark_config({"Adam": 0.1}) is None
+    assert Defaulted.benchmark_config({}) == Defaulted()
+    beale = next(p for p in make_problems() if p.name == "beale")
+    assert run_algorithm(beale, "Descent", Descent).status == "not configured"
 
 
 def test_every_registered_algorithm_runs_on_a_suite_problem_without_error() -> None:
