@@ -2,8 +2,8 @@
 
 It owns everything between an algorithm, which sees a flat float64 vector, and the user's `f`,
 which sees the parameter tree: the pytree <-> flat mapping, value and gradient in one evaluation
-(reverse-mode autograd, the user's `grad`, finite differences, or jax / torch through
-`_frameworks`), the explicit state (threaded,
+(reverse-mode autograd, the user's `grad`, finite differences, jax / torch through
+`_frameworks`, or a `GradientSource` of the user's), the explicit state (threaded,
 committed per call or per step, checked when constant, stripped of autograd tracer boxes), the
 sign flip for maximisation, and the call counts.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ._gradient_source import GradientSource
 from ._problem import OptimizationProblem, flat
-from ._sources import FrameworkSource, GradientSource, source_for
+from ._sources import source_for
 from ._state import StateMutationError, copy_state, first_change, short_repr
 from ._values import Layout, pair_error, strip_tracers
 
@@ -62,10 +63,8 @@ class Objective:
         self._pending: dict[bytes, Any] = {}
         self._probing = False
         #: Where values and derivatives come from (`GradientSource`): autograd, the user's
-        #: ``grad``, finite differences, jax or torch.
+        #: ``grad``, finite differences, jax, torch or the user's own source.
         self.source: GradientSource = source_for(self, prob.grad)
-        if isinstance(self.source, FrameworkSource):
-            self.state = self.source.framework.plain(self.state)  # the committed state holds NumPy only
         self._previous: Any = self.state
         self._value_and_grad = self.source.value_and_grad
 
@@ -105,9 +104,10 @@ class Objective:
                 call = self.fevals + self.probe_fevals
                 raise StateMutationError(call, path, what, short_repr(old), short_repr(new))
 
-    def framework_call(self, method: Any, x: np.ndarray, state: Any, *args: Any) -> tuple[Any, Any]:
-        """One evaluation by jax or torch (`FrameworkGradient`): one call of f, counted and checked
-        as `call` does; the new state comes back as NumPy."""
+    def source_call(self, method: Any, x: np.ndarray, state: Any, *args: Any) -> tuple[Any, Any]:
+        """One evaluation by a source that takes the flat vector (jax or torch through a
+        `FrameworkGradient`, a user's `GradientSource`): ``method(x, p, state, *args) -> (out,
+        new_state)``, counted as one call of f and checked as `call` does."""
         self.count_f()
         out, new_state = method(x, self.p, state, *args)
         if self.stateful:
@@ -139,13 +139,13 @@ class Objective:
 
     def value(self, x: np.ndarray) -> float:
         """f at `x` (minimisation sense), without a gradient."""
-        loss, new_state = self.source.value(x, self._state_for_call())
+        loss, new_state = self.source.value(x, self.p, self._state_for_call())
         self._keep(x, new_state)
         return self.sign * loss
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f and its gradient at `x` (minimisation sense), from one evaluation."""
-        loss, grad, new_state = self._value_and_grad(x, self._state_for_call() if self.stateful else None)
+        loss, grad, new_state = self._value_and_grad(x, self.p, self._state_for_call() if self.stateful else None)
         self.gevals += 1
         if self.stateful:
             self._keep(x, new_state)
@@ -161,14 +161,14 @@ class Objective:
         forward difference of the user's ``grad`` along `v`; on the committed state."""
         self.hevals += 1
         x, v = np.asarray(x, dtype=np.float64), np.asarray(v, dtype=np.float64)
-        return self.sign * np.asarray(self.source.hessp(x, self.state, v), dtype=np.float64)
+        return self.sign * np.asarray(self.source.hessp(x, self.p, self.state, v), dtype=np.float64)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """The Hessian of f at `x` (minimisation sense), from the gradient source (forward
         differences of the user's ``grad`` symmetrised); on the committed state."""
         self.hevals += 1
         x = np.asarray(x, dtype=np.float64)
-        return self.sign * self.source.hessian(x, self.state).reshape(x.size, x.size)
+        return self.sign * self.source.hessian(x, self.p, self.state).reshape(x.size, x.size)
 
     # -- per-step commit and the probe ---------------------------------------------------------
 
@@ -190,7 +190,7 @@ class Objective:
         """f at `x` on a copy of `state`: (loss in the user's sense, new state), never committed."""
         self._probing = True
         try:
-            loss, new_state = self.source.value(x, copy_state(state))
+            loss, new_state = self.source.value(x, self.p, copy_state(state))
         finally:
             self._probing = False
         return loss, strip_tracers(new_state)  # a state f holds (a box kept from an earlier call)

@@ -12,6 +12,7 @@ import scipy.optimize
 
 from ._constraints import check_constraint_sizes, check_constraints
 from ._frameworks import FRAMEWORKS, check_state, require
+from ._gradient_source import GradientSource
 from ._interop import scipy_arguments
 from ._state import copy_state
 from ._tree import is_container, tree_map
@@ -69,7 +70,8 @@ class OptimizationProblem:
             returns is converted to NumPy (a 0-d array to a Python scalar) before it is
             committed, so ``Solution.state`` never holds a jax array or a tensor. Or a callable
             ``grad(u, p) -> g`` / ``grad(u, p, state) -> (g, new_state)`` with ``g`` shaped like
-            ``u0``.
+            ``u0``. Or an instance of a `GradientSource` subclass, which then makes every value,
+            gradient and second derivative on the flat vector (``f`` is not called by optimeta).
         bounds: Box constraints ``lb <= u <= ub``: a pair ``(lb, ub)`` whose members have the
             structure of ``u0`` (a scalar or None also stands for a whole leaf or side), or a
             ``scipy.optimize.Bounds`` over the flattened ``u``. ``u0`` must lie in the box.
@@ -89,10 +91,11 @@ class OptimizationProblem:
             a problem, and ``solve`` raises `StateMutationError` at the first call that changes it.
 
     Raises:
-        TypeError: ``f`` or ``grad`` not callable; ``u0`` or bounds holding strings, booleans,
-            complex numbers or objects; ``stochastic`` not a bool or None; with ``grad="jax"``, a
-            state leaf that is neither a number nor an array (a NumPy Generator would be read
-            only while jax traces ``f``).
+        TypeError: ``f`` not callable; ``grad`` neither callable, a string, a `GradientSource`
+            nor None (a `GradientSource` class rather than an instance too); ``u0`` or bounds
+            holding strings, booleans, complex numbers or objects; ``stochastic`` not a bool or
+            None; with ``grad="jax"``, a state leaf that is neither a number nor an array (a NumPy
+            Generator would be read only while jax traces ``f``).
         ValueError: ``u0`` empty or not finite; bounds of the wrong structure or shape, NaN, with
             ``lb > ub``, or not containing ``u0``; ``sense`` not ``"min"``/``"max"``; ``grad`` a
             string that names no method.
@@ -122,7 +125,7 @@ class OptimizationProblem:
     _: KW_ONLY
     p: Any = None
     state: Any = None
-    grad: Callable[..., Any] | Literal["autograd", "finite-difference", "jax", "torch"] | None = None
+    grad: Callable[..., Any] | GradientSource | Literal["autograd", "finite-difference", "jax", "torch"] | None = None
     bounds: Any = None
     constraints: Any = None
     sense: Literal["min", "max"] = "min"
@@ -141,9 +144,13 @@ class OptimizationProblem:
             raise ValueError(
                 f"grad must be one of {methods}, a callable grad(u, p[, state]) or None, got {self.grad!r}"
             )
-        if self.grad is not None and not callable(self.grad) and not isinstance(self.grad, str):
+        if isinstance(self.grad, type) and issubclass(self.grad, GradientSource):
+            name = self.grad.__name__
+            raise TypeError(f"grad must be a GradientSource instance, got the class {name}: pass grad={name}()")
+        if self.grad is not None and not callable(self.grad) and not isinstance(self.grad, (str, GradientSource)):
             raise TypeError(
-                f"grad must be a callable grad(u, p[, state]), one of {methods}, or None, got {self.grad!r}"
+                f"grad must be a callable grad(u, p[, state]), a GradientSource, one of {methods}, or None, "
+                f"got {self.grad!r}"
             )
         if isinstance(self.grad, str) and self.grad in FRAMEWORKS:
             require(self.grad)

@@ -1,19 +1,24 @@
 """Gradient sources: how one evaluation's value, gradient and second derivatives are made.
 
-Each source is a strategy with one interface (`GradientSource`): the value, the value and
-gradient from one evaluation, a Hessian-vector product and a Hessian, all on the flat vector
-and in the user's sense. The objective wrapper (`Objective`) holds one and never branches on
-where gradients come from; it does the counting, the state threading, the checks and the sign.
+Each source is a strategy with one interface (`GradientSource` in ``_gradient_source.py``,
+public so that a user can write one): the value, the value and gradient from one evaluation, a
+Hessian-vector product and a Hessian, all on the flat vector and in the user's sense. The
+objective wrapper (`Objective`) holds one and never branches on where gradients come from; it
+does the state threading, the sign and the counts of gradients and Hessians.
+
+This module has optimeta's strategies, one per kind of ``grad=``, and the choice of one for a
+problem (`source_for`, `source_type`, `second_derivatives_missing`):
 
 * `AutogradSource`: reverse-mode autograd (the default);
 * `UserGradSource`: the user's ``grad`` (second derivatives by differences of it);
 * `FiniteDifferenceSource`: forward differences of ``f`` (no second derivatives);
-* `FrameworkSource`: jax or torch, through a `FrameworkGradient`.
+* `FrameworkSource`: jax or torch, through a `FrameworkGradient`;
+* `CustomSource` (in ``_custom_source.py``): a `GradientSource` of the user's (``grad=`` an
+  instance), counted and checked.
 """
 
 from __future__ import annotations
 
-import abc
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import autograd
@@ -23,7 +28,9 @@ import scipy.optimize
 from autograd.core import make_vjp
 from autograd.tracer import isbox
 
+from ._custom_source import CustomSource
 from ._frameworks import FrameworkGradient, framework_gradient
+from ._gradient_source import BuiltinSource, GradientSource
 from ._state import copy_state
 from ._values import check_loss, strip_tracers
 
@@ -34,51 +41,16 @@ __all__ = [
     "AutogradSource",
     "FiniteDifferenceSource",
     "FrameworkSource",
+    # Defined in _gradient_source.py; optimeta/__init__.py imports the public name from here.
     "GradientSource",
     "UserGradSource",
+    "second_derivatives_missing",
     "source_for",
     "source_type",
 ]
 
 #: Relative step of finite differences: the square root of float64's machine epsilon.
 FD_STEP = float(np.sqrt(np.finfo(np.float64).eps))
-
-
-class GradientSource(abc.ABC):
-    """One way of making values and derivatives of ``f`` for an `Objective`.
-
-    Every method takes the flat point and the state the call must receive, calls ``f`` (and
-    ``grad``) through the objective (`Objective.call`, which counts and checks), and returns
-    values in the user's sense with plain new states (no tracers). Second derivatives get a
-    copy of the committed state and drop the state they return: they are not steps.
-
-    Class data:
-        second_derivatives: Whether Hessians and their products can be had (the rule on
-            ``requires_hessian`` in ``traits.py`` refuses the methods that need them otherwise).
-    """
-
-    second_derivatives: ClassVar[bool] = True
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-
-    def value(self, x: np.ndarray, state: Any) -> tuple[float, Any]:
-        """f at `x`, called on plain values (nothing traced): (loss, new state)."""
-        obj = self.objective
-        loss, new_state = obj.call(obj.f, "f", obj.user_u(x), state)
-        return check_loss(loss, obj.stateful), new_state
-
-    @abc.abstractmethod
-    def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
-        """f and its gradient at `x` from one evaluation: (loss, gradient, new state)."""
-
-    @abc.abstractmethod
-    def hessp(self, x: np.ndarray, state: Any, v: np.ndarray) -> np.ndarray:
-        """The Hessian of f at `x` times `v`."""
-
-    @abc.abstractmethod
-    def hessian(self, x: np.ndarray, state: Any) -> np.ndarray:
-        """The Hessian of f at `x`, an n x n matrix."""
 
 
 def _gradient_of(loss: Any) -> Any:
@@ -93,11 +65,11 @@ def _gradient_of(loss: Any) -> Any:
     return tied
 
 
-class AutogradSource(GradientSource):
+class AutogradSource(BuiltinSource):
     """Reverse-mode autograd through ``f``: one traced call gives value and gradient;
     reverse-over-reverse gives second derivatives."""
 
-    def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+    def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
         obj = self.objective
         # autograd's own aux support refuses ints and Generators in the aux output, so the new
         # state leaves the traced function through this side channel instead.
@@ -131,15 +103,15 @@ class AutogradSource(GradientSource):
 
         return loss
 
-    def hessp(self, x: np.ndarray, state: Any, v: np.ndarray) -> np.ndarray:
+    def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> np.ndarray:
         gradient = _gradient_of(self._plain_loss(state))
         return np.asarray(autograd.grad(lambda y: anp.dot(gradient(y), v))(x), dtype=np.float64)
 
-    def hessian(self, x: np.ndarray, state: Any) -> np.ndarray:
+    def hessian(self, x: np.ndarray, p: Any, state: Any) -> np.ndarray:
         return np.asarray(autograd.jacobian(_gradient_of(self._plain_loss(state)))(x), dtype=np.float64)
 
 
-class UserGradSource(GradientSource):
+class UserGradSource(BuiltinSource):
     """The user's ``grad``: one evaluation calls ``f`` and ``grad`` on the same state (``f`` on a
     copy, so that an in-place change such as a draw from a Generator cannot reach ``grad``), and
     keeps the state ``grad`` returns; second derivatives are forward differences of ``grad``."""
@@ -151,7 +123,7 @@ class UserGradSource(GradientSource):
         if not objective.stateful and objective.layout.single:
             self.value_and_grad = self._plain  # type: ignore[method-assign]  # the hot path, chosen once
 
-    def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+    def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
         obj = self.objective
         u = obj.user_u(x)
         loss, _ = obj.call(obj.f, "f", u, copy_state(state) if obj.stateful else None)
@@ -160,19 +132,22 @@ class UserGradSource(GradientSource):
         grad = obj.layout.flatten(grad_tree, "the gradient returned by grad", broadcast=False)
         return value, grad, strip_tracers(new_state) if obj.stateful else None
 
-    def _plain(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+    def _plain(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
         # `value_and_grad` for a stateless problem whose u0 is one array, with the per-call
         # dispatch taken out: the driver's hot path for cheap objectives.
         obj = self.objective
         u = x.view()
-        u.flags.writeable = False
-        if u.shape != obj.layout.treedef.shape:
-            u = u.reshape(obj.layout.treedef.shape)
+        u.setflags(write=False)
+        shape = obj.layout.treedef.shape
+        if u.shape != shape:
+            u = u.reshape(shape)
         obj.fevals += 1  # value_and_grad is never the probe's
-        loss = obj.f(u, obj.p)
+        loss = obj.f(u, p)
         value = loss if type(loss) is float else check_loss(loss, False)
-        grad = obj.layout.flatten(self.grad(u, obj.p), "the gradient returned by grad", broadcast=False)
-        return value, grad, None
+        g = self.grad(u, p)
+        if type(g) is np.ndarray and g.ndim == 1 and g.shape == shape and g.dtype == np.float64:
+            return value, g.copy(), None  # the common case of `Layout.flatten`, inlined
+        return value, obj.layout.flatten(g, "the gradient returned by grad", broadcast=False), None
 
     def _grad_only(self, x: np.ndarray, state: Any) -> np.ndarray:
         # The user's grad at x on a copy of the state: a point of a difference quotient.
@@ -188,7 +163,7 @@ class UserGradSource(GradientSource):
             self._base = (key, self._grad_only(x, state))
         return self._base[1]
 
-    def hessp(self, x: np.ndarray, state: Any, v: np.ndarray) -> np.ndarray:
+    def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> np.ndarray:
         norm = float(np.linalg.norm(v))
         if norm == 0.0:
             return np.zeros_like(x)
@@ -196,7 +171,7 @@ class UserGradSource(GradientSource):
         product: np.ndarray = (self._grad_only(x + h * v, state) - self._grad_at_base(x, state)) / h
         return product
 
-    def hessian(self, x: np.ndarray, state: Any) -> np.ndarray:
+    def hessian(self, x: np.ndarray, p: Any, state: Any) -> np.ndarray:
         g0 = self._grad_at_base(x, state)
         steps = FD_STEP * np.maximum(1.0, np.abs(x))
         matrix = np.empty((x.size, x.size))
@@ -208,14 +183,14 @@ class UserGradSource(GradientSource):
         return symmetric
 
 
-class FiniteDifferenceSource(GradientSource):
+class FiniteDifferenceSource(BuiltinSource):
     """Forward differences of ``f`` by ``scipy.optimize.approx_fprime``: n + 1 calls per gradient,
     each on a copy of the same state; the state returned at `x` itself is the one kept. No
     second derivatives: differences of differences are too inaccurate to steer a Newton method."""
 
     second_derivatives: ClassVar[bool] = False
 
-    def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
+    def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
         obj = self.objective
         at_x: list[tuple[float, Any]] = []
 
@@ -233,40 +208,37 @@ class FiniteDifferenceSource(GradientSource):
         value, new_state = at_x[0]
         return value, grad, new_state
 
-    def hessp(self, x: np.ndarray, state: Any, v: np.ndarray) -> np.ndarray:
-        raise TypeError('second derivatives are not made from grad="finite-difference"')
 
-    def hessian(self, x: np.ndarray, state: Any) -> np.ndarray:
-        raise TypeError('second derivatives are not made from grad="finite-difference"')
-
-
-class FrameworkSource(GradientSource):
+class FrameworkSource(BuiltinSource):
     """jax or torch (`FrameworkGradient`): one call of ``f`` per evaluation, its new state as NumPy."""
 
     def __init__(self, objective: Objective, framework: FrameworkGradient) -> None:
         super().__init__(objective)
         self.framework = framework
+        objective.state = framework.plain(objective.state)  # the committed state holds NumPy only
 
-    def value(self, x: np.ndarray, state: Any) -> tuple[float, Any]:
-        loss, new_state = self.objective.framework_call(self.framework.value, x, state)
+    def value(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, Any]:
+        loss, new_state = self.objective.source_call(self.framework.value, x, state)
         return check_loss(loss, self.objective.stateful), new_state
 
-    def value_and_grad(self, x: np.ndarray, state: Any) -> tuple[float, np.ndarray, Any]:
-        (value, grad), new_state = self.objective.framework_call(self.framework.value_and_grad, x, state)
+    def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
+        (value, grad), new_state = self.objective.source_call(self.framework.value_and_grad, x, state)
         return value, grad, new_state
 
-    def hessp(self, x: np.ndarray, state: Any, v: np.ndarray) -> np.ndarray:
-        product, _ = self.objective.framework_call(self.framework.hessp, x, copy_state(state), v)
+    def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> np.ndarray:
+        product, _ = self.objective.source_call(self.framework.hessp, x, copy_state(state), v)
         return np.asarray(product, dtype=np.float64)
 
-    def hessian(self, x: np.ndarray, state: Any) -> np.ndarray:
-        matrix, _ = self.objective.framework_call(self.framework.hessian, x, copy_state(state))
+    def hessian(self, x: np.ndarray, p: Any, state: Any) -> np.ndarray:
+        matrix, _ = self.objective.source_call(self.framework.hessian, x, copy_state(state))
         return np.asarray(matrix, dtype=np.float64)
 
 
 def source_type(grad: Any) -> type[GradientSource]:
     """The kind of source a problem's ``grad=`` names: None or "autograd", a callable,
-    "finite-difference", "jax" or "torch"."""
+    "finite-difference", "jax", "torch", or a `GradientSource` (its own class)."""
+    if isinstance(grad, GradientSource):
+        return type(grad)
     if callable(grad):
         return UserGradSource
     if grad == "finite-difference":
@@ -276,11 +248,31 @@ def source_type(grad: Any) -> type[GradientSource]:
     return AutogradSource
 
 
+def second_derivatives_missing(grad: Any) -> str:
+    """Why a problem with ``grad=grad`` has no second derivatives ("" when it has them)."""
+    kind = source_type(grad)
+    if kind.second_derivatives:
+        return ""
+    if kind is FiniteDifferenceSource:
+        return (
+            'the problem\'s gradient is grad="finite-difference", and second derivatives from '
+            "differences of differences are too inaccurate to steer a Newton method"
+        )
+    return (
+        f"the problem's gradient source {kind.__name__} declares second_derivatives = False, so it "
+        "makes no Hessians or Hessian-vector products for a Newton method"
+    )
+
+
 def source_for(objective: Objective, grad: Any) -> GradientSource:
     """The source of an objective whose problem has ``grad=grad``."""
+    if isinstance(grad, GradientSource):
+        return CustomSource(objective, grad)
     kind = source_type(grad)
     if kind is UserGradSource:
         return UserGradSource(objective, grad)
     if kind is FrameworkSource:
         return FrameworkSource(objective, framework_gradient(grad, objective.f, objective.layout, objective.stateful))
-    return kind(objective)
+    if kind is FiniteDifferenceSource:
+        return FiniteDifferenceSource(objective)
+    return AutogradSource(objective)
