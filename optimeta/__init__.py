@@ -14,9 +14,11 @@ from ._ensemble import multistart, solve_many
 from ._observe import History
 from ._plot import plot
 from ._problem import OptimizationProblem
+from ._resume import resume
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._solve import default_algorithm, solve
-from ._solver import Checkpoint, Counts, Skips, Solver, init, resume
+from ._solver import Checkpoint, Counts, Skips, Solver, init
+from ._sources import GradientSource
 from ._state import StateMutationError
 from .backends import (
     BFGS,
@@ -83,6 +85,7 @@ __all__ = [
     "DifferentialEvolution",
     "Dogleg",
     "DualAnnealing",
+    "GradientSource",
     "History",
     "IncompatibleAlgorithmError",
     "IterationInfo",

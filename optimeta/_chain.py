@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ._solution import Solution
 from ._values import is_positive_int
-from .backends._base import Algorithm
+from .backends._base import Algorithm, Runner
 from .traits import chain_traits
 
 __all__ = ["Chain"]
@@ -76,6 +77,9 @@ class Chain(Algorithm):
             normalised.append((alg, None if budget is None else int(budget)))
         object.__setattr__(self, "stages", tuple(normalised))
         object.__setattr__(self, "traits", chain_traits([(alg.traits, budget) for alg, budget in normalised]))
+
+    def execute(self, run: Runner) -> Solution:
+        return run.run_stages(self, self.stages)
 
     def __repr__(self) -> str:
         parts = [repr(alg) if budget is None else f"({alg!r}, {budget})" for alg, budget in self.stages]

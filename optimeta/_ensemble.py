@@ -1,23 +1,28 @@
 """Ensembles of independent solves: `solve_many` on any ``concurrent.futures`` executor, and
-`multistart`, the best of many runs from starting points drawn in the box."""
+`multistart`, the best of many runs from starting points drawn in the box.
+
+This module checks an ensemble's arguments (every task before any starts) and assembles its
+result (the best of a multistart); how the tasks run, here or on an executor, and how they
+fail is in `_ensemble_run`.
+"""
 
 from __future__ import annotations
 
 import inspect
 import math
-import pickle
 import time
-import traceback
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ._ensemble_run import Task, check_picklable, run_in_parallel, run_serially
 from ._problem import OptimizationProblem, flat
+from ._runner import arguments
 from ._solution import ReturnCode, Solution, Stats
-from ._solve import arguments, solve
+from ._solve import solve
 from ._state import add_note
 from ._values import is_positive_int
 from .backends._base import Algorithm
@@ -31,90 +36,6 @@ _SOLVE_OPTIONS = tuple(name for name in _SOLVE_SIGNATURE.parameters if name not 
 _CHECKED = frozenset(inspect.signature(arguments).parameters)
 #: The most start-point values (n times the size of u0) that `multistart` draws.
 _MAX_START_VALUES = 2**31
-
-
-@dataclass(frozen=True)
-class _Task:
-    """One solve of an ensemble. The index keeps equal tasks apart on executors that reuse the
-    result of an identical call (Dask's default ``pure=True``)."""
-
-    index: int
-    problem: OptimizationProblem
-    algorithm: Algorithm | None
-    options: dict[str, Any]
-
-
-def _solve_task(task: _Task) -> Solution:
-    """A task's solve, as `solve` makes it."""
-    return solve(task.problem, task.algorithm, **task.options)
-
-
-def _run(task: _Task) -> Solution:
-    """A task's solve on an executor, in whichever process (or thread) the executor runs it.
-
-    An executor handles an ``Exception`` that a task raises, but not always the other
-    ``BaseException`` types: a Dask worker lets a ``KeyboardInterrupt`` or a ``SystemExit`` escape
-    the thread that runs the task, which an in-process cluster then never finishes and which
-    kills a worker process (the task ends as ``distributed.KilledWorker``, after the retries).
-    Those travel back inside an `_Interrupted`, an ordinary exception, that `_parallel` turns
-    back into the original.
-    """
-    try:
-        return _solve_task(task)
-    except Exception:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit, GeneratorExit: raised in the carrier
-        carrier = _Interrupted(exc, "".join(traceback.format_exception(exc)))
-    raise carrier  # outside the except clause: the carrier has no __context__ to send along
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an exception rebuilt in another process, as its ``__cause__`` (as
-    ``concurrent.futures``' process pool shows the traceback of a worker's exception)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
-
-
-class _Interrupted(Exception):
-    """Carries a ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``,
-    ``SystemExit``, ``GeneratorExit``) out of a task on an executor, as an ordinary exception.
-
-    ``original`` is the exception itself where the carrier has not been pickled (a thread
-    pool), and otherwise one rebuilt from its type, its ``args`` and its attributes (its notes
-    and ``partial_solution`` among them), with the worker's traceback as its ``__cause__``.
-    The message stays short: Dask replaces an exception with a long one by another.
-    """
-
-    def __init__(self, original: BaseException, remote_traceback: str) -> None:
-        super().__init__(
-            f"{type(original).__name__} in a task of optimeta's solve_many, which raises it as it is in the caller"
-        )
-        self.original = original
-        self.remote_traceback = remote_traceback
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        original = self.original
-        return (_carried, (type(original), original.args, dict(vars(original)), self.remote_traceback))
-
-
-def _carried(
-    cls: type[BaseException], args: tuple[Any, ...], attributes: dict[str, Any], remote_traceback: str
-) -> _Interrupted:
-    """An `_Interrupted` unpickled: its exception rebuilt as an instance of its own type."""
-    try:
-        original = cls(*args)  # SystemExit sets its code from args
-    except Exception:  # noqa: BLE001 - a type whose __init__ does not take its args back
-        original = cls.__new__(cls)
-        original.args = args
-    for name, value in attributes.items():
-        setattr(original, name, value)
-    original.__cause__ = _RemoteTraceback(remote_traceback)
-    return _Interrupted(original, remote_traceback)
 
 
 def solve_many(
@@ -216,12 +137,12 @@ def solve_many(
         except Exception as exc:
             add_note(exc, f"optimeta: solve_many refused {label}[{i}] before starting any solve")
             raise
-    work = [_Task(i, prob, task_alg, solve_kwargs) for i, (prob, task_alg) in enumerate(pairs)]
+    work = [Task(i, prob, task_alg, solve_kwargs) for i, (prob, task_alg) in enumerate(pairs)]
     if isinstance(executor, ProcessPoolExecutor):
-        _check_picklable(work, label, u0s is not None)
+        check_picklable(work, label, u0s is not None)
     if executor is None:
-        return _serial(work, label)
-    return _parallel(work, label, executor)
+        return run_serially(work, label)
+    return run_in_parallel(work, label, executor)
 
 
 def _tasks(
@@ -290,69 +211,6 @@ def _check_task(prob: OptimizationProblem, alg: Algorithm | None, options: dict[
     arguments(**{name: value for name, value in bound.arguments.items() if name in _CHECKED})
 
 
-def _check_picklable(work: list[_Task], label: str, shared: bool) -> None:
-    """Refuse, before any task starts, a task that a process pool cannot send to a worker."""
-    for task in work[:1] if shared else work:  # tasks from u0s differ only in u0, an array
-        try:
-            pickle.dumps(task)
-        except Exception as exc:
-            raise TypeError(
-                f"a ProcessPoolExecutor pickles every task, and {label}[{task.index}] cannot be pickled "
-                f"({type(exc).__name__}: {exc}): define f (and grad, constraints, a callback) at the top level "
-                "of a module, not as a lambda or a nested function, or run the tasks with executor=None or on "
-                "a Dask executor, which sends them with cloudpickle"
-            ) from exc
-
-
-def _failed(exc: BaseException, label: str, index: int, total: int, serial: bool) -> None:
-    later = "were not run" if serial else "were cancelled, or their results dropped where they had started"
-    add_note(exc, f"optimeta: {label}[{index}] of solve_many raised this ({total} tasks); the ones after it {later}")
-
-
-def _serial(work: list[_Task], label: str) -> list[Solution]:
-    solutions = []
-    for task in work:
-        try:
-            solutions.append(_solve_task(task))
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
-            _failed(exc, label, task.index, len(work), serial=True)
-            raise
-    return solutions
-
-
-def _parallel(work: list[_Task], label: str, executor: Executor) -> list[Solution]:
-    """Submit every task, then collect the solutions in order; on a failure, wait only for the
-    tasks before it (one of them may have failed too: the first in input order is raised)."""
-    futures: list[Future[Solution]] = []
-    try:
-        for task in work:
-            futures.append(executor.submit(_run, task))
-        index = {future: i for i, future in enumerate(futures)}
-        first_failed = len(futures)
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if not future.cancelled() and future.exception() is not None:
-                    first_failed = min(first_failed, index[future])
-            if first_failed < len(futures):
-                for future in pending:
-                    if index[future] > first_failed:
-                        future.cancel()
-                pending = {future for future in pending if index[future] < first_failed}
-        if first_failed < len(futures):
-            exc = futures[first_failed].exception()
-            assert exc is not None
-            if isinstance(exc, _Interrupted):
-                exc = exc.original  # its own type again: a KeyboardInterrupt is one here too
-            _failed(exc, label, first_failed, len(work), serial=False)
-            raise exc
-        return [future.result() for future in futures]
-    finally:
-        for future in futures:
-            future.cancel()  # nothing for a finished task; an interrupted wait leaves none queued
-
-
 def multistart(
     prob: OptimizationProblem,
     alg: Algorithm | None = None,
@@ -418,6 +276,20 @@ def multistart(
         >>> sol.original[2].u is sol.u
         True
     """
+    lb, ub, to_user = _box(prob, n, include_u0)
+    start = time.perf_counter()
+    drawn = _draw(lb, ub, int(n) - 1 if include_u0 else int(n), seed)
+    u0s = [prob.u0] if include_u0 else []
+    u0s += [to_user(x) for x in drawn]
+    runs = solve_many(prob, alg, u0s=u0s, executor=executor, **solve_kwargs)
+    return _best_of(runs, prob.sense, start)
+
+
+def _box(
+    prob: OptimizationProblem, n: int, include_u0: bool
+) -> tuple[np.ndarray, np.ndarray, Callable[[np.ndarray], Any]]:
+    """`multistart`'s arguments checked: the problem's finite box (``lb``, ``ub``, flat) and the
+    map of a flat point to the structure of ``u0``."""
     if not isinstance(prob, OptimizationProblem):
         raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
     if not is_positive_int(n):
@@ -438,16 +310,22 @@ def multistart(
             "multistart draws starting points in the problem's box, so its bounds must be finite on every "
             f"coordinate: build the problem with bounds=(lb, ub), got bounds={prob.bounds!r}"
         )
-    start = time.perf_counter()
+    return lb, ub, on_flat.layout.to_user
+
+
+def _draw(lb: np.ndarray, ub: np.ndarray, count: int, seed: int | np.random.Generator | None) -> np.ndarray:
+    """`count` flat points drawn uniformly in the box, ``lb + (ub - lb) * r``."""
     rng = np.random.default_rng(seed)
-    drawn = int(n) - 1 if include_u0 else int(n)
-    r = rng.random((drawn, lb.size))
+    r = rng.random((count, lb.size))
     # lb + (ub - lb) * r rounds into [lb, ub] but for the last ulp, which the clip removes.
-    points = np.clip(lb + (ub - lb) * r, lb, ub)
-    u0s = [prob.u0] if include_u0 else []
-    u0s += [on_flat.layout.to_user(x) for x in points]
-    runs = solve_many(prob, alg, u0s=u0s, executor=executor, **solve_kwargs)
-    best = min(range(len(runs)), key=lambda i: _rank(runs[i], prob.sense))
+    points: np.ndarray = np.clip(lb + (ub - lb) * r, lb, ub)
+    return points
+
+
+def _best_of(runs: list[Solution], sense: str, start: float) -> Solution:
+    """The best run (`_rank`), naming it in its message, with the runs' counts added up, the
+    time since `start`, and every run as ``original``."""
+    best = min(range(len(runs)), key=lambda i: _rank(runs[i], sense))
     stats = Stats.total([run.stats for run in runs], time=time.perf_counter() - start)
     chosen = runs[best]
     return replace(

@@ -23,28 +23,26 @@ from typing import Any
 import numpy as np
 
 from ._checkpoint_io import Checkpoint, Counts, Skips, describe_layout
+from ._keywords import suggest_keywords
 from ._objective import Objective
-from ._observe import check_observe_options, logging_to_stderr
+from ._observe import logging_to_stderr
 from ._problem import OptimizationProblem
 from ._run import (
     Callback,
     Monitor,
-    attach_partial,
     batches,
-    drive,
     observer_for,
     planned_steps,
     solution,
-    stepwise_solution,
 )
+from ._runner import Run, arguments
+from ._session import Session
 from ._solution import ReturnCode, Solution
-from ._solve import arguments, prepared
-from ._state import copy_state, short_repr
-from ._tree import children, is_container
-from .backends._base import Algorithm, StepwiseAlgorithm, suggest_keywords
-from .traits import Requirements, check_compatible, requirements, traits
+from ._state import copy_state
+from .backends._base import Algorithm, StepwiseAlgorithm
+from .traits import Requirements
 
-__all__ = ["Checkpoint", "Counts", "Skips", "Solver", "init", "resume"]
+__all__ = ["Checkpoint", "Counts", "Skips", "Solver", "init"]
 
 
 class Solver:
@@ -80,29 +78,35 @@ class Solver:
         loss: float,
         ended: ReturnCode | None,
         observe: tuple[bool | str, bool, bool] = (False, False, False),
+        history: Any = None,
+        final: tuple[float, str] | None = None,
     ) -> None:
         self._prob = prob
         self.algorithm = alg
         self._req = req
         self._objective = objective
         self._monitor = monitor
-        self._x = x
-        self._opt_state = opt_state
         self._data = data
         self._epochs = epochs
         self._schedule = _Counted(itertools.islice(batches(data, epochs, prob.p), consumed, None), consumed)
-        self._loss = loss
-        self.retcode = ended
+        self._session = Session(alg, req, objective, monitor, self._schedule, x, opt_state, data, epochs, loss, ended)
         self.solution: Solution | None = None
         # Once the Solution is made: its loss (minimisation sense) and message, which a
         # checkpoint keeps so that a resumed solve() rebuilds it without calling f again.
-        self._final: tuple[float, str] | None = None
+        self._final = final
         self._observe = observe
         self._observer = observer_for(prob, *observe)
         self._started = False  # whether the observer was told that the run (re)started
         if self._observer is not None:
             self._observer.layout = objective.layout
             monitor.observer = self._observer
+            if history is not None:  # resumed: the steps before the checkpoint
+                self._observer.restore(history)
+
+    @property
+    def retcode(self) -> ReturnCode | None:
+        """Why the run ended, or None while it may go on."""
+        return self._session.retcode
 
     @property
     def iterations(self) -> int:
@@ -115,7 +119,7 @@ class Solver:
     @property
     def u(self) -> Any:
         """A copy of the current iterate, with the structure of ``u0``."""
-        return self._objective.layout.to_user(self._x)
+        return self._objective.layout.to_user(self._session.x)
 
     @property
     def state(self) -> Any:
@@ -140,16 +144,16 @@ class Solver:
             self._advance(None)
         if self.solution is None:
             assert self.retcode is not None
-            alg, objective, monitor = self.algorithm, self._objective, self._monitor
+            session = self._session
             if self._final is None:
-                end = (self._x, self._loss, self.retcode)
-                sol = stepwise_solution(
-                    alg, self._req, objective, monitor, end, self._data, self._epochs, self._opt_state
-                )
-                self._final = (objective.sign * sol.objective, sol.message)
+                sol = session.finish()
+                self._final = (session.objective.sign * sol.objective, sol.message)
             else:  # resumed after the Solution was made: the same one, without calling f again
                 loss, message = self._final
-                sol = solution(alg, objective, monitor, self._x, loss, self.retcode, message, None, self._opt_state)
+                x, opt_state = session.x, session.opt_state
+                sol = solution(
+                    self.algorithm, session.objective, session.monitor, x, loss, self.retcode, message, None, opt_state
+                )
             observer = self._observer
             if observer is not None:
                 sol = replace(sol, history=observer.history())
@@ -163,21 +167,11 @@ class Solver:
         with logging_to_stderr(self._observe[2], self._observe[1]):
             if observer is not None and not self._started:
                 total = planned_steps(monitor.maxiters, self._data, self._epochs)
-                observer.start(type(self.algorithm).__name__, self._x.size, total, monitor.iterations)
+                observer.start(type(self.algorithm).__name__, self._session.x.size, total, monitor.iterations)
                 self._started = True
             try:
-                x, opt_state, loss, code = drive(
-                    self.algorithm,
-                    self._objective,
-                    monitor,
-                    self._schedule,
-                    self._x,
-                    self._opt_state,
-                    limit,
-                    self._loss,
-                )
+                self._session.advance(limit)
             except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
-                attach_partial(exc, self.algorithm, self._objective, monitor)
                 if observer is not None:
                     partial = getattr(exc, "partial_solution", None)
                     if isinstance(partial, Solution):
@@ -185,7 +179,6 @@ class Solver:
                     observer.end(None, exc)
                     self._started = False
                 raise
-        self._x, self._opt_state, self._loss, self.retcode = x, opt_state, loss, code
 
     def checkpoint(self) -> Checkpoint:
         """The run so far as a `Checkpoint`: data only (copies: stepping on does not change it).
@@ -206,8 +199,8 @@ class Solver:
         obj, monitor = self._objective, self._monitor
         return Checkpoint(
             algorithm=self.algorithm,
-            x=self._x.copy(),
-            opt_state=copy.deepcopy(self._opt_state),
+            x=self._session.x.copy(),
+            opt_state=copy.deepcopy(self._session.opt_state),
             state=copy_state(obj.state),
             counts=Counts(monitor.iterations, obj.fevals, obj.gevals, obj.probe_fevals, obj.hevals),
             skips=Skips(monitor.max_skips, monitor.skipped, monitor.skips_in_a_row),
@@ -216,7 +209,7 @@ class Solver:
             maxtime=monitor.maxtime,
             epochs=self._epochs,
             consumed=self._schedule.count,
-            loss=self._loss,
+            loss=self._session.loss,
             ended=self.retcode,
             layout=describe_layout(obj.layout.treedef),
             stateful=obj.stateful,
@@ -281,7 +274,7 @@ def init(
         >>> resumed.u.tobytes() == full.u.tobytes(), resumed.stats.iterations
         (True, 100)
     """
-    alg, chosen, skips, req = arguments(
+    alg, chosen, options, req = arguments(
         prob,
         alg,
         maxiters,
@@ -299,185 +292,10 @@ def init(
     )
     if not isinstance(alg, StepwiseAlgorithm):  # declared supports_checkpoint, yet not step-wise
         raise TypeError(f"{type(alg).__name__} declares supports_checkpoint=True but is not a StepwiseAlgorithm")
-    objective = prepared(prob, alg, req, maxiters, maxtime, data, check_determinism, chosen)
-    monitor = Monitor(objective, maxiters, maxtime, callback)
-    monitor.max_skips = skips
-    monitor.keep_best = not req.stochastic and not req.evolving_state
+    objective, monitor = Run(prob, req, options, chosen=chosen).open(alg)
     x0 = objective.x0.copy()
     observe = (record, progress, verbose)
     return Solver(prob, alg, req, objective, monitor, x0, alg.init(x0), data, epochs, 0, math.nan, None, observe)
-
-
-@suggest_keywords("options")
-def resume(
-    checkpoint: Checkpoint,
-    prob: OptimizationProblem,
-    *,
-    data: Sequence[Any] | None = None,
-    callback: Callback | None = None,
-    progress: bool | None = None,
-    verbose: bool | None = None,
-) -> Solver:
-    """A `Solver` that goes on from a `Checkpoint`, in this process or another one.
-
-    A checkpoint holds no problem, objective or data: ``prob`` (and ``data``, for a run over
-    minibatches) are given again, and must be those of the checkpointed run for the resumed run
-    to be the uninterrupted one. What can be checked is: the checkpoint's fields, that its
-    iterate fits ``prob.u0`` (the same structure, shapes and dtypes), that both are stateful or
-    both stateless, that ``data`` is given exactly when the run had data and has as many
-    minibatches, and that the algorithm accepts ``prob`` (its traits, as `solve` checks them).
-    The algorithm, the budgets, the position in the data and ``record`` (with the history so
-    far) come from the checkpoint; a callback may be given anew, and ``progress`` and
-    ``verbose`` changed. No determinism probe runs again.
-
-    Args:
-        checkpoint: From `Solver.checkpoint`, `Checkpoint.load`, or unpickled.
-        prob: The problem of the checkpointed run.
-        data: The minibatches of the checkpointed run (a sequence, in the same order), or None
-            for a run without data.
-        callback: As for `solve`.
-        progress: As for `solve`; None: as the checkpointed run.
-        verbose: As for `solve`; None: as the checkpointed run.
-
-    Returns:
-        The `Solver`, at the checkpoint's step.
-
-    Raises:
-        TypeError: ``checkpoint`` is not a `Checkpoint`, ``prob`` not an `OptimizationProblem`,
-            ``data`` not a sequence, ``callback`` not callable, ``progress`` or ``verbose`` not
-            a bool or None, or a field of the checkpoint of the wrong type (its algorithm's
-            state not the algorithm's).
-        ValueError: A field of the checkpoint out of range, a checkpoint that does not fit
-            ``prob`` or ``data`` (the message names the field and both values).
-        IncompatibleAlgorithmError: The algorithm's traits do not fit ``prob``.
-
-    Example:
-        >>> import autograd.numpy as anp, numpy as np, optimeta as om
-        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
-        >>> saved = om.init(prob, om.Adam(lr=0.1), maxiters=10).checkpoint()
-        >>> om.resume(saved, om.OptimizationProblem(lambda u, p: anp.sum(u ** 2), np.zeros(3)))
-        Traceback (most recent call last):
-        ...
-        ValueError: the checkpoint does not fit prob: its iterate has the structure float64(2,) (2 variables, \
-Checkpoint.layout), prob.u0 has float64(3,) (3 variables)
-    """
-    if not isinstance(checkpoint, Checkpoint):
-        raise TypeError(f"checkpoint must be an om.Checkpoint (from Solver.checkpoint()), got {checkpoint!r}")
-    if not isinstance(prob, OptimizationProblem):
-        raise TypeError(f"prob must be the OptimizationProblem of the checkpointed run, got {prob!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable as callback(info) or None, got {callback!r}")
-    checkpoint.validate()
-    record, kept_progress, kept_verbose = checkpoint.observe
-    progress = kept_progress if progress is None else progress
-    verbose = kept_verbose if verbose is None else verbose
-    check_observe_options(record, progress, verbose)
-    _check_data(checkpoint, data)
-    stateful = prob.state is not None
-    if checkpoint.stateful != stateful:
-        ran = "a stateful problem (with state=)" if checkpoint.stateful else "a stateless problem (without state=)"
-        raise ValueError(
-            f"the checkpoint does not fit prob: Checkpoint.stateful is {checkpoint.stateful} (a run of {ran}), "
-            f"but prob {'has a state' if stateful else 'has no state'}: pass the problem of the checkpointed run"
-        )
-    alg = checkpoint.algorithm
-    req = requirements(prob, callback=callback is not None, data=data is not None)
-    check_compatible(alg, req)
-    declared = traits(alg)
-    objective = Objective(prob, per_step_commit=declared.commits_state_per_step and not declared.single_call_per_step)
-    layout = describe_layout(objective.layout.treedef)
-    if layout != checkpoint.layout or objective.x0.size != checkpoint.x.size:
-        raise ValueError(
-            f"the checkpoint does not fit prob: its iterate has the structure {checkpoint.layout} "
-            f"({checkpoint.x.size} variables, Checkpoint.layout), prob.u0 has {layout} ({objective.x0.size} variables)"
-        )
-    _check_opt_state(alg, checkpoint.opt_state, checkpoint.x)
-    objective.state = copy_state(checkpoint.state)
-    counts = checkpoint.counts
-    objective.fevals, objective.gevals = counts.fevals, counts.gevals
-    objective.probe_fevals, objective.hevals = counts.probe_fevals, counts.hevals
-    monitor = Monitor(objective, checkpoint.maxiters, checkpoint.maxtime, callback)
-    monitor.iterations = counts.iterations
-    skips = checkpoint.skips
-    monitor.max_skips, monitor.skipped, monitor.skips_in_a_row = skips.max_skips, skips.skipped, skips.in_a_row
-    monitor.start = time.perf_counter() - checkpoint.elapsed
-    monitor.keep_best = not req.stochastic and not req.evolving_state
-    if checkpoint.best is not None:
-        monitor.best = (checkpoint.best[0], checkpoint.best[1].copy())
-    if checkpoint.evaluated is not None:  # the run so far, should the next step raise
-        monitor.last = (checkpoint.evaluated[0].copy(), checkpoint.evaluated[1])
-    solver = Solver(
-        prob,
-        alg,
-        req,
-        objective,
-        monitor,
-        checkpoint.x.copy(),
-        copy.deepcopy(checkpoint.opt_state),
-        data,
-        checkpoint.epochs,
-        checkpoint.consumed,
-        checkpoint.loss,
-        checkpoint.ended,
-        (record, progress, verbose),
-    )
-    if solver._observer is not None:
-        solver._observer.restore(checkpoint.history)
-    solver._final = checkpoint.final
-    return solver
-
-
-def _check_data(checkpoint: Checkpoint, data: Any) -> None:
-    """Refuse ``data`` that is not the checkpointed run's (as far as its length tells)."""
-    length = checkpoint.data_length
-    if data is None:
-        if length is not None:
-            raise ValueError(
-                f"the checkpointed run went over data ({length} minibatches, Checkpoint.data_length): pass the same "
-                "minibatches again, resume(checkpoint, prob, data=...)"
-            )
-        return
-    if length is None:
-        raise ValueError(
-            f"data= was given ({short_repr(data)}), but the checkpointed run had no data (Checkpoint.data_length is None)"
-        )
-    if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
-        raise TypeError(
-            f"data must be the sequence (a list, a tuple) of minibatches the checkpointed run went over, got {short_repr(data)}"
-        )
-    if len(data) != length:
-        raise ValueError(
-            f"data has {len(data)} minibatches, but the checkpointed run went over {length} (Checkpoint.data_length): "
-            "pass the same minibatches, in the same order"
-        )
-
-
-def _check_opt_state(alg: StepwiseAlgorithm[Any], opt_state: Any, x: np.ndarray) -> None:
-    """Refuse an algorithm state that is not of the kind ``alg.init`` makes: another type, or an
-    array where the algorithm keeps one of another shape or dtype."""
-    given = x.view()
-    given.flags.writeable = False  # init only reads the iterate
-    template = alg.init(given)
-    name = type(alg).__name__
-    if type(opt_state) is not type(template):
-        raise TypeError(
-            f"Checkpoint.opt_state must be the state of {name} (a {type(template).__name__}), got a "
-            f"{type(opt_state).__name__}: the algorithm and its state come from different runs"
-        )
-
-    def walk(mine: Any, theirs: Any, path: str) -> None:
-        if isinstance(theirs, np.ndarray):
-            if not (isinstance(mine, np.ndarray) and mine.shape == theirs.shape and mine.dtype == theirs.dtype):
-                got = f"{mine.dtype} {mine.shape}" if isinstance(mine, np.ndarray) else type(mine).__name__
-                raise ValueError(
-                    f"Checkpoint.opt_state{path} must be a {theirs.dtype} array of shape {theirs.shape} for {name} on "
-                    f"{x.size} variables, got {got}"
-                )
-        elif is_container(theirs) and is_container(mine) and len(mine) == len(theirs):
-            for (suffix, a), (_, b) in zip(children(mine), children(theirs)):
-                walk(a, b, path + suffix)
-
-    walk(opt_state, template, "")
 
 
 class _Counted:

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
-
-from ._problem import OptimizationProblem, flat
-from ._sources import source_type
+from ._problem import OptimizationProblem
+from ._refusal import IncompatibleAlgorithmError, Violation
+from ._requirements import Requirements, requirements
 
 __all__ = [
     "RULES",
@@ -27,9 +26,9 @@ __all__ = [
     "algorithms",
     "chain_traits",
     "check_compatible",
-    "default_algorithm",
     "needs_probe",
     "register",
+    "registered",
     "requirements",
     "traits",
 ]
@@ -122,105 +121,6 @@ def chain_traits(stages: list[tuple[Traits, int | None]]) -> Traits:
     return Traits(**values)
 
 
-@dataclass(frozen=True)
-class Requirements:
-    """What a problem (with the options of one solve) needs from an algorithm.
-
-    Attributes:
-        evolving_state: The objective has an explicit state that its calls advance
-            (``state=`` given, ``state_mode="evolving"``).
-        stochastic: Repeated calls at one point may return different values: declared with
-            ``stochastic=True``, implied by minibatches (``data=``), or assumed for an evolving
-            state unless the problem declares ``stochastic=False`` (the state may drive the loss).
-        stochastic_reason: Why ``stochastic`` holds, for error messages.
-        stochastic_source: What makes it hold, which decides the fix an error suggests:
-            ``"declared"`` (``stochastic=True``), ``"data"`` (minibatches), ``"evolving"`` (an
-            evolving state not declared deterministic), ``"probe"`` (the determinism probe saw
-            it), or ``""``.
-        bounded: The problem has box constraints.
-        callback: A callback was given to ``solve``.
-        hessian_available: Second derivatives can be had: the gradient comes from autograd or
-            from the user's ``grad`` (not from finite differences).
-        constrained: The problem has general constraints (``constraints=``).
-        finite_bounds: The problem bounds every variable on both sides by finite numbers.
-        budget: The solve bounds the run: ``maxiters=``, ``maxtime=`` or ``data=`` was given.
-        minibatches: The solve feeds one minibatch per step (``data=``).
-        stepwise: Why the run must be taken step by step by optimeta (``om.init``, or
-            ``nan_policy="skip"``), or "" when it need not.
-    """
-
-    evolving_state: bool
-    stochastic: bool
-    stochastic_reason: str
-    bounded: bool
-    callback: bool
-    hessian_available: bool = True
-    constrained: bool = False
-    finite_bounds: bool = False
-    stochastic_source: str = ""
-    budget: bool = True
-    minibatches: bool = False
-    stepwise: str = ""
-
-
-def requirements(
-    prob: OptimizationProblem,
-    *,
-    callback: bool = False,
-    data: bool = False,
-    budget: bool = True,
-    stepwise: str = "",
-) -> Requirements:
-    """Derive what `prob` needs from an algorithm: the only place problem needs are decided.
-
-    Args:
-        prob: The problem.
-        callback: Whether the solve passes a callback.
-        data: Whether the solve feeds minibatches (``data=``).
-        budget: Whether the solve bounds the run (``maxiters=``, ``maxtime=`` or ``data=``);
-            True where no solve is at hand (`algorithms`), which then assumes one.
-        stepwise: Why the run must go step by step under optimeta (``om.init``, or
-            ``nan_policy="skip"``), for the rule on ``supports_checkpoint``; "" if it need not.
-
-    Returns:
-        The problem's `Requirements`.
-    """
-    evolving = prob.state is not None and prob.state_mode == "evolving"
-    source = ""
-    if prob.stochastic:
-        reason, source = "the problem declares stochastic=True", "declared"
-    elif data:
-        reason = "data= gives each step another minibatch, so the loss changes from step to step"
-        source = "data"
-    elif evolving and prob.stochastic is None:
-        reason = (
-            "the problem's state evolves and the problem is not declared deterministic, so the state may "
-            "drive the loss (an RNG key, a hidden state) and repeated calls at one point may differ"
-        )
-        source = "evolving"
-    else:
-        reason = ""
-    on_flat = flat(prob)
-    return Requirements(
-        evolving_state=evolving,
-        stochastic=bool(reason),
-        stochastic_reason=reason,
-        bounded=prob.bounds is not None,
-        callback=callback,
-        hessian_available=source_type(prob.grad).second_derivatives,
-        constrained=bool(prob.constraints),
-        finite_bounds=_finite(on_flat.lb) and _finite(on_flat.ub),
-        stochastic_source=source,
-        budget=budget or data,
-        minibatches=data,
-        stepwise=stepwise,
-    )
-
-
-def _finite(side: np.ndarray | None) -> bool:
-    return side is not None and bool(np.isfinite(side).all())
-
-
 #: How to make a noisy loss deterministic, by what makes it noisy: the fixes that keep the model
 #: honest first; the declaration ``stochastic=False`` last, and only where it can be true.
 _DETERMINISTIC_FIXES: dict[str, str] = {
@@ -303,10 +203,7 @@ RULES: tuple[Rule, ...] = (
         ("requires_hessian",),
         False,
         lambda r: not r.hessian_available,
-        lambda r: (
-            'the problem\'s gradient is grad="finite-difference", and second derivatives from '
-            "differences of differences are too inaccurate to steer a Newton method"
-        ),
+        lambda r: r.hessian_missing,
     ),
     Rule(
         ("supports_callback",),
@@ -340,22 +237,6 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One failed rule: the traits (any one would do), the value the problem needs, why, and how
-    to change the problem so that the algorithm accepts it (empty when there is no such fix)."""
-
-    traits: tuple[str, ...]
-    needed: bool
-    why: str
-    fix: str = ""
-
-    @property
-    def trait(self) -> str:
-        """The failing trait's name, or the alternatives joined by "or"."""
-        return " or ".join(self.traits)
-
-
 def violations(req: Requirements, declared: Traits) -> list[Violation]:
     """Every rule that `declared` breaks for a problem with requirements `req`."""
     return [Violation(r.traits, r.wanted, r.why(req), r.fix(req)) for r in RULES if r.violated(req, declared)]
@@ -365,85 +246,6 @@ def needs_probe(req: Requirements, declared: Traits) -> bool:
     """Whether the determinism probe must run: an algorithm that trusts exact values, on a
     problem that does not declare (or imply) noise."""
     return not declared.tolerates_stochastic_loss and not req.stochastic
-
-
-class IncompatibleAlgorithmError(ValueError):
-    """An algorithm cannot solve a problem; raised by `solve` before the objective is called.
-
-    The message lists every failed rule (for a polyalgorithm such as `Chain`, under the stage
-    that fails it: "stage 2 of 3 (BFGS)"), then the registered algorithms that accept the
-    problem, then the changes to the problem that would let the refused algorithm accept it.
-
-    Attributes:
-        algorithm: The refused algorithm.
-        violations: Every failed rule, each naming its trait.
-        alternatives: Names of the registered algorithms that accept the problem, sorted (for a
-            solve without a budget, with those that need only one).
-        stages: For a polyalgorithm, each refusing stage as (its number from 1, the stage's
-            algorithm, the rules it fails); empty otherwise.
-    """
-
-    def __init__(
-        self,
-        algorithm: Any,
-        violations: list[Violation],
-        alternatives: list[str],
-        *,
-        probed: bool = False,
-        stages: list[tuple[int, Any, list[Violation]]] | None = None,
-        budgeted: list[str] | None = None,
-    ) -> None:
-        self.algorithm = algorithm
-        self.violations = violations
-        self.alternatives = sorted([*alternatives, *(budgeted or [])])
-        self.stages = stages or []
-        when = "(found by the determinism probe at u0)" if probed else "(the objective was not called)"
-        count = len(_stages(algorithm))
-        header = f"{algorithm!r} cannot solve this problem {when}:"
-        if self.stages:
-            header = f"{header[:-1]}: {_stage_names(self.stages, count)} {'refuses' if len(self.stages) == 1 else 'refuse'} it:"
-            refusals = [(alg, found, f"stage {i} of {count} ({_name(alg)}), ") for i, alg, found in self.stages]
-        else:
-            refusals = [(algorithm, violations, "")]
-        lines = [header]
-        fixes: dict[str, list[str]] = {}  # each fix, with the algorithms it would let in
-        for alg, found, where in refusals:
-            declared, name = traits(alg), _name(alg)
-            for v in found:
-                need = " or ".join(f"{t}={v.needed}" for t in v.traits)
-                has = ", ".join(f"{t}={getattr(declared, t)}" for t in v.traits)
-                lines.append(f"  - {where}{v.trait}: the problem needs {need}, {name} has {has}. Why: {v.why}.")
-                if v.fix and name not in fixes.setdefault(v.fix, []):
-                    fixes[v.fix].append(name)
-        given = ", ".join(budgeted or [])
-        if alternatives and budgeted:
-            lines.append(
-                f"Algorithms that accept this problem: {', '.join(alternatives)}; given maxiters= or maxtime=, "
-                f"also: {given}."
-            )
-        elif alternatives:
-            lines.append(f"Algorithms that accept this problem: {', '.join(alternatives)}.")
-        elif budgeted:
-            lines.append(f"Algorithms that accept this problem, given maxiters= or maxtime=: {given}.")
-        else:
-            lines.append("No registered algorithm accepts this problem.")
-        lines.extend(f"To use {' and '.join(names)} all the same: {fix}." for fix, names in fixes.items())
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Rebuilt from its message, with its attributes (the notes and partial solution added on
-        # the way included) as state, so that it crosses to another process whole.
-        return (_rebuilt_error, (type(self), self.args), self.__dict__)
-
-
-def _name(alg: Any) -> str:
-    return alg.__name__ if isinstance(alg, type) else type(alg).__name__
-
-
-def _stages(alg: Any) -> list[Any]:
-    """The stages of a polyalgorithm (a `Chain`'s ``stages``, pairs of algorithm and budget),
-    or [] for a single algorithm."""
-    return [stage for stage, _ in getattr(alg, "stages", ())]
 
 
 def _stage_traits(alg: Any) -> list[tuple[Any, Traits]]:
@@ -456,21 +258,6 @@ def _stage_traits(alg: Any) -> list[tuple[Any, Traits]]:
             declared = dataclasses.replace(declared, has_convergence_test=True)
         out.append((stage, declared))
     return out
-
-
-def _stage_names(refusing: list[tuple[int, Any, list[Violation]]], count: int) -> str:
-    """ "stage 2 of 3 (BFGS)", or "stages 1 (LBFGS) and 3 (BFGS) of 3"."""
-    if len(refusing) == 1:
-        i, alg, _ = refusing[0]
-        return f"stage {i} of {count} ({_name(alg)})"
-    named = [f"{i} ({_name(alg)})" for i, alg, _ in refusing]
-    return f"stages {', '.join(named[:-1])} and {named[-1]} of {count}"
-
-
-def _rebuilt_error(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
-    exc = cls.__new__(cls)
-    exc.args = args
-    return exc
 
 
 def check_compatible(alg: Any, req: Requirements, *, probed: bool = False) -> None:
@@ -508,9 +295,6 @@ _REGISTRY: dict[str, Any] = {}
 #: ``default_for`` class data): a noisy loss (an evolving state, ``stochastic=True``,
 #: minibatches), general constraints, bounds or many variables, and a smooth problem.
 DEFAULT_SITUATIONS = ("noisy", "constrained", "bounded_or_large", "smooth")
-#: Above this many variables, the default for a smooth problem is the "bounded_or_large" one:
-#: a dense n x n inverse Hessian costs O(n^2) memory and time per step.
-LARGE = 2000
 
 A = TypeVar("A", bound=type)
 
@@ -549,49 +333,10 @@ def register(cls: A) -> A:
     return cls
 
 
-def default_algorithm(prob: OptimizationProblem, *, data: bool = False) -> Any:
-    """The algorithm ``solve(prob)`` uses when none is given, from the problem's requirements.
-
-    The registered class that claims the problem's situation (``default_for`` class data),
-    with its default hyperparameters; as shipped:
-
-    * an evolving state, a stochastic loss or minibatches (``data``): ``Adam()`` (needs a budget);
-    * general constraints: ``SLSQP()``;
-    * bounds, or more than 2000 variables: ``LBFGS()``;
-    * otherwise (smooth, unconstrained, deterministic): ``BFGS()``.
-
-    Args:
-        prob: The problem.
-        data: Whether the solve feeds minibatches.
-
-    Returns:
-        A configured algorithm instance (its traits may still refuse an unusual problem, e.g.
-        a stateful one with constraints: ``solve`` then says why).
-
-    Raises:
-        TypeError: ``prob`` is not an `OptimizationProblem`.
-        LookupError: No registered class claims the problem's situation.
-
-    Example:
-        >>> import numpy as np, optimeta as om
-        >>> om.default_algorithm(om.OptimizationProblem(lambda u, p: (u ** 2).sum(), np.ones(3)))
-        BFGS(gtol=1e-05)
-    """
-    if not isinstance(prob, OptimizationProblem):
-        raise TypeError(f"prob must be an OptimizationProblem, got {prob!r}")
-    req = requirements(prob, data=data)
-    if req.evolving_state or req.stochastic:
-        situation = "noisy"
-    elif req.constrained:
-        situation = "constrained"
-    elif req.bounded or flat(prob).x0.size > LARGE:
-        situation = "bounded_or_large"
-    else:
-        situation = "smooth"
-    for cls in _REGISTRY.values():
-        if cls.__dict__.get("default_for") == situation:
-            return cls()
-    raise LookupError(f"no registered algorithm is the default for {situation!r} problems (default_for)")
+def registered() -> list[Any]:
+    """The registered algorithm classes, in the order they were registered (`algorithms` filters
+    and sorts them)."""
+    return list(_REGISTRY.values())
 
 
 def traits(alg: Any) -> Traits:

@@ -153,6 +153,45 @@ def test_no_private_field_of_another_module_is_read(path: Path) -> None:
     assert foreign == []
 
 
+#: The most lines a module of the package may have.
+MAX_MODULE_LINES = 420
+#: The most lines of code a function of the package may have, its docstring not counted.
+MAX_FUNCTION_LINES = 60
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE).as_posix()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_relative)
+def test_no_module_is_longer_than_the_limit(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{lines} lines: split the module (at most {MAX_MODULE_LINES})"
+
+
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The lines of a function from its first statement after the docstring to its end."""
+    body = node.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        if len(body) == 1:
+            return 0
+        first = body[1]
+    return (node.end_lineno or node.lineno) - first.lineno + 1
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_relative)
+def test_no_function_is_longer_than_the_limit(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    long = {
+        node.name: lines
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (lines := _code_lines(node)) > MAX_FUNCTION_LINES
+    }
+    assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines of code: {long}"
+
+
 #: The contract suites a new backend must pass: over the registry and the catalogue built from it.
 CONTRACT_SUITES = [
     "tests/test_contracts.py",

@@ -69,7 +69,7 @@ class Spec:
         return dataclasses.replace(self, context=context)
 
 
-# The kinds of hyperparameter, after the helpers of backends/_base.py.
+# The kinds of hyperparameter, after the helpers of backends/_checks.py.
 
 #: ``lr`` of the first-order family (check_rate): a finite number > 0 or a schedule.
 RATE = Spec(

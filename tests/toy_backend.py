@@ -13,7 +13,8 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from optimeta.backends._base import FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm, check_positive
+from optimeta.backends._base import FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from optimeta.backends._checks import check_positive
 from optimeta.traits import Traits, register
 
 

@@ -1,7 +1,8 @@
 """The algorithms. Importing this package registers every one of them."""
 
 from .adam import Adam
-from .adaptive import Adadelta, Adagrad, Adamax, AdamW, AMSGrad, Lion, NAdam, RMSProp
+from .adaptive import Adamax, AdamW, AMSGrad, NAdam
+from .adaptive_scaling import Adadelta, Adagrad, Lion, RMSProp
 from .bfgs import BFGS
 from .olbfgs import OLBFGS
 from .scipy_constrained import COBYLA, COBYQA, SLSQP, TrustConstr

@@ -1,38 +1,42 @@
-"""The two shapes of algorithm, and the validation helpers their hyperparameters share.
+"""The two shapes of algorithm, and what a backend declares and reports besides.
 
 * `StepwiseAlgorithm`: pure ``init`` / ``step`` on flat vectors, driven by the one loop in
   ``_solve.py``. `FirstOrderAlgorithm` narrows it to "one value-and-gradient evaluation, then an
   update", and projects every update onto the box when the problem has bounds.
 * `WholeRunAlgorithm`: hands the wrapped objective to an external solver (scipy) for the whole
   run, reporting each of its iterations to a `Monitor` that applies budgets and the callback.
+* `Runner`: the run each shape asks for its own kind of run (`Algorithm.execute`).
+* `Example`: a configuration for the test catalogue; `FIRST_ORDER_TRAITS`: the first-order
+  family's traits; `NonFiniteEvaluation`: a value a step cannot use; `RunResult`: what a
+  whole-run algorithm hands back.
 
 Algorithms are frozen dataclasses of hyperparameters; whatever changes during a run lives in an
-explicit state object that ``init`` makes and ``step`` returns.
+explicit state object that ``init`` makes and ``step`` returns. Their hyperparameters are checked
+with ``backends/_checks.py``; an unknown keyword is answered by ``_keywords.py``.
 """
 
 from __future__ import annotations
 
 import abc
-import difflib
-import functools
 import inspect
 import math
-import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 from typing_extensions import Self
 
+from .._keywords import keyword_names, unexpected_keyword
 from .._solution import ReturnCode
-from .._values import is_positive_int
 from ..traits import Traits
 
 if TYPE_CHECKING:
     from .._objective import Objective
+    from .._solution import Solution
 
 __all__ = [
+    "EXAMPLE_BUDGET",
     "FIRST_ORDER_TRAITS",
     "Algorithm",
     "Box",
@@ -42,126 +46,14 @@ __all__ = [
     "Monitor",
     "NonFiniteEvaluation",
     "RunResult",
+    "Runner",
     "StepwiseAlgorithm",
     "WholeRunAlgorithm",
-    "check_fraction",
-    "check_nonnegative",
-    "check_positive",
-    "check_positive_int",
-    "check_range",
-    "check_rate",
+    "all_finite",
     "evaluate_finite",
-    "rate_at",
-    "suggest_keywords",
-    "unexpected_keyword",
 ]
 
 S = TypeVar("S")
-P = ParamSpec("P")
-R = TypeVar("R")
-
-#: Names other libraries (torch.optim, optax, scipy, scikit-learn, Keras) give to an argument
-#: that optimeta calls otherwise: consulted before the closest spelling, since
-#: ``learning_rate`` is not spelt like ``lr``. An entry applies only where its target is valid.
-KEYWORD_ALIASES: dict[str, tuple[str, ...]] = {
-    "learning_rate": ("lr",),
-    "step_size": ("lr",),
-    "stepsize": ("lr",),
-    "beta1": ("b1",),
-    "beta_1": ("b1",),
-    "beta2": ("b2",),
-    "beta_2": ("b2",),
-    "betas": ("b1", "b2"),
-    "epsilon": ("eps",),
-    "max_iter": ("maxiters", "maxiter"),
-    "maxiter": ("maxiters",),
-    "max_iters": ("maxiters", "maxiter"),
-    "max_iterations": ("maxiters", "maxiter"),
-    "n_iter": ("maxiters", "maxiter"),
-    "num_iters": ("maxiters", "maxiter"),
-    "iterations": ("maxiters", "maxiter"),
-    "max_time": ("maxtime",),
-    "time_limit": ("maxtime",),
-    "timeout": ("maxtime",),
-    "random_state": ("seed",),
-    "rng": ("seed",),
-    "callbacks": ("callback",),
-    "disp": ("verbose",),
-    "verbosity": ("verbose",),
-    "progress_bar": ("progress",),
-    "show_progress": ("progress",),
-    "n_epochs": ("epochs",),
-    "num_epochs": ("epochs",),
-    "batches": ("data",),
-    "minibatches": ("data",),
-}
-
-
-def unexpected_keyword(owner: str, name: str, valid: Iterable[str], what: str = "hyperparameters") -> TypeError:
-    """The `TypeError` for an unknown keyword argument `name` of `owner`: the valid name it most
-    likely means (a known alias from another library first, then the closest spelling), and
-    every valid name.
-
-    Args:
-        owner: Who was called, e.g. ``"Adam"`` or ``"solve()"``.
-        name: The unknown keyword.
-        valid: The keywords `owner` takes.
-        what: What the valid keywords are called in the message.
-
-    Returns:
-        The error, for the caller to raise.
-
-    Example:
-        >>> from optimeta.backends._base import unexpected_keyword
-        >>> str(unexpected_keyword("Adam", "learning_rate", ["lr", "b1", "b2", "eps"]))
-        "Adam got an unexpected keyword argument 'learning_rate'; did you mean 'lr'? Its hyperparameters: lr, b1, b2, eps"
-    """
-    valid = list(valid)
-    guesses = [alias for alias in KEYWORD_ALIASES.get(name, ()) if alias in valid]
-    if not guesses:
-        guesses = difflib.get_close_matches(name, valid, n=1)
-    if not guesses:
-        guesses = difflib.get_close_matches(name.lower().replace("-", "_"), valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {' and '.join(repr(g) for g in guesses)}?" if guesses else "."
-    listed = ", ".join(valid) if valid else "none"
-    return TypeError(f"{owner} got an unexpected keyword argument {name!r}{hint} Its {what}: {listed}")
-
-
-def _keywords(fn: Callable[..., Any]) -> tuple[str, ...] | None:
-    """The names `fn` takes as keywords (without ``self``), or None when it takes ``**kwargs``."""
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in params if p.kind in kinds and p.name != "self")
-
-
-def suggest_keywords(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: an unknown keyword argument of the decorated function is a `TypeError` that
-    suggests the valid name meant (`unexpected_keyword`), instead of Python's bare one.
-
-    Args:
-        what: What its keywords are called in the message, e.g. ``"options"``.
-    """
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        valid = _keywords(fn)
-        known = frozenset(valid or ())
-        # The message lists the keyword-only options (those after the problem and algorithm).
-        params = inspect.signature(fn).parameters.values()
-        options = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY] or list(known)
-
-        @functools.wraps(fn)
-        def checked(*args: P.args, **kwargs: P.kwargs) -> R:
-            if valid is not None:
-                for name in kwargs:
-                    if name not in known:
-                        raise unexpected_keyword(f"{fn.__name__}()", name, options, what)
-            return fn(*args, **kwargs)
-
-        return checked
-
-    return decorate
 
 
 #: The objective as an algorithm sees it: flat vector -> (loss to minimise, gradient).
@@ -187,12 +79,29 @@ class Example:
     budget: int | None = None
 
 
+class Runner(Protocol):
+    """The run an algorithm is given (``optimeta._runner.Run``): each shape of algorithm asks it
+    for its own kind of run in `Algorithm.execute`, so the front end never asks which it is."""
+
+    def run_stepwise(self, alg: StepwiseAlgorithm[Any]) -> Solution:
+        """The one driver loop, from u0 to the end."""
+        ...
+
+    def run_whole(self, alg: WholeRunAlgorithm) -> Solution:
+        """One call of `WholeRunAlgorithm.run`, reporting each iteration to the run's monitor."""
+        ...
+
+    def run_stages(self, alg: Algorithm, stages: Sequence[tuple[Algorithm, int | None]]) -> Solution:
+        """One sub-run per stage (a budget each, or None), each from the previous one's result."""
+        ...
+
+
 class Algorithm(abc.ABC):
     """Base of every algorithm: a frozen dataclass of hyperparameters plus its `traits`.
 
     The methods a shape of algorithm must implement are abstract (``init`` and ``step`` of a
-    step-wise one, ``run`` of a whole-run one): a class that misses one cannot be registered,
-    nor instantiated.
+    step-wise one, ``run`` of a whole-run one, and `execute`, which those shapes implement):
+    a class that misses one cannot be registered, nor instantiated.
 
     An unknown keyword argument is a `TypeError` that names the hyperparameter meant
     (`unexpected_keyword`): ``Adam(learning_rate=1e-3)`` suggests ``lr``.
@@ -200,9 +109,15 @@ class Algorithm(abc.ABC):
 
     traits: ClassVar[Traits]
 
+    @abc.abstractmethod
+    def execute(self, run: Runner) -> Solution:
+        """Run this algorithm in `run`, by asking it for the kind of run this shape needs."""
+        raise NotImplementedError
+
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
-        """Configurations of the class for the test catalogue and the benchmarks (`Example`).
+        """Configurations of the class for the test catalogue (`Example`); the benchmark suite's
+        is `benchmark_config`.
 
         The default: the class with its default hyperparameters, and `EXAMPLE_BUDGET` steps
         when it has no convergence test. A class whose defaults do not suit (a required step
@@ -211,6 +126,32 @@ class Algorithm(abc.ABC):
         budget = None if cls.traits.has_convergence_test else EXAMPLE_BUDGET
         return (Example(cls.__name__, cls(), budget),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> Self | None:
+        """The instance the benchmark suite (``python -m benchmarks``) runs on a problem, or None
+        to leave the class out of it (its rows then read "not configured").
+
+        The default: the class with its default hyperparameters, or None when its constructor
+        requires an argument (a step size without a default). A class whose benchmark run needs
+        a problem's step size, or hyperparameters other than its defaults, declares its own.
+
+        Args:
+            rates: The problem's tuned step sizes, by algorithm name (``BenchProblem.rates`` in
+                ``benchmarks/problems.py``: ``"SGD"``, ``"Adam"`` and ``"OLBFGS"``), for a
+                first-order class to take its own or to scale a kindred one's.
+        """
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        required = [
+            p
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind not in variadic
+        ]
+        return None if required else cls()
+
+    #: How the class meets some of its traits, by trait name, for the README's trait table
+    #: (``python -m benchmarks --traits``), e.g. ``{"supports_bounds": "projection"}``.
+    trait_notes: ClassVar[Mapping[str, str]] = {}
+
     #: Per class: the keywords its constructor takes (None: any, it takes ``**kwargs``).
     _keyword_names: ClassVar[dict[type, tuple[str, ...] | None]] = {}
 
@@ -218,7 +159,7 @@ class Algorithm(abc.ABC):
         if kwargs:
             known = Algorithm._keyword_names
             if cls not in known:
-                known[cls] = _keywords(cls.__init__)
+                known[cls] = keyword_names(cls.__init__)
             valid = known[cls]
             if valid is not None:
                 for name in kwargs:
@@ -253,7 +194,7 @@ def all_finite(v: np.ndarray) -> bool:
 
 
 class StepwiseAlgorithm(Algorithm, Generic[S]):
-    """An algorithm advanced one step at a time by the driver loop in ``_solve.py``.
+    """An algorithm advanced one step at a time by the driver loop in ``_run.py``.
 
     Class data:
         loss_at_new_iterate: ``step`` reports the loss at the iterate it returns, so a
@@ -261,6 +202,9 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
     """
 
     loss_at_new_iterate: ClassVar[bool] = False
+
+    def execute(self, run: Runner) -> Solution:
+        return run.run_stepwise(self)
 
     @abc.abstractmethod
     def init(self, x0: np.ndarray) -> S:
@@ -306,6 +250,8 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
     With bounds, the updated iterate is projected onto the box ``[lb, ub]``.
     """
 
+    trait_notes: ClassVar[Mapping[str, str]] = {"supports_bounds": "projection"}
+
     @abc.abstractmethod
     def update(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
         """The iterate after one update with gradient ``grad`` at ``x``, and the new state."""
@@ -313,7 +259,7 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
 
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
         loss, grad = evaluate(x)  # evaluate_finite, inlined: the driver's hot path
-        if not (math.isfinite(loss) and _all_true(np.isfinite(grad))):
+        if not (math.isfinite(loss) and all_finite(grad)):
             raise NonFiniteEvaluation(x, loss)
         x_new, state = self.update(grad, x, state)
         if box is not None:
@@ -359,76 +305,10 @@ class RunResult:
 class WholeRunAlgorithm(Algorithm):
     """An algorithm that runs an external solver from start to end."""
 
+    def execute(self, run: Runner) -> Solution:
+        return run.run_whole(self)
+
     @abc.abstractmethod
     def run(self, objective: Objective, monitor: Monitor) -> RunResult:
         """Minimise ``objective`` from ``objective.x0``, calling ``monitor.after_step`` each iteration."""
         raise NotImplementedError
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond float range
-        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
-
-
-def check_range(
-    name: str, value: Any, lo: float, hi: float, *, closed_lo: bool = False, closed_hi: bool = True
-) -> None:
-    """Require a real ``value`` in the interval from `lo` to `hi` (ends closed as asked)."""
-    v = _real(name, value)
-    above = v >= lo if closed_lo else v > lo
-    below = v <= hi if closed_hi else v < hi
-    if not (above and below):
-        interval = f"{'[' if closed_lo else '('}{lo:g}, {hi:g}{']' if closed_hi else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-
-
-def check_positive(name: str, value: Any) -> None:
-    """Require a finite real ``value > 0``; the error echoes the bad value."""
-    if not (math.isfinite(_real(name, value)) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-
-
-def check_nonnegative(name: str, value: Any) -> None:
-    """Require a finite real ``value >= 0``; the error echoes the bad value."""
-    if not (math.isfinite(_real(name, value)) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    """Require an integer ``value >= 1``; the error echoes the bad value."""
-    if not is_positive_int(value):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_fraction(name: str, value: Any) -> None:
-    """Require a real ``0 <= value < 1``; the error echoes the bad value."""
-    if not 0 <= _real(name, value) < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-
-
-def check_rate(name: str, value: Any) -> None:
-    """Require a step size: a finite real ``value > 0``, or a schedule ``value(step) -> float``."""
-    if callable(value) and not isinstance(value, type):
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive number or a schedule lr(step) -> float, got {value!r}")
-    check_positive(name, value)
-
-
-def rate_at(name: str, value: Any, step: int) -> float:
-    """The step size for update number `step` (0 for the first): `value` itself, or `value(step)`.
-
-    A schedule's value must be a finite number >= 0; anything else is a ValueError naming it.
-    """
-    if not callable(value):
-        return float(value)
-    out = value(step)
-    if isinstance(out, bool) or not isinstance(out, numbers.Real) or not (math.isfinite(out) and float(out) >= 0):
-        raise ValueError(
-            f"the schedule {name}={value!r} returned {out!r} at step {step}; it must return a finite number >= 0"
-        )
-    return float(out)

@@ -1,47 +1,78 @@
-"""The adaptive first-order family: AdamW, AMSGrad, Adamax, NAdam, RMSProp, Adagrad, Adadelta, Lion.
+"""The Adam variants of the adaptive first-order family: AdamW, AMSGrad, Adamax, NAdam.
 
 Each is step-wise with one value-and-gradient evaluation per step (`FirstOrderAlgorithm`): the
 traits of the family, bounds by projection onto the box after each step, and ``lr`` a number or
 a schedule (`optimeta.schedules`). The updates follow the papers cited, in the conventions of
-``torch.optim`` and optax where the papers leave a choice.
+``torch.optim`` and optax where the papers leave a choice. All four keep Adam's bias-corrected
+first moment, and all but Adamax (an infinity norm instead) its second, through the moment
+machinery the family shares (``_moments``); the rest of the family (RMSProp, Adagrad, Adadelta,
+Lion) is in ``adaptive_scaling``.
+
+Each has its own state, a NamedTuple whose fields are named for what they hold, from the step
+count on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from .. import schedules
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import (
-    EXAMPLE_BUDGET,
-    FIRST_ORDER_TRAITS,
-    Example,
-    FirstOrderAlgorithm,
-    check_fraction,
-    check_nonnegative,
-    check_positive,
-    check_rate,
-    rate_at,
-)
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._checks import check_fraction, check_nonnegative, check_positive, check_rate, rate_at
+from ._moments import adam_direction, bias_correction, ema, ema_of_square, rms_denominator
 
-__all__ = ["AMSGrad", "Adadelta", "Adagrad", "AdamW", "Adamax", "Lion", "MomentState", "NAdam", "RMSProp"]
+__all__ = [
+    "AMSGrad",
+    "AMSGradState",
+    "AdamW",
+    "AdamWState",
+    "Adamax",
+    "AdamaxState",
+    "NAdam",
+    "NAdamState",
+]
 
 
-class MomentState(NamedTuple):
-    """Updates made so far and the running statistics of the gradient (their meaning per algorithm)."""
+class AdamWState(NamedTuple):
+    """`AdamW`'s state: the updates made so far, and Adam's moments (moving averages of the
+    gradient, `m`, and of its square, `v`), not bias-corrected."""
 
     step: int
-    first: np.ndarray
-    second: np.ndarray
-    third: np.ndarray | None = None
+    m: np.ndarray
+    v: np.ndarray
 
 
-def _moments(x0: np.ndarray, third: bool = False) -> MomentState:
-    return MomentState(0, np.zeros_like(x0), np.zeros_like(x0), np.zeros_like(x0) if third else None)
+class AMSGradState(NamedTuple):
+    """`AMSGrad`'s state: the updates made so far, Adam's moments `m` and `v`, and the running
+    maximum of the second moments, `v_max`, which the step is divided by."""
+
+    step: int
+    m: np.ndarray
+    v: np.ndarray
+    v_max: np.ndarray
+
+
+class AdamaxState(NamedTuple):
+    """`Adamax`'s state: the updates made so far, the first moment `m`, and the exponentially
+    weighted infinity norm of the gradients, `inf_norm` (:math:`w_k`, with eps inside)."""
+
+    step: int
+    m: np.ndarray
+    inf_norm: np.ndarray
+
+
+class NAdamState(NamedTuple):
+    """`NAdam`'s state: the updates made so far, and Adam's moments `m` and `v` (the Nesterov
+    look-ahead is taken from them at each step, not kept)."""
+
+    step: int
+    m: np.ndarray
+    v: np.ndarray
 
 
 def _check_adam_family(alg: AdamW | AMSGrad | Adamax | NAdam) -> None:
@@ -53,7 +84,7 @@ def _check_adam_family(alg: AdamW | AMSGrad | Adamax | NAdam) -> None:
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class AdamW(FirstOrderAlgorithm[MomentState]):
+class AdamW(FirstOrderAlgorithm[AdamWState]):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
     .. math::
@@ -95,24 +126,32 @@ class AdamW(FirstOrderAlgorithm[MomentState]):
     def examples(cls) -> tuple[Example, ...]:
         return (Example("AdamW", cls(lr=0.02, weight_decay=0.0), EXAMPLE_BUDGET),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> AdamW:
+        # The rest of the first-order family runs at Adam's step size where it shares its scale
+        # of step (Lion moves every coordinate by lr: a tenth; Adagrad's steps shrink: ten times;
+        # Adadelta sets its own scale: 1.0, the paper's). Without weight decay, as in its example:
+        # the decay would move the minimum away from the problem's.
+        return cls(lr=rates["Adam"], weight_decay=0.0)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
         check_nonnegative("weight_decay", self.weight_decay)
 
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
+    def init(self, x0: np.ndarray) -> AdamWState:
+        return AdamWState(0, np.zeros_like(x0), np.zeros_like(x0))
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
+    def update(self, grad: np.ndarray, x: np.ndarray, state: AdamWState) -> tuple[np.ndarray, AdamWState]:
         lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = self.b1 * state.first + (1 - self.b1) * grad
-        v = self.b2 * state.second + (1 - self.b2) * grad * grad
-        direction = (m / (1 - self.b1**k)) / (np.sqrt(v / (1 - self.b2**k)) + self.eps) + self.weight_decay * x
-        return x - lr * direction, MomentState(k, m, v)
+        m = ema(state.m, grad, self.b1)
+        v = ema_of_square(state.v, grad, self.b2)
+        direction = adam_direction(m, v, self.b1, self.b2, k, self.eps) + self.weight_decay * x
+        return x - lr * direction, AdamWState(k, m, v)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class AMSGrad(FirstOrderAlgorithm[MomentState]):
+class AMSGrad(FirstOrderAlgorithm[AMSGradState]):
     r"""Adam with the maximum of past second moments in the denominator (Reddi, Kale & Kumar, 2018).
 
     .. math::
@@ -148,24 +187,27 @@ class AMSGrad(FirstOrderAlgorithm[MomentState]):
     def examples(cls) -> tuple[Example, ...]:
         return (Example("AMSGrad", cls(lr=0.02), EXAMPLE_BUDGET),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> AMSGrad:
+        return cls(lr=rates["Adam"])  # Adam's scale of step (see `AdamW.benchmark_config`)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0, third=True)
+    def init(self, x0: np.ndarray) -> AMSGradState:
+        return AMSGradState(0, np.zeros_like(x0), np.zeros_like(x0), np.zeros_like(x0))
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
+    def update(self, grad: np.ndarray, x: np.ndarray, state: AMSGradState) -> tuple[np.ndarray, AMSGradState]:
         lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = self.b1 * state.first + (1 - self.b1) * grad
-        v = self.b2 * state.second + (1 - self.b2) * grad * grad
-        v_max = v if state.third is None else np.maximum(state.third, v)
-        step = (m / (1 - self.b1**k)) / (np.sqrt(v_max / (1 - self.b2**k)) + self.eps)
-        return x - lr * step, MomentState(k, m, v, v_max)
+        m = ema(state.m, grad, self.b1)
+        v = ema_of_square(state.v, grad, self.b2)
+        v_max = np.maximum(state.v_max, v)
+        return x - lr * adam_direction(m, v_max, self.b1, self.b2, k, self.eps), AMSGradState(k, m, v, v_max)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Adamax(FirstOrderAlgorithm[MomentState]):
+class Adamax(FirstOrderAlgorithm[AdamaxState]):
     r"""Adam in the infinity norm (Kingma & Ba, 2015, section 7.1).
 
     .. math::
@@ -203,22 +245,26 @@ class Adamax(FirstOrderAlgorithm[MomentState]):
     def examples(cls) -> tuple[Example, ...]:
         return (Example("Adamax", cls(lr=0.05), EXAMPLE_BUDGET),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> Adamax:
+        return cls(lr=rates["Adam"])  # Adam's scale of step (see `AdamW.benchmark_config`)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
+    def init(self, x0: np.ndarray) -> AdamaxState:
+        return AdamaxState(0, np.zeros_like(x0), np.zeros_like(x0))
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
+    def update(self, grad: np.ndarray, x: np.ndarray, state: AdamaxState) -> tuple[np.ndarray, AdamaxState]:
         lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = self.b1 * state.first + (1 - self.b1) * grad
-        w = np.maximum(self.b2 * state.second, np.abs(grad) + self.eps)
-        return x - (lr / (1 - self.b1**k)) * m / w, MomentState(k, m, w)
+        m = ema(state.m, grad, self.b1)
+        w = np.maximum(self.b2 * state.inf_norm, np.abs(grad) + self.eps)
+        return x - (lr / bias_correction(self.b1, k)) * m / w, AdamaxState(k, m, w)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class NAdam(FirstOrderAlgorithm[MomentState]):
+class NAdam(FirstOrderAlgorithm[NAdamState]):
     r"""Adam with Nesterov momentum (Dozat, 2016), in the form optax uses.
 
     .. math::
@@ -254,231 +300,20 @@ class NAdam(FirstOrderAlgorithm[MomentState]):
     def examples(cls) -> tuple[Example, ...]:
         return (Example("NAdam", cls(lr=0.02), EXAMPLE_BUDGET),)
 
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> NAdam:
+        return cls(lr=rates["Adam"])  # Adam's scale of step (see `AdamW.benchmark_config`)
+
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
+    def init(self, x0: np.ndarray) -> NAdamState:
+        return NAdamState(0, np.zeros_like(x0), np.zeros_like(x0))
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
+    def update(self, grad: np.ndarray, x: np.ndarray, state: NAdamState) -> tuple[np.ndarray, NAdamState]:
         lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = self.b1 * state.first + (1 - self.b1) * grad
-        v = self.b2 * state.second + (1 - self.b2) * grad * grad
-        m_hat = self.b1 * m / (1 - self.b1 ** (k + 1)) + (1 - self.b1) * grad / (1 - self.b1**k)
-        return x - lr * m_hat / (np.sqrt(v / (1 - self.b2**k)) + self.eps), MomentState(k, m, v)
-
-
-@register
-@dataclass(frozen=True, kw_only=True)
-class RMSProp(FirstOrderAlgorithm[MomentState]):
-    r"""RMSProp (Tieleman & Hinton, 2012), optionally with momentum.
-
-    .. math::
-        s_k = \rho s_{k-1} + (1 - \rho) g_k^2, \quad
-        b_k = \mu b_{k-1} + \frac{g_k}{\sqrt{s_k} + \epsilon}, \quad u_{k+1} = u_k - \eta b_k
-
-    (``torch.optim.RMSprop``'s convention; :math:`\mu = 0` is plain RMSProp).
-
-    Args:
-        lr: Step size or a schedule. rho: Decay of the squared-gradient average in [0, 1).
-        eps: > 0. momentum: :math:`\mu \in [0, 1)`.
-
-    Traits:
-        The first-order family's (see `AdamW`).
-
-    Example:
-        >>> import autograd.numpy as anp, numpy as np, optimeta as om
-        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
-        >>> sol = om.solve(prob, om.RMSProp(lr=om.schedules.exponential_decay(0.01, 0.999)), maxiters=3000)
-        >>> bool(np.allclose(sol.u, 1.0, atol=1e-3))
-        True
-
-    References:
-        Tieleman & Hinton (2012), Lecture 6.5, "rmsprop", COURSERA: Neural Networks for Machine Learning.
-    """
-
-    lr: float | Schedule = 1e-2
-    rho: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
-
-    traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
-
-    @classmethod
-    def examples(cls) -> tuple[Example, ...]:
-        return (Example("RMSProp", cls(lr=schedules.exponential_decay(0.02, 0.998)), EXAMPLE_BUDGET),)
-
-    def __post_init__(self) -> None:
-        check_rate("lr", self.lr)
-        check_fraction("rho", self.rho)
-        check_positive("eps", self.eps)
-        check_fraction("momentum", self.momentum)
-
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
-
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
-        lr = rate_at("lr", self.lr, state.step)
-        s = self.rho * state.second + (1 - self.rho) * grad * grad
-        b = self.momentum * state.first + grad / (np.sqrt(s) + self.eps)
-        return x - lr * b, MomentState(state.step + 1, b, s)
-
-
-@register
-@dataclass(frozen=True, kw_only=True)
-class Adagrad(FirstOrderAlgorithm[MomentState]):
-    r"""Adagrad (Duchi, Hazan & Singer, 2011): per-coordinate steps shrinking with the sum of
-    squared gradients.
-
-    .. math::
-        G_k = G_{k-1} + g_k^2, \qquad u_{k+1} = u_k - \eta \frac{g_k}{\sqrt{G_k} + \epsilon}
-
-    Args:
-        lr: Step size or a schedule. eps: > 0. initial_accumulator: :math:`G_0 \ge 0`.
-
-    Traits:
-        The first-order family's (see `AdamW`).
-
-    Example:
-        >>> import autograd.numpy as anp, numpy as np, optimeta as om
-        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
-        >>> bool(np.allclose(om.solve(prob, om.Adagrad(lr=0.5), maxiters=2000).u, 1.0, atol=1e-3))
-        True
-
-    References:
-        Duchi, Hazan & Singer (2011), "Adaptive Subgradient Methods for Online Learning and
-        Stochastic Optimization", JMLR 12.
-    """
-
-    lr: float | Schedule = 1e-2
-    eps: float = 1e-10
-    initial_accumulator: float = 0.0
-
-    traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
-
-    @classmethod
-    def examples(cls) -> tuple[Example, ...]:
-        return (Example("Adagrad", cls(lr=0.5), EXAMPLE_BUDGET),)
-
-    def __post_init__(self) -> None:
-        check_rate("lr", self.lr)
-        check_positive("eps", self.eps)
-        check_nonnegative("initial_accumulator", self.initial_accumulator)
-
-    def init(self, x0: np.ndarray) -> MomentState:
-        return MomentState(0, np.full_like(x0, self.initial_accumulator), np.zeros_like(x0))
-
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
-        lr = rate_at("lr", self.lr, state.step)
-        total = state.first + grad * grad
-        return x - lr * grad / (np.sqrt(total) + self.eps), MomentState(state.step + 1, total, state.second)
-
-
-@register
-@dataclass(frozen=True, kw_only=True)
-class Adadelta(FirstOrderAlgorithm[MomentState]):
-    r"""Adadelta (Zeiler, 2012): steps scaled by the ratio of running RMS of updates and gradients.
-
-    .. math::
-        a_k = \rho a_{k-1} + (1 - \rho) g_k^2, \quad
-        \Delta_k = \frac{\sqrt{d_{k-1} + \epsilon}}{\sqrt{a_k + \epsilon}} g_k, \quad
-        d_k = \rho d_{k-1} + (1 - \rho) \Delta_k^2, \quad u_{k+1} = u_k - \eta \Delta_k
-
-    Args:
-        lr: Scale of the step (1.0 in the paper) or a schedule. rho: Decay in [0, 1). eps: > 0.
-
-    Traits:
-        The first-order family's (see `AdamW`).
-
-    Example:
-        >>> import autograd.numpy as anp, numpy as np, optimeta as om
-        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
-        >>> sol = om.solve(prob, om.Adadelta(lr=1.0, eps=1e-4), maxiters=3000)
-        >>> bool(np.allclose(sol.u, 1.0, atol=1e-3))
-        True
-
-    References:
-        Zeiler (2012), "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701.
-    """
-
-    lr: float | Schedule = 1.0
-    rho: float = 0.9
-    eps: float = 1e-6
-
-    traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
-
-    @classmethod
-    def examples(cls) -> tuple[Example, ...]:
-        return (Example("Adadelta", cls(lr=schedules.cosine_decay(1.0, EXAMPLE_BUDGET), eps=1e-3), EXAMPLE_BUDGET),)
-
-    def __post_init__(self) -> None:
-        check_rate("lr", self.lr)
-        check_fraction("rho", self.rho)
-        check_positive("eps", self.eps)
-
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
-
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
-        lr = rate_at("lr", self.lr, state.step)
-        a = self.rho * state.first + (1 - self.rho) * grad * grad
-        delta = np.sqrt(state.second + self.eps) / np.sqrt(a + self.eps) * grad
-        d = self.rho * state.second + (1 - self.rho) * delta * delta
-        return x - lr * delta, MomentState(state.step + 1, a, d)
-
-
-@register
-@dataclass(frozen=True, kw_only=True)
-class Lion(FirstOrderAlgorithm[MomentState]):
-    r"""Lion, evolved sign momentum (Chen et al., 2023).
-
-    .. math::
-        c_k = \beta_1 m_{k-1} + (1 - \beta_1) g_k, \quad
-        u_{k+1} = u_k - \eta (\operatorname{sign}(c_k) + \lambda u_k), \quad
-        m_k = \beta_2 m_{k-1} + (1 - \beta_2) g_k
-
-    Every coordinate moves by :math:`\eta` per step, so its step size is usually 3 to 10 times
-    smaller than Adam's.
-
-    Args:
-        lr: Step size or a schedule. b1, b2: Decays in [0, 1). weight_decay: :math:`\lambda \ge 0`.
-
-    Traits:
-        The first-order family's (see `AdamW`).
-
-    Example:
-        >>> import autograd.numpy as anp, numpy as np, optimeta as om
-        >>> prob = om.OptimizationProblem(lambda u, p: anp.sum((u - 1.0) ** 2), np.zeros(2))
-        >>> lr = om.schedules.cosine_decay(0.01, decay_steps=2000)
-        >>> bool(np.allclose(om.solve(prob, om.Lion(lr=lr), maxiters=2000).u, 1.0, atol=1e-3))
-        True
-
-    References:
-        Chen et al. (2023), "Symbolic Discovery of Optimization Algorithms", NeurIPS.
-    """
-
-    lr: float | Schedule = 1e-4
-    b1: float = 0.9
-    b2: float = 0.99
-    weight_decay: float = 0.0
-
-    traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
-
-    @classmethod
-    def examples(cls) -> tuple[Example, ...]:
-        return (Example("Lion", cls(lr=schedules.cosine_decay(0.01, EXAMPLE_BUDGET)), EXAMPLE_BUDGET),)
-
-    def __post_init__(self) -> None:
-        check_rate("lr", self.lr)
-        check_fraction("b1", self.b1)
-        check_fraction("b2", self.b2)
-        check_nonnegative("weight_decay", self.weight_decay)
-
-    def init(self, x0: np.ndarray) -> MomentState:
-        return _moments(x0)
-
-    def update(self, grad: np.ndarray, x: np.ndarray, state: MomentState) -> tuple[np.ndarray, MomentState]:
-        lr = rate_at("lr", self.lr, state.step)
-        c = self.b1 * state.first + (1 - self.b1) * grad
-        m = self.b2 * state.first + (1 - self.b2) * grad
-        return x - lr * (np.sign(c) + self.weight_decay * x), MomentState(state.step + 1, m, state.second)
+        m = ema(state.m, grad, self.b1)
+        v = ema_of_square(state.v, grad, self.b2)
+        # The Nesterov look-ahead: the next step's momentum, and this gradient, each bias-corrected.
+        m_hat = self.b1 * m / bias_correction(self.b1, k + 1) + (1 - self.b1) * grad / bias_correction(self.b1, k)
+        return x - lr * m_hat / rms_denominator(v, self.b2, k, self.eps), NAdamState(k, m, v)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from ..traits import Traits, register
-from ._base import (
-    Box,
-    Evaluate,
-    Example,
-    StepwiseAlgorithm,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-    evaluate_finite,
-)
+from ._base import Box, Evaluate, Example, StepwiseAlgorithm, evaluate_finite
+from ._checks import check_nonnegative, check_positive, check_positive_int
 
 __all__ = ["OLBFGS", "OLBFGSState"]
 
@@ -101,6 +94,11 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
         return (Example("OLBFGS", cls(lr=0.5), 300),)
+
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> OLBFGS:
+        # At the step size tuned for the problem.
+        return cls(lr=rates["OLBFGS"])
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)

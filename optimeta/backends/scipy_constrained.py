@@ -9,12 +9,14 @@ point ends with FAILURE.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Example, Monitor, check_positive
+from ._base import Example, Monitor
+from ._checks import check_positive
 from ._scipy_traits import minimize_traits
 from .scipy_minimize import ScipyMinimize
 
@@ -198,6 +200,11 @@ class COBYLA(ScipyMinimize):
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
         return (Example("COBYLA", cls(rhobeg=0.1, tol=1e-8, catol=1e-10)),)
+
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> COBYLA:
+        # scipy's defaults but for the constraint tolerance, tightened to COBYQA's.
+        return cls(catol=1e-8)
 
     def __post_init__(self) -> None:
         for name in ("rhobeg", "tol", "catol"):

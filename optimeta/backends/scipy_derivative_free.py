@@ -6,6 +6,7 @@ is computed, so objectives that autograd cannot trace (or non-smooth ones) are f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,7 +14,8 @@ import numpy as np
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Example, Monitor, check_positive
+from ._base import Example, Monitor
+from ._checks import check_positive
 from ._scipy_traits import minimize_traits
 from .scipy_minimize import ScipyMinimize
 
@@ -63,6 +65,11 @@ class NelderMead(ScipyMinimize):
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
         return (Example("NelderMead", cls(xatol=1e-10, fatol=1e-14, adaptive=True)),)
+
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> NelderMead:
+        # Tight tolerances, so that it runs to the minimum rather than to scipy's loose defaults.
+        return cls(xatol=1e-10, fatol=1e-14, adaptive=True)
 
     def __post_init__(self) -> None:
         check_positive("xatol", self.xatol)
@@ -127,6 +134,11 @@ class Powell(ScipyMinimize):
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
         return (Example("Powell", cls(xtol=1e-8, ftol=1e-12)),)
+
+    @classmethod
+    def benchmark_config(cls, rates: Mapping[str, float]) -> Powell:
+        # Tight tolerances, so that it runs to the minimum rather than to scipy's loose defaults.
+        return cls(xtol=1e-10, ftol=1e-14)
 
     def __post_init__(self) -> None:
         check_positive("xtol", self.xtol)

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Monitor, check_nonnegative, check_positive, check_positive_int
+from ._base import Monitor
+from ._checks import check_nonnegative, check_positive, check_positive_int
 from ._scipy_traits import GRADIENT_STATUSES, minimize_traits
 from .scipy_minimize import ScipyMinimize
 

@@ -6,12 +6,14 @@ from autograd (reverse over reverse), or from forward differences of the user's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._solution import ReturnCode
 from ..traits import Traits, register
-from ._base import Monitor, check_positive
+from ._base import Monitor
+from ._checks import check_positive
 from ._scipy_traits import GRADIENT_STATUSES, minimize_traits
 from .scipy_minimize import ScipyMinimize
 
@@ -184,3 +186,4 @@ class Dogleg(_Newton):
     method: ClassVar[str] = "dogleg"
     derivatives: ClassVar[str] = "hess"
     traits: ClassVar[Traits] = _NEWTON
+    trait_notes: ClassVar[Mapping[str, str]] = {"requires_hessian": "positive definite"}
