@@ -138,14 +138,15 @@ def large_update(size: int = 10_000_000, steps: int = 5, repeats: int = 3) -> li
         theirs_opt = make_theirs(param)
 
         # Like torch's optimizer, the run's state lives on from one timed run to the next; the
-        # iterate is handed from step to step, so that its memory can be updated in place.
+        # iterate and state are handed from step to step and donated, as the driver loop
+        # donates them (`step_donated`), so that their memory can be updated in place.
         carried: list[Any] = [x, ours_alg.init(x)]
 
         def ours(alg: Any = ours_alg, carried: list[Any] = carried) -> None:
             y, state = carried
             carried.clear()
             for _ in range(steps):
-                y, state = alg.update(g, y, state)
+                y, state = alg.update_donated(g, y, state)
             carried[:] = [y, state]
 
         def theirs(opt: Any = theirs_opt) -> None:

@@ -7,7 +7,9 @@ the README's markers `START` and `END`. A cell shows the gap to 1 significant di
 *accuracy class* (`accuracy_class`) differs between the two runs is marked sensitive to rounding
 (`SENSITIVE`, a ``~`` suffix). ``python -m benchmarks --check-readme`` compares a fresh quick run
 with that table: every refused cell must be refused by the same traits, and every cell not marked
-sensitive must be in the same class (`compare`).
+sensitive must agree (`agree`): be in the same class, or within a factor of `ROUNDING_FACTOR` of
+the README's gap (a gap near a decade's edge crosses it on a CPU whose BLAS kernel rounds
+otherwise), or, for a run that diverged (a gap of `DIVERGED` and more), have diverged too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ SENSITIVE = "~"
 #: A gap within SOLVED * max(1, |f*|) of the optimum is "solved".
 SOLVED = 1e-6
 NONFINITE = "NaN/Inf"
+#: Two gaps within this factor of each other agree, whatever decades they fall in.
+ROUNDING_FACTOR = 10.0
+#: A gap of this (relative to the optimum where it exceeds 1) and more: the run diverged.
+DIVERGED = 1e10
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -147,12 +153,36 @@ def compare(readme: Table, fresh: Table, f_stars: Mapping[str, float | None], sk
             then, now = readme.cells.get(key, ""), fresh.cells.get(key, "")
             was, isnow = accuracy_class(then, f_stars.get(problem)), accuracy_class(now, f_stars.get(problem))
             refusal = then.startswith("refused") or now.startswith("refused")
-            if was == isnow or (key in readme.sensitive and not refusal and "not run" not in (was, isnow)):
+            if agree(then, now, f_stars.get(problem)) or (
+                key in readme.sensitive and not refusal and "not run" not in (was, isnow)
+            ):
                 continue
             mismatches.append(
                 f"{solver} on {problem}: README {then or 'not run'!r} ({was}), now {now or 'not run'!r} ({isnow})"
             )
     return mismatches
+
+
+def agree(then: str, now: str, f_star: float | None) -> bool:
+    """Whether a fresh cell `now` reproduces the README's `then` (both as `cell` writes them):
+    the same accuracy class; or two gaps within `ROUNDING_FACTOR` of each other (a gap within
+    the solved tolerance counting as that tolerance), of one sign; or two runs that diverged."""
+    if accuracy_class(then, f_star) == accuracy_class(now, f_star):
+        return True
+    try:
+        a, b = float(then), float(now)
+    except ValueError:
+        return False
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    scale = 1.0 if f_star is None else max(1.0, abs(f_star))
+    if min(abs(a), abs(b)) >= DIVERGED * scale:
+        return True
+    tolerance = 0.0 if f_star is None else SOLVED * scale
+    if (a < -tolerance and b > tolerance) or (a > tolerance and b < -tolerance):
+        return False
+    low, high = sorted((max(abs(a), tolerance), max(abs(b), tolerance)))
+    return high <= ROUNDING_FACTOR * low
 
 
 def replace_block(text: str, block: str, start: str = START, end: str = END) -> str:

@@ -235,7 +235,10 @@ class Decoder:
         name = node["type"]
         cls = known.get(name) if isinstance(name, str) else None
         if cls is None:
-            raise ValueError(f"an unknown class {name!r} (only optimeta's own are rebuilt)")
+            raise ValueError(
+                f"an unknown class {name!r} (only optimeta's own are rebuilt; a checkpoint saved by another "
+                "version of optimeta may name a class this one does not have)"
+            )
         if "name" in node and issubclass(cls, enum.Enum):
             return cls[node["name"]]
         if "items" in node and issubclass(cls, tuple):

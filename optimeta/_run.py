@@ -123,12 +123,15 @@ def drive(
     taken = 0
     keep_best = monitor.keep_best
     loss_before = not alg.loss_at_new_iterate
+    step = alg.step_donated
     for monitor.epoch, objective.p in schedule:
-        # A deterministic run keeps its best iterate: this one, whose loss the step reports
-        # (steps are pure: the arrays they are given are never written).
-        held = x if keep_best and loss_before else None
+        # The driver donates the iterate and state it holds (`step_donated`): a large update may
+        # write over them, in place. A deterministic run keeps its best iterate, by a view:
+        # this one, whose loss the step reports, is held through the step, so that the update
+        # writes elsewhere (an iterate anyone views is never written over).
+        held = x.view() if keep_best and loss_before else None
         try:
-            x_new, opt_state, loss = alg.step(objective.value_and_grad, x, opt_state, box)
+            x_new, opt_state, loss = step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
             if monitor.skips_in_a_row >= monitor.max_skips:
                 x, loss = _nonfinite_end(objective, monitor, x, exc.x, exc.loss)
@@ -151,10 +154,11 @@ def drive(
                 return x, opt_state, loss, ended
             monitor.skips_in_a_row = 0
             if keep_best and (monitor.best is None or loss < monitor.best[0]):
-                monitor.best = (loss, held if held is not None else x_new)
+                monitor.best = (loss, held if held is not None else x_new.view())
             x = x_new
-            # A deterministic run's partial solution is the iterate the loss was computed at; a
-            # noisy run's is the new iterate, and keeps no earlier one alive.
+            # A deterministic run's partial solution is the iterate the loss was computed at
+            # (held through the step); a noisy run's keeps no earlier iterate, so that its
+            # update may write over the memory of the one it was given.
             stopped = monitor.after_step(x, loss, held)
             if ended is not None:
                 return x, opt_state, loss, ended

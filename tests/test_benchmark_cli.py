@@ -47,6 +47,32 @@ def test_accuracy_classes() -> None:
     assert readme.accuracy_class("", 0.0) == "not run"
 
 
+def test_a_fresh_cell_agrees_within_a_factor_of_ten_or_when_both_runs_diverged() -> None:
+    # A gap near a decade's edge crosses it on a CPU that rounds otherwise: one decade's
+    # neighbour within a factor of 10 agrees, two decades apart do not.
+    assert readme.agree("9e-05", "1e-04", 0.0)
+    assert readme.agree("1e-05", "9e-05", 0.0)
+    assert not readme.agree("1e-05", "2e-04", 0.0)
+    assert not readme.agree("1e-06", "1e-04", 0.0)
+    # The solved tolerance counts as the smallest gap: 3e-07 (solved) and 5e-06 agree.
+    assert readme.agree("3e-07", "5e-06", 0.0)
+    assert not readme.agree("3e-07", "5e-05", 0.0)
+    # Two runs that diverged agree, whatever their sizes; one that did not does not.
+    assert readme.agree("1e+87", "3e+72", 0.0)
+    assert not readme.agree("1e+87", "3e+02", 0.0)
+    # Signs: a point within the constraint tolerance (a gap below 0) is not a gap above it.
+    assert not readme.agree("-5e-03", "5e-03", 0.0)
+    assert readme.agree("-5e-03", "-1e-02", 0.0)
+    # Refusals, errors, NaN/Inf and empty cells agree only with themselves.
+    assert not readme.agree("NaN/Inf", "1e+87", 0.0)
+    assert not readme.agree("refused: supports_bounds", "1e-05", 0.0)
+    assert not readme.agree("", "1e-05", 0.0)
+    assert readme.agree("error", "error", 0.0)
+    # Where the optimum is unknown the cells are objectives: the factor applies to them.
+    assert readme.agree("5e-02", "2e-01", None)
+    assert not readme.agree("0e+00", "1e-03", None)
+
+
 def _results() -> list[Result]:
     return [
         ok("quad", "A", 1e-12),

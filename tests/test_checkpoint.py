@@ -1330,11 +1330,17 @@ def test_an_npz_archive_of_something_else_is_not_a_checkpoint(tmp_path: Path) ->
         ),
         (
             lambda meta: meta["parts"]["opt_state"].update(type="os.system"),
-            "is a corrupted checkpoint: an unknown class 'os.system' (only optimeta's own are rebuilt)",
+            (
+                "is a corrupted checkpoint: an unknown class 'os.system' (only optimeta's own are rebuilt; a checkpoint "
+                "saved by another version of optimeta may name a class this one does not have)"
+            ),
         ),
         (
             lambda meta: meta["parts"]["algorithm"].update(type="LBFGS"),
-            "is a corrupted checkpoint: an unknown class 'LBFGS' (only optimeta's own are rebuilt)",
+            (
+                "is a corrupted checkpoint: an unknown class 'LBFGS' (only optimeta's own are rebuilt; a checkpoint "
+                "saved by another version of optimeta may name a class this one does not have)"
+            ),
         ),
         (
             lambda meta: meta["parts"]["algorithm"]["fields"][0].__setitem__(1, -1.0),

@@ -4,11 +4,13 @@ For every step-wise algorithm the registry holds (in each configuration its clas
 step taken twice from the same iterate and state gives the same result byte for byte, the iterate
 and the state given are unchanged, and the result of the first step survives the second. The
 first-order family is also checked at a size where the run's memory is recycled, on the NumPy
-path and on the fused numba kernels.
+path and on the fused numba kernels. Only the driver donates an iterate and a state it alone
+holds (`step_donated`), and a donated step gives the pure step's result, bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 from typing import Any
@@ -86,6 +88,14 @@ def _check_a_step_twice(case: AlgorithmCase, n: int, box: Any = None) -> None:
     assert fingerprint(third) != after_first
 
 
+def _kernel_path(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the fused numba kernels at every size (skipped without numba), or the NumPy path."""
+    if fused:
+        if not _kernels.have_numba():
+            pytest.skip("numba is not installed (pip install numba): the fused kernels are not used")
+        monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
+
+
 @pytest.mark.parametrize("case", STEPWISE, ids=repr)
 def test_a_step_taken_twice_from_one_state_gives_the_same_result(case: AlgorithmCase) -> None:
     _check_a_step_twice(case, 6)
@@ -101,8 +111,32 @@ def test_a_projected_step_writes_nothing_it_was_given(case: AlgorithmCase) -> No
 def test_a_step_with_recycled_memory_writes_nothing_it_was_given(
     case: AlgorithmCase, fused: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if fused:
-        if not _kernels.have_numba():
-            pytest.skip("numba is not installed (pip install numba): the fused kernels are not used")
-        monkeypatch.setattr(_kernels, "FUSED_MIN_SIZE", 1)
+    _kernel_path(fused, monkeypatch)
     _check_a_step_twice(case, RECYCLE_MIN_SIZE)
+
+
+def _check_donated_equals_pure(case: AlgorithmCase, n: int, box: Any = None) -> None:
+    objective = Quartic(n)
+    x, state = _advanced(case, objective, n, box)
+    pure = fingerprint(case.alg.step(objective, x, state, box))
+    # The driver donates what it alone holds: copies here, so that the pure step's inputs stay.
+    x_donated, state_donated = copy.deepcopy(x), copy.deepcopy(state)
+    donated = case.alg.step_donated(objective, x_donated, state_donated, box)
+    assert fingerprint(donated) == pure, "a donated step gave another result than the pure one"
+
+
+@pytest.mark.parametrize("case", STEPWISE, ids=repr)
+def test_a_donated_step_gives_the_pure_steps_result(case: AlgorithmCase) -> None:
+    _check_donated_equals_pure(case, 6)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["numpy", "fused"])
+@pytest.mark.parametrize("case", FIRST_ORDER, ids=repr)
+def test_a_large_donated_step_gives_the_pure_steps_result(
+    case: AlgorithmCase, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _kernel_path(fused, monkeypatch)
+    _check_donated_equals_pure(case, RECYCLE_MIN_SIZE)
+    _check_donated_equals_pure(
+        case, RECYCLE_MIN_SIZE, box=(np.full(RECYCLE_MIN_SIZE, -0.5), np.full(RECYCLE_MIN_SIZE, 0.5))
+    )

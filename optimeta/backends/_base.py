@@ -221,6 +221,14 @@ class StepwiseAlgorithm(Algorithm, Generic[S]):
         """
         raise NotImplementedError
 
+    def step_donated(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
+        """`step`, with ``x`` and ``state`` donated: the caller never reads them again, so the
+        step may write over their arrays (as ``jax.jit``'s ``donate_argnums``). The driver loop
+        calls it, with iterates and states it made and alone holds; the result must be `step`'s,
+        bit for bit. The default is `step`: an algorithm overrides it only to save memory traffic
+        on large vectors (`Adam`'s and `SGD`'s moments, `BFGS`'s inverse Hessian)."""
+        return self.step(evaluate, x, state, box)
+
     def terminate(self, state: S) -> ReturnCode | None:
         """After a step: a return code to end the run (convergence, failure), or None."""
         return None
@@ -257,6 +265,11 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         """The iterate after one update with gradient ``grad`` at ``x``, and the new state."""
         raise NotImplementedError
 
+    def update_donated(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
+        """`update`, with ``x`` and ``state`` donated (see `StepwiseAlgorithm.step_donated`);
+        the default is `update`."""
+        return self.update(grad, x, state)
+
     def step(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
         loss, grad = evaluate(x)  # evaluate_finite, inlined: the driver's hot path
         if not (math.isfinite(loss) and all_finite(grad)):
@@ -264,6 +277,15 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         x_new, state = self.update(grad, x, state)
         if box is not None:
             # A new iterate is the algorithm's own until returned: it is projected in place.
+            x_new = np.clip(x_new, box[0], box[1], out=None if x_new is x else x_new)
+        return x_new, state, loss
+
+    def step_donated(self, evaluate: Evaluate, x: np.ndarray, state: S, box: Box | None) -> tuple[np.ndarray, S, float]:
+        loss, grad = evaluate(x)
+        if not (math.isfinite(loss) and all_finite(grad)):
+            raise NonFiniteEvaluation(x, loss)  # before any array given is written
+        x_new, state = self.update_donated(grad, x, state)
+        if box is not None:
             x_new = np.clip(x_new, box[0], box[1], out=None if x_new is x else x_new)
         return x_new, state, loss
 

@@ -8,6 +8,10 @@ them).
 The updates are pure: they write the new iterate and the new moments into memory of their own
 and never into the arrays they are given, so a step taken twice from one state gives the same
 result, and a state kept by anyone (a rollback, a checkpoint, a comparison) stays as it was.
+Only an update whose caller donates the arrays (``donate=True``: the driver loop, for the
+states and iterates it made and alone holds, as ``jax.jit``'s ``donate_argnums``) writes over
+them, in place, as ``torch.optim`` does: the moments always, the iterate when nothing else
+views it (`Recycler.reuse`). Both ways give the same results, bit for bit.
 For large vectors that memory comes from a `Recycler`, which hands out a buffer again only once
 nothing views it any more: a long run allocates nothing after its first steps, and nobody's
 array is ever written over.
@@ -103,6 +107,24 @@ class Recycler:
         fresh: np.ndarray = buffers[-1].view()
         return fresh
 
+    def reuse(self, x: np.ndarray) -> np.ndarray:
+        """For a donated iterate `x` (see `adam_step`): a new view of `x`'s own memory when `x`
+        is a whole buffer of this recycler and the only view left of it, so that the update
+        writes in place, as ``torch.optim`` does; otherwise `take`'s array."""
+        if _NO_VIEW is None or x.size < RECYCLE_MIN_SIZE:
+            return np.empty_like(x)
+        buffers = self._buffers
+        # The counts are read before any local name refers to a buffer (it would count).
+        counts = [self._references(i) for i in range(len(buffers))]
+        for i in range(len(buffers)):
+            if x.base is buffers[i]:
+                whole = (x.shape, x.strides) == (buffers[i].shape, buffers[i].strides)
+                if whole and counts[i] == _NO_VIEW + 1:
+                    view: np.ndarray = buffers[i].view()
+                    return view
+                break
+        return self.take(x)
+
     def __deepcopy__(self, memo: dict[int, Any]) -> Recycler:
         return Recycler()  # a copy holds no claim on the run's memory
 
@@ -195,11 +217,13 @@ def _adam_numpy(
         v += g2
         step = v / c2
         np.sqrt(step, out=step)
+        x_new = None
     else:
-        x_new, m, v = out
+        x_new, m, v = out  # m, v may be mu, nu themselves (donated), x_new x's memory
         np.multiply(mu, b1, out=m)
         m += (1.0 - b1) * g
-        step = np.multiply(g, g, out=x_new)
+        step = np.empty_like(x) if np.may_share_memory(x_new, x) else x_new
+        np.multiply(g, g, out=step)
         step *= 1.0 - b2
         np.multiply(nu, b2, out=v)
         v += step
@@ -208,7 +232,7 @@ def _adam_numpy(
     step += eps
     np.divide(m, step, out=step)
     step *= lr_c1
-    return np.subtract(x, step, out=step), m, v
+    return np.subtract(x, step, out=step if x_new is None else x_new), m, v
 
 
 # error_model="numpy" drops Python's zero-division checks, which keep a loop from being
@@ -243,20 +267,26 @@ def adam_step(
     eps: float,
     fused: bool | None = None,
     memory: Recycler | None = None,
+    donate: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Adam update: the new iterate and moments ``(x', m, v)``, in new memory (from `memory`
-    for large vectors, see `Recycler`); the arrays given are not written.
+    for large vectors, see `Recycler`); the arrays given are not written, unless `donate`
+    (the caller gives up `x`, `mu` and `nu`: the moments are updated in place, and the iterate
+    too when nothing else views it).
 
     ``x' = x - lr_c1 * m / (sqrt(v / c2) + eps)`` with ``m = b1 mu + (1 - b1) g`` and
     ``v = b2 nu + (1 - b2) g^2``. ``fused=None`` takes the numba kernel for vectors of
     FUSED_MIN_SIZE and more when numba is installed.
     """
-    if fused is None and x.size < RECYCLE_MIN_SIZE:  # the common small case, without dispatch
+    if fused is None and x.size < RECYCLE_MIN_SIZE:  # the common small case: new arrays are cheap
         return _adam_numpy(None, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
-    out = _outputs(memory, x, 3)
+    if donate:
+        out = [np.empty_like(x) if memory is None else memory.reuse(x), mu, nu]
+    else:
+        out = _outputs(memory, x, 3) or [np.empty_like(x) for _ in range(3)]
     if not _use_fused(fused, x):
         return _adam_numpy(out, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
-    x_new, m, v = out if out is not None else [np.empty_like(x) for _ in range(3)]
+    x_new, m, v = out
     _run_parallel(_adam_fused(), x_new, m, v, x, g, mu, nu, lr_c1, b1, b2, c2, eps)
     return x_new, m, v
 
@@ -271,18 +301,20 @@ def _momentum_numpy(
     nesterov: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     if out is None:
+        x_new = None
         v = velocity * momentum
         v += g
         direction = v * momentum if nesterov else v * lr
     else:
-        direction, v = out
+        x_new, v = out  # v may be velocity itself (donated), x_new x's memory
         np.multiply(velocity, momentum, out=v)
         v += g
+        direction = np.empty_like(x) if np.may_share_memory(x_new, x) else x_new
         np.multiply(v, momentum if nesterov else lr, out=direction)
     if nesterov:
         direction += g
         direction *= lr
-    return np.subtract(x, direction, out=direction), v
+    return np.subtract(x, direction, out=direction if x_new is None else x_new), v
 
 
 # As `_adam_fused`: bitwise equal to the NumPy path, called through `_run_parallel`.
@@ -310,16 +342,24 @@ def momentum_step(
     nesterov: bool,
     fused: bool | None = None,
     memory: Recycler | None = None,
+    donate: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One heavy-ball or Nesterov step: the new iterate and velocity ``(x', v)``, in new memory
-    (from `memory` for large vectors); the arrays given are not written.
+    (from `memory` for large vectors); the arrays given are not written, unless `donate` (as
+    for `adam_step`).
 
     ``v = momentum velocity + g``, ``x' = x - lr (momentum v + g)`` (Nesterov) or ``x - lr v``.
     """
-    out = _outputs(memory, x, 2)
-    if not _use_fused(fused, x):
+    fused = _use_fused(fused, x)
+    if not fused and x.size < RECYCLE_MIN_SIZE:  # small vectors: new arrays are cheap
+        return _momentum_numpy(None, x, g, velocity, lr, momentum, nesterov)
+    if donate:
+        out = [np.empty_like(x) if memory is None else memory.reuse(x), velocity]
+    else:
+        out = _outputs(memory, x, 2) or [np.empty_like(x) for _ in range(2)]
+    if not fused:
         return _momentum_numpy(out, x, g, velocity, lr, momentum, nesterov)
-    x_new, v = out if out is not None else [np.empty_like(x) for _ in range(2)]
+    x_new, v = out
     _run_parallel(_momentum_fused(), x_new, v, x, g, velocity, lr, momentum, nesterov)
     return x_new, v
 

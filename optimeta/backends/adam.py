@@ -92,6 +92,13 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
         # Pure: the new iterate and moments are new arrays (large ones from the run's recycled
         # memory, see _kernels); the state given is not written.
+        return self._update(grad, x, state, donate=False)
+
+    def update_donated(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
+        # The driver's: the moments of a large vector are updated in place, like torch.optim's.
+        return self._update(grad, x, state, donate=True)
+
+    def _update(self, grad: np.ndarray, x: np.ndarray, state: AdamState, donate: bool) -> tuple[np.ndarray, AdamState]:
         count = state.step + 1
         x_new, mu, nu = adam_step(
             x,
@@ -104,5 +111,6 @@ class Adam(FirstOrderAlgorithm[AdamState]):
             1.0 - self.b2**count,
             self.eps,
             memory=state.spare,
+            donate=donate,
         )
         return x_new, AdamState(count, mu, nu, state.spare)

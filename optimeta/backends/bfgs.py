@@ -26,7 +26,8 @@ class BFGSState(NamedTuple):
 
     ``inv_hessian`` is Fortran-ordered and only its upper triangle is kept up to date: the BLAS
     symmetric routines read it and write the update into a copy, in O(n^2), so a state is never
-    written once made: a step taken twice from it gives the same result.
+    written once made: a step taken twice from it gives the same result (only the driver,
+    donating a state it alone holds, has it updated in place: `step_donated`).
     """
 
     loss: float
@@ -129,6 +130,17 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
     def step(
         self, evaluate: Evaluate, x: np.ndarray, state: BFGSState, box: Box | None
     ) -> tuple[np.ndarray, BFGSState, float]:
+        return self._step(evaluate, x, state, donate=False)
+
+    def step_donated(
+        self, evaluate: Evaluate, x: np.ndarray, state: BFGSState, box: Box | None
+    ) -> tuple[np.ndarray, BFGSState, float]:
+        # The driver's: the inverse Hessian is updated in place, saving a copy of n^2 numbers.
+        return self._step(evaluate, x, state, donate=True)
+
+    def _step(
+        self, evaluate: Evaluate, x: np.ndarray, state: BFGSState, donate: bool
+    ) -> tuple[np.ndarray, BFGSState, float]:
         memo = _Memo(evaluate)
         loss, grad, inv_hessian, previous = state.loss, state.grad, state.inv_hessian, state.previous_loss
         if grad is None or inv_hessian is None:
@@ -152,7 +164,7 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
             new_grad = memo.grad(x_new)
         ended = self._check(new_loss, new_grad)
         if ended is None:
-            inv_hessian = self._update(inv_hessian, s, new_grad - grad)
+            inv_hessian = self._update(inv_hessian, s, new_grad - grad, donate)
         return x_new, BFGSState(new_loss, new_grad, inv_hessian, previous, ended), new_loss
 
     def _check(self, loss: float, grad: np.ndarray) -> ReturnCode | None:
@@ -163,13 +175,14 @@ class BFGS(StepwiseAlgorithm[BFGSState]):
         return None
 
     @staticmethod
-    def _update(inv_hessian: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The BFGS update of the inverse Hessian, into a copy, as one rank-two update (O(n^2))."""
+    def _update(inv_hessian: np.ndarray, s: np.ndarray, y: np.ndarray, donate: bool) -> np.ndarray:
+        """The BFGS update of the inverse Hessian, as one rank-two update (O(n^2)): into a copy,
+        or in place when the state is donated."""
         curvature = float(y @ s)
         rho = 1000.0 if curvature == 0.0 else 1.0 / curvature  # scipy's guard for y's = 0
         hy = blas.dsymv(1.0, inv_hessian, y)
         b = -rho * hy + 0.5 * (rho + rho * rho * float(y @ hy)) * s
-        updated: np.ndarray = blas.dsyr2(1.0, s, b, a=inv_hessian, overwrite_a=False)
+        updated: np.ndarray = blas.dsyr2(1.0, s, b, a=inv_hessian, overwrite_a=donate)
         return updated
 
     def terminate(self, state: BFGSState) -> ReturnCode | None:

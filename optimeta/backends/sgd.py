@@ -95,8 +95,17 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
         # Pure: the new iterate and velocity are new arrays (large ones from the run's recycled
         # memory, see _kernels); the state given is not written.
+        return self._update(grad, x, state, donate=False)
+
+    def update_donated(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
+        # The driver's: a large velocity is updated in place, like torch.optim's.
+        return self._update(grad, x, state, donate=True)
+
+    def _update(self, grad: np.ndarray, x: np.ndarray, state: SGDState, donate: bool) -> tuple[np.ndarray, SGDState]:
         lr = self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)
         if state.velocity is None:
             return gradient_step(x, grad, lr, state.spare), SGDState(state.step + 1, None, state.spare)
-        x_new, velocity = momentum_step(x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare)
+        x_new, velocity = momentum_step(
+            x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare, donate=donate
+        )
         return x_new, SGDState(state.step + 1, velocity, state.spare)
