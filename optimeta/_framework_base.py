@@ -52,7 +52,8 @@ class FrameworkGradient(abc.ABC):
 
     @abc.abstractmethod
     def plain(self, tree: Any) -> Any:
-        """`tree` with the framework's arrays replaced by NumPy arrays (0-d ones by Python scalars)."""
+        """`tree` with the framework's arrays replaced by NumPy arrays (for jax, 0-d ones by
+        Python scalars; torch keeps them 0-d arrays, turned back into tensors at each call)."""
 
     @abc.abstractmethod
     def value(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, Any]:

@@ -161,8 +161,9 @@ class TorchGradient(FrameworkGradient):
         def leaf(value: Any) -> Any:
             if not isinstance(value, torch.Tensor):
                 return value
-            arr = value.detach().cpu().numpy().copy()
-            return arr.item() if arr.ndim == 0 else arr
+            # A 0-d tensor stays a (0-d) array, which the next call turns back into a tensor:
+            # as a Python number it would reach f as one (BatchNorm's num_batches_tracked).
+            return value.detach().cpu().numpy().copy()
 
         return tree_map(leaf, tree)
 
