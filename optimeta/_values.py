@@ -9,6 +9,8 @@ return; `strip_tracers` takes autograd's boxes off a value. The objective wrappe
 from __future__ import annotations
 
 import numbers
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,8 +36,36 @@ def real_array(value: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a real number or array, got {value!r}") from exc
     if arr.dtype.kind not in "iuf":
         what = {"b": "bool", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
-        raise TypeError(f"{name} must hold real numbers, got {what} values: {value!r}")
+        hint = _container_hint(value) if arr.dtype.kind in "OUS" else ""
+        raise TypeError(f"{name} must hold real numbers, got {what} values: {value!r}{hint}")
     return np.array(arr, dtype=np.float64)
+
+
+def _container_hint(value: Any) -> str:
+    """What to pass instead of a container of another library's kind (a torch module, a jax
+    pytree such as an equinox Module or a flax FrozenDict, a Mapping that is not a dict), which
+    optimeta does not take apart: its trees are dicts, lists, tuples and NamedTuples. Modules
+    are looked up among those already imported: nothing is imported here."""
+    kind = type(value).__name__
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.nn.Module):
+        return (
+            f"; a torch {kind} is not taken apart: pass its parameters as a dict of arrays, "
+            "{name: p.detach().numpy() for name, p in module.named_parameters()}, its buffers as the state, "
+            "and call torch.func.functional_call(module, (u, state), inputs) in f, with grad='torch'"
+        )
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        leaves = jax.tree_util.tree_leaves(value)
+        if len(leaves) != 1 or leaves[0] is not value:
+            return (
+                f"; a jax pytree ({kind}) is not taken apart: pass its arrays as a dict, list or tuple "
+                "(e.g. jax.tree_util.tree_leaves of the arrays, or for equinox eqx.partition(model, "
+                "eqx.is_array)) and rebuild it in f (jax.tree_util.tree_unflatten)"
+            )
+    if isinstance(value, Mapping):
+        return f"; a {kind} is a Mapping but not a dict: pass dict(...) of it"
+    return ""
 
 
 class Layout:
