@@ -18,9 +18,6 @@ from ._problem import OptimizationProblem
 from ._solution import IterationInfo, ReturnCode, Solution, Stats
 from ._state import add_note, copy_state
 from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm
-from .traits import (
-    Requirements,
-)
 
 __all__ = [
     "Callback",
@@ -196,7 +193,6 @@ def _nonfinite_end(
 
 def stepwise_solution(
     alg: StepwiseAlgorithm[Any],
-    req: Requirements,
     objective: Objective,
     monitor: Monitor,
     end: tuple[np.ndarray, float, ReturnCode],

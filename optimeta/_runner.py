@@ -259,7 +259,7 @@ class Run:
             attach_partial(exc, alg, objective, monitor)
             raise
         schedule = batches(options.data, options.epochs, self.prob.p)
-        session = Session(alg, self.req, objective, monitor, schedule, x0, opt_state, options.data, options.epochs)
+        session = Session(alg, objective, monitor, schedule, x0, opt_state, options.data, options.epochs)
         session.advance(None)
         return session.finish()
 

@@ -19,7 +19,6 @@ from ._objective import Objective
 from ._run import Monitor, attach_partial, drive, stepwise_solution
 from ._solution import ReturnCode, Solution
 from .backends._base import StepwiseAlgorithm
-from .traits import Requirements
 
 __all__ = ["Session"]
 
@@ -51,7 +50,6 @@ class Session:
     def __init__(
         self,
         alg: StepwiseAlgorithm[Any],
-        req: Requirements,
         objective: Objective,
         monitor: Monitor,
         schedule: Iterator[tuple[int | None, Any]],
@@ -62,7 +60,7 @@ class Session:
         loss: float = math.nan,
         retcode: ReturnCode | None = None,
     ) -> None:
-        self.alg, self.req, self.objective, self.monitor, self.schedule = alg, req, objective, monitor, schedule
+        self.alg, self.objective, self.monitor, self.schedule = alg, objective, monitor, schedule
         self.x, self.opt_state, self.loss, self.retcode = x, opt_state, loss, retcode
         self.data, self.epochs = data, epochs
 
@@ -85,7 +83,7 @@ class Session:
         end = (self.x, self.loss, self.retcode)
         try:  # a deterministic run ends with an evaluation at its iterate, which may raise
             return stepwise_solution(
-                self.alg, self.req, self.objective, self.monitor, end, self.data, self.epochs, self.opt_state
+                self.alg, self.objective, self.monitor, end, self.data, self.epochs, self.opt_state
             )
         except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             attach_partial(exc, self.alg, self.objective, self.monitor)

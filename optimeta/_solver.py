@@ -89,7 +89,7 @@ class Solver:
         self._data = data
         self._epochs = epochs
         self._schedule = _Counted(itertools.islice(batches(data, epochs, prob.p), consumed, None), consumed)
-        self._session = Session(alg, req, objective, monitor, self._schedule, x, opt_state, data, epochs, loss, ended)
+        self._session = Session(alg, objective, monitor, self._schedule, x, opt_state, data, epochs, loss, ended)
         self.solution: Solution | None = None
         # Once the Solution is made: its loss (minimisation sense) and message, which a
         # checkpoint keeps so that a resumed solve() rebuilds it without calling f again.
