@@ -40,6 +40,7 @@ __all__ = [
     "FIRST_ORDER_TRAITS",
     "Algorithm",
     "Box",
+    "ElementwiseAlgorithm",
     "Evaluate",
     "Example",
     "FirstOrderAlgorithm",
@@ -288,6 +289,52 @@ class FirstOrderAlgorithm(StepwiseAlgorithm[S]):
         if box is not None:
             x_new = np.clip(x_new, box[0], box[1], out=None if x_new is x else x_new)
         return x_new, state, loss
+
+
+class ElementwiseAlgorithm(FirstOrderAlgorithm[S]):
+    """A first-order algorithm whose update acts on each coordinate alone, written once for
+    every array library.
+
+    Its maths is three methods: `slots`, the arrays its state keeps beside an iterate (made
+    with the array namespace ``xp``: NumPy, ``jax.numpy`` or ``torch``); `coefficients`, the
+    scalars of update number ``step`` (the step size of a schedule, bias corrections), which
+    the host computes; and `leaf_update`, the new iterate and slots from a gradient, written
+    with operators and ``xp``'s functions alone. The NumPy `update` is that definition applied
+    to the flat vector; a run on jax or torch arrays applies the same definition to each of the
+    user's arrays, in the framework (see `optimeta._native_jax`). The state is a NamedTuple of
+    the step count followed by the slots (`state_type`).
+    """
+
+    #: The NamedTuple of the state: ``(step, *slots)``.
+    state_type: ClassVar[Any]
+
+    @abc.abstractmethod
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        """The state's arrays for iterate `x` (or one array of it) before the first update."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        """The scalars of update number `step` (0 for the first): Python floats."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """The new iterate and slots after one update with gradient `grad` at `x`: new arrays,
+        the ones given are not written."""
+        raise NotImplementedError
+
+    def init(self, x0: np.ndarray) -> S:
+        state: S = self.state_type(0, *self.slots(np, x0))
+        return state
+
+    def update(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
+        step = state[0]  # type: ignore[index]
+        x_new, slots = self.leaf_update(np, grad, x, tuple(state[1:]), self.coefficients(step))  # type: ignore[index]
+        new_state: S = self.state_type(step + 1, *slots)
+        return x_new, new_state
 
 
 class Monitor(Protocol):

@@ -15,14 +15,16 @@ Example:
     One Adam step's direction from zero moments, at step :math:`k = 1`:
 
     >>> import numpy as np
-    >>> from optimeta.backends._moments import adam_direction, ema, ema_of_square
+    >>> from optimeta.backends._moments import adam_direction, bias_correction, ema, ema_of_square
     >>> g = np.array([0.5, -2.0])
     >>> m, v = ema(np.zeros(2), g, 0.9), ema_of_square(np.zeros(2), g, 0.999)
-    >>> adam_direction(m, v, 0.9, 0.999, 1, 1e-8).round(6)  # the sign of g: bias-corrected, m/sqrt(v) = g/|g|
+    >>> adam_direction(np, m, v, bias_correction(0.9, 1), bias_correction(0.999, 1), 1e-8).round(6)  # the sign of g: bias-corrected, m/sqrt(v) = g/|g|
     array([ 1., -1.])
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -96,29 +98,33 @@ def debiased(avg: np.ndarray, decay: float, k: int) -> np.ndarray:
     return avg / bias_correction(decay, k)
 
 
-def rms_denominator(v: np.ndarray, decay: float, k: int, eps: float) -> np.ndarray:
+def rms_denominator(xp: Any, v: Any, c2: float, eps: float) -> Any:
     r"""Adam's denominator: the root of the bias-corrected second moment `v`, plus `eps`:
-    ``np.sqrt(v / (1 - decay**k)) + eps``.
+    ``xp.sqrt(v / c2) + eps``, with ``c2 = bias_correction(b2, k)``.
 
     .. math:: \sqrt{v_k / (1 - \beta_2^k)} + \epsilon
+
+    Args:
+        xp: The array namespace of `v` (``numpy``, ``jax.numpy``, ``torch``).
+        v: The second moment.
+        c2: Its bias correction, :math:`1 - \beta_2^k` (a Python float).
+        eps: :math:`\epsilon > 0`.
     """
-    out: np.ndarray = np.sqrt(debiased(v, decay, k)) + eps
-    return out
+    return xp.sqrt(v / c2) + eps
 
 
-def adam_direction(m: np.ndarray, v: np.ndarray, b1: float, b2: float, k: int, eps: float) -> np.ndarray:
-    r"""Adam's step direction at step `k` from its moments `m` and `v`:
-    ``(m / (1 - b1**k)) / (np.sqrt(v / (1 - b2**k)) + eps)``.
+def adam_direction(xp: Any, m: Any, v: Any, c1: float, c2: float, eps: float) -> Any:
+    r"""Adam's step direction from its moments `m` and `v` and their bias corrections:
+    ``(m / c1) / (xp.sqrt(v / c2) + eps)``.
 
     .. math:: \frac{m_k / (1 - \beta_1^k)}{\sqrt{v_k / (1 - \beta_2^k)} + \epsilon}
 
     Args:
+        xp: The array namespace of `m` and `v`.
         m: The first moment (moving average of the gradient), :math:`m_k`.
         v: The second moment (moving average of its square), :math:`v_k`; AMSGrad passes the
             running maximum of the second moments.
-        b1, b2: Their decays, :math:`\beta_1, \beta_2 \in [0, 1)`.
-        k: The step, from 1.
+        c1, c2: ``bias_correction(b1, k)`` and ``bias_correction(b2, k)`` at step `k`.
         eps: :math:`\epsilon > 0`.
     """
-    out: np.ndarray = debiased(m, b1, k) / rms_denominator(v, b2, k, eps)
-    return out
+    return (m / c1) / rms_denominator(xp, v, c2, eps)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, ElementwiseAlgorithm, Example
 from ._checks import check_fraction, check_positive, check_rate, rate_at
-from ._kernels import Recycler, adam_step
+from ._kernels import RECYCLE_MIN_SIZE, Recycler, adam_step
 
 __all__ = ["Adam", "AdamState"]
 
@@ -29,7 +29,7 @@ class AdamState(NamedTuple):
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Adam(FirstOrderAlgorithm[AdamState]):
+class Adam(ElementwiseAlgorithm[AdamState]):
     r"""Adam (Kingma & Ba, 2015).
 
     With gradient :math:`g_k` at step :math:`k = 1, 2, \dots`:
@@ -69,6 +69,7 @@ class Adam(FirstOrderAlgorithm[AdamState]):
     eps: float = 1e-8
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+    state_type: ClassVar[Any] = AdamState
     default_for: ClassVar[str] = "noisy"  # om.default_algorithm for a stateful or stochastic problem
 
     @classmethod
@@ -87,7 +88,25 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         check_positive("eps", self.eps)
 
     def init(self, x0: np.ndarray) -> AdamState:
-        return AdamState(0, np.zeros_like(x0), np.zeros_like(x0), Recycler())
+        mu, nu = self.slots(np, x0)
+        return AdamState(0, mu, nu, Recycler())
+
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        # The step size over the first moment's bias correction, and the second's.
+        count = step + 1
+        lr = self.lr if type(self.lr) is float else rate_at("lr", self.lr, step)
+        return lr / (1.0 - self.b1**count), 1.0 - self.b2**count
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (mu, nu), (lr_c1, c2) = slots, coefficients
+        m = self.b1 * mu + (1.0 - self.b1) * grad
+        v = self.b2 * nu + (1.0 - self.b2) * (grad * grad)
+        return x - (m / (xp.sqrt(v / c2) + self.eps)) * lr_c1, (m, v)
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
         # Pure: the new iterate and moments are new arrays (large ones from the run's recycled
@@ -99,18 +118,11 @@ class Adam(FirstOrderAlgorithm[AdamState]):
         return self._update(grad, x, state, donate=True)
 
     def _update(self, grad: np.ndarray, x: np.ndarray, state: AdamState, donate: bool) -> tuple[np.ndarray, AdamState]:
-        count = state.step + 1
-        x_new, mu, nu = adam_step(
-            x,
-            grad,
-            state.mu,
-            state.nu,
-            (self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)) / (1.0 - self.b1**count),
-            self.b1,
-            self.b2,
-            1.0 - self.b2**count,
-            self.eps,
-            memory=state.spare,
-            donate=donate,
-        )
-        return x_new, AdamState(count, mu, nu, state.spare)
+        lr_c1, c2 = self.coefficients(state.step)
+        if x.size < RECYCLE_MIN_SIZE:  # `leaf_update`, on NumPy
+            x_new, (mu, nu) = self.leaf_update(np, grad, x, (state.mu, state.nu), (lr_c1, c2))
+        else:  # a large vector: the same maths in one fused pass (`adam_step`), bit for bit
+            x_new, mu, nu = adam_step(
+                x, grad, state.mu, state.nu, lr_c1, self.b1, self.b2, c2, self.eps, memory=state.spare, donate=donate
+            )
+        return x_new, AdamState(state.step + 1, mu, nu, state.spare)

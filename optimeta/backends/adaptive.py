@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, ElementwiseAlgorithm, Example
 from ._checks import check_fraction, check_nonnegative, check_positive, check_rate, rate_at
 from ._moments import adam_direction, bias_correction, ema, ema_of_square, rms_denominator
 
@@ -84,7 +84,7 @@ def _check_adam_family(alg: AdamW | AMSGrad | Adamax | NAdam) -> None:
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class AdamW(FirstOrderAlgorithm[AdamWState]):
+class AdamW(ElementwiseAlgorithm[AdamWState]):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
     .. math::
@@ -138,20 +138,28 @@ class AdamW(FirstOrderAlgorithm[AdamWState]):
         _check_adam_family(self)
         check_nonnegative("weight_decay", self.weight_decay)
 
-    def init(self, x0: np.ndarray) -> AdamWState:
-        return AdamWState(0, np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = AdamWState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: AdamWState) -> tuple[np.ndarray, AdamWState]:
-        lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = ema(state.m, grad, self.b1)
-        v = ema_of_square(state.v, grad, self.b2)
-        direction = adam_direction(m, v, self.b1, self.b2, k, self.eps) + self.weight_decay * x
-        return x - lr * direction, AdamWState(k, m, v)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        k = step + 1
+        return rate_at("lr", self.lr, step), bias_correction(self.b1, k), bias_correction(self.b2, k)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (m, v), (lr, c1, c2) = slots, coefficients
+        m = ema(m, grad, self.b1)
+        v = ema_of_square(v, grad, self.b2)
+        direction = adam_direction(xp, m, v, c1, c2, self.eps) + self.weight_decay * x
+        return x - lr * direction, (m, v)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class AMSGrad(FirstOrderAlgorithm[AMSGradState]):
+class AMSGrad(ElementwiseAlgorithm[AMSGradState]):
     r"""Adam with the maximum of past second moments in the denominator (Reddi, Kale & Kumar, 2018).
 
     .. math::
@@ -194,20 +202,28 @@ class AMSGrad(FirstOrderAlgorithm[AMSGradState]):
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> AMSGradState:
-        return AMSGradState(0, np.zeros_like(x0), np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = AMSGradState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: AMSGradState) -> tuple[np.ndarray, AMSGradState]:
-        lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = ema(state.m, grad, self.b1)
-        v = ema_of_square(state.v, grad, self.b2)
-        v_max = np.maximum(state.v_max, v)
-        return x - lr * adam_direction(m, v_max, self.b1, self.b2, k, self.eps), AMSGradState(k, m, v, v_max)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        k = step + 1
+        return rate_at("lr", self.lr, step), bias_correction(self.b1, k), bias_correction(self.b2, k)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (m, v, v_max), (lr, c1, c2) = slots, coefficients
+        m = ema(m, grad, self.b1)
+        v = ema_of_square(v, grad, self.b2)
+        v_max = xp.maximum(v_max, v)
+        return x - lr * adam_direction(xp, m, v_max, c1, c2, self.eps), (m, v, v_max)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Adamax(FirstOrderAlgorithm[AdamaxState]):
+class Adamax(ElementwiseAlgorithm[AdamaxState]):
     r"""Adam in the infinity norm (Kingma & Ba, 2015, section 7.1).
 
     .. math::
@@ -252,19 +268,26 @@ class Adamax(FirstOrderAlgorithm[AdamaxState]):
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> AdamaxState:
-        return AdamaxState(0, np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = AdamaxState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: AdamaxState) -> tuple[np.ndarray, AdamaxState]:
-        lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = ema(state.m, grad, self.b1)
-        w = np.maximum(self.b2 * state.inf_norm, np.abs(grad) + self.eps)
-        return x - (lr / bias_correction(self.b1, k)) * m / w, AdamaxState(k, m, w)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (rate_at("lr", self.lr, step) / bias_correction(self.b1, step + 1),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (m, inf_norm), (lr_c1,) = slots, coefficients
+        m = ema(m, grad, self.b1)
+        w = xp.maximum(self.b2 * inf_norm, xp.abs(grad) + self.eps)
+        return x - lr_c1 * m / w, (m, w)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class NAdam(FirstOrderAlgorithm[NAdamState]):
+class NAdam(ElementwiseAlgorithm[NAdamState]):
     r"""Adam with Nesterov momentum (Dozat, 2016), in the form optax uses.
 
     .. math::
@@ -307,13 +330,26 @@ class NAdam(FirstOrderAlgorithm[NAdamState]):
     def __post_init__(self) -> None:
         _check_adam_family(self)
 
-    def init(self, x0: np.ndarray) -> NAdamState:
-        return NAdamState(0, np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = NAdamState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: NAdamState) -> tuple[np.ndarray, NAdamState]:
-        lr, k = rate_at("lr", self.lr, state.step), state.step + 1
-        m = ema(state.m, grad, self.b1)
-        v = ema_of_square(state.v, grad, self.b2)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        k, b1 = step + 1, self.b1
+        return (
+            rate_at("lr", self.lr, step),
+            bias_correction(b1, k),
+            bias_correction(b1, k + 1),
+            bias_correction(self.b2, k),
+        )
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (m, v), (lr, c1, c1_next, c2) = slots, coefficients
+        m = ema(m, grad, self.b1)
+        v = ema_of_square(v, grad, self.b2)
         # The Nesterov look-ahead: the next step's momentum, and this gradient, each bias-corrected.
-        m_hat = self.b1 * m / bias_correction(self.b1, k + 1) + (1 - self.b1) * grad / bias_correction(self.b1, k)
-        return x - lr * m_hat / rms_denominator(v, self.b2, k, self.eps), NAdamState(k, m, v)
+        m_hat = self.b1 * m / c1_next + (1 - self.b1) * grad / c1
+        return x - lr * m_hat / rms_denominator(xp, v, c2, self.eps), (m, v)

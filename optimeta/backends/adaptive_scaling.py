@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from .. import schedules
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, ElementwiseAlgorithm, Example
 from ._checks import check_fraction, check_nonnegative, check_positive, check_rate, rate_at
 from ._moments import accumulate_square, ema, ema_of_square
 
@@ -77,7 +77,7 @@ class LionState(NamedTuple):
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class RMSProp(FirstOrderAlgorithm[RMSPropState]):
+class RMSProp(ElementwiseAlgorithm[RMSPropState]):
     r"""RMSProp (Tieleman & Hinton, 2012), optionally with momentum.
 
     .. math::
@@ -125,20 +125,27 @@ class RMSProp(FirstOrderAlgorithm[RMSPropState]):
         check_positive("eps", self.eps)
         check_fraction("momentum", self.momentum)
 
-    def init(self, x0: np.ndarray) -> RMSPropState:
-        return RMSPropState(0, np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = RMSPropState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: RMSPropState) -> tuple[np.ndarray, RMSPropState]:
-        lr = rate_at("lr", self.lr, state.step)
-        s = ema_of_square(state.sq_avg, grad, self.rho)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (rate_at("lr", self.lr, step),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (sq_avg, buffer), (lr,) = slots, coefficients
+        s = ema_of_square(sq_avg, grad, self.rho)
         # The buffer is kept and weighed by 0 without momentum: the same operations either way.
-        b = self.momentum * state.momentum_buffer + grad / (np.sqrt(s) + self.eps)
-        return x - lr * b, RMSPropState(state.step + 1, s, b)
+        b = self.momentum * buffer + grad / (xp.sqrt(s) + self.eps)
+        return x - lr * b, (s, b)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Adagrad(FirstOrderAlgorithm[AdagradState]):
+class Adagrad(ElementwiseAlgorithm[AdagradState]):
     r"""Adagrad (Duchi, Hazan & Singer, 2011): per-coordinate steps shrinking with the sum of
     squared gradients.
 
@@ -182,18 +189,25 @@ class Adagrad(FirstOrderAlgorithm[AdagradState]):
         check_positive("eps", self.eps)
         check_nonnegative("initial_accumulator", self.initial_accumulator)
 
-    def init(self, x0: np.ndarray) -> AdagradState:
-        return AdagradState(0, np.full_like(x0, self.initial_accumulator))
+    state_type: ClassVar[Any] = AdagradState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: AdagradState) -> tuple[np.ndarray, AdagradState]:
-        lr = rate_at("lr", self.lr, state.step)
-        total = accumulate_square(state.sum_sq, grad)
-        return x - lr * grad / (np.sqrt(total) + self.eps), AdagradState(state.step + 1, total)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return (xp.full_like(x, self.initial_accumulator),)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (rate_at("lr", self.lr, step),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (sum_sq,), (lr,) = slots, coefficients
+        total = accumulate_square(sum_sq, grad)
+        return x - lr * grad / (xp.sqrt(total) + self.eps), (total,)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Adadelta(FirstOrderAlgorithm[AdadeltaState]):
+class Adadelta(ElementwiseAlgorithm[AdadeltaState]):
     r"""Adadelta (Zeiler, 2012): steps scaled by the ratio of running RMS of updates and gradients.
 
     .. math::
@@ -236,20 +250,27 @@ class Adadelta(FirstOrderAlgorithm[AdadeltaState]):
         check_fraction("rho", self.rho)
         check_positive("eps", self.eps)
 
-    def init(self, x0: np.ndarray) -> AdadeltaState:
-        return AdadeltaState(0, np.zeros_like(x0), np.zeros_like(x0))
+    state_type: ClassVar[Any] = AdadeltaState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: AdadeltaState) -> tuple[np.ndarray, AdadeltaState]:
-        lr = rate_at("lr", self.lr, state.step)
-        a = ema_of_square(state.sq_avg, grad, self.rho)
-        delta = np.sqrt(state.delta_avg + self.eps) / np.sqrt(a + self.eps) * grad
-        d = ema_of_square(state.delta_avg, delta, self.rho)
-        return x - lr * delta, AdadeltaState(state.step + 1, a, d)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (rate_at("lr", self.lr, step),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (sq_avg, delta_avg), (lr,) = slots, coefficients
+        a = ema_of_square(sq_avg, grad, self.rho)
+        delta = xp.sqrt(delta_avg + self.eps) / xp.sqrt(a + self.eps) * grad
+        d = ema_of_square(delta_avg, delta, self.rho)
+        return x - lr * delta, (a, d)
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Lion(FirstOrderAlgorithm[LionState]):
+class Lion(ElementwiseAlgorithm[LionState]):
     r"""Lion, evolved sign momentum (Chen et al., 2023).
 
     .. math::
@@ -299,11 +320,18 @@ class Lion(FirstOrderAlgorithm[LionState]):
         check_fraction("b2", self.b2)
         check_nonnegative("weight_decay", self.weight_decay)
 
-    def init(self, x0: np.ndarray) -> LionState:
-        return LionState(0, np.zeros_like(x0))
+    state_type: ClassVar[Any] = LionState
 
-    def update(self, grad: np.ndarray, x: np.ndarray, state: LionState) -> tuple[np.ndarray, LionState]:
-        lr = rate_at("lr", self.lr, state.step)
-        c = ema(state.m, grad, self.b1)  # the direction: the momentum interpolated with b1
-        m = ema(state.m, grad, self.b2)  # the momentum kept: with b2
-        return x - lr * (np.sign(c) + self.weight_decay * x), LionState(state.step + 1, m)
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return (xp.zeros_like(x),)
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (rate_at("lr", self.lr, step),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (m,), (lr,) = slots, coefficients
+        c = ema(m, grad, self.b1)  # the direction: the momentum interpolated with b1
+        m = ema(m, grad, self.b2)  # the momentum kept: with b2
+        return x - lr * (xp.sign(c) + self.weight_decay * x), (m,)

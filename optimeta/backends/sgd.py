@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ..schedules import Schedule
 from ..traits import Traits, register
-from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, Example, FirstOrderAlgorithm
+from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, ElementwiseAlgorithm, Example
 from ._checks import check_fraction, check_rate, rate_at
-from ._kernels import Recycler, gradient_step, momentum_step
+from ._kernels import RECYCLE_MIN_SIZE, Recycler, momentum_step
 
 __all__ = ["SGD", "SGDState"]
 
@@ -28,7 +28,7 @@ class SGDState(NamedTuple):
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class SGD(FirstOrderAlgorithm[SGDState]):
+class SGD(ElementwiseAlgorithm[SGDState]):
     r"""Gradient descent with optional heavy-ball or Nesterov momentum.
 
     With gradient :math:`g_k` at :math:`u_k`, momentum :math:`\mu` and step size :math:`\eta`:
@@ -67,6 +67,7 @@ class SGD(FirstOrderAlgorithm[SGDState]):
     nesterov: bool = False
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
+    state_type: ClassVar[Any] = SGDState
 
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
@@ -90,7 +91,23 @@ class SGD(FirstOrderAlgorithm[SGDState]):
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
 
     def init(self, x0: np.ndarray) -> SGDState:
-        return SGDState(0, np.zeros_like(x0) if self.momentum else None, Recycler())
+        velocity = self.slots(np, x0)
+        return SGDState(0, velocity[0] if velocity else None, Recycler())
+
+    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
+        return (xp.zeros_like(x),) if self.momentum else ()
+
+    def coefficients(self, step: int) -> tuple[float, ...]:
+        return (self.lr if type(self.lr) is float else rate_at("lr", self.lr, step),)
+
+    def leaf_update(
+        self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (lr,) = coefficients
+        if not slots:
+            return x - lr * grad, ()
+        v = slots[0] * self.momentum + grad
+        return x - ((v * self.momentum + grad) * lr if self.nesterov else v * lr), (v,)
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: SGDState) -> tuple[np.ndarray, SGDState]:
         # Pure: the new iterate and velocity are new arrays (large ones from the run's recycled
@@ -102,10 +119,13 @@ class SGD(FirstOrderAlgorithm[SGDState]):
         return self._update(grad, x, state, donate=True)
 
     def _update(self, grad: np.ndarray, x: np.ndarray, state: SGDState, donate: bool) -> tuple[np.ndarray, SGDState]:
-        lr = self.lr if type(self.lr) is float else rate_at("lr", self.lr, state.step)
-        if state.velocity is None:
-            return gradient_step(x, grad, lr, state.spare), SGDState(state.step + 1, None, state.spare)
+        coefficients = self.coefficients(state.step)
+        if state.velocity is None or x.size < RECYCLE_MIN_SIZE:  # `leaf_update`, on NumPy
+            slots = () if state.velocity is None else (state.velocity,)
+            x_new, slots = self.leaf_update(np, grad, x, slots, coefficients)
+            return x_new, SGDState(state.step + 1, slots[0] if slots else None, state.spare)
+        # A large vector: the same maths in one fused pass (`momentum_step`), bit for bit.
         x_new, velocity = momentum_step(
-            x, grad, state.velocity, lr, self.momentum, self.nesterov, memory=state.spare, donate=donate
+            x, grad, state.velocity, coefficients[0], self.momentum, self.nesterov, memory=state.spare, donate=donate
         )
         return x_new, SGDState(state.step + 1, velocity, state.spare)
