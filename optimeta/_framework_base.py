@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class FrameworkGradient(abc.ABC):
     NumPy arrays, the new state converted to NumPy (None for a stateless problem). Each method
     call is one call of ``f``.
     """
+
+    #: The framework's name, as ``grad=`` names it.
+    name: ClassVar[str]
 
     def __init__(self, f: Callable[..., Any], layout: Layout, stateful: bool) -> None:
         self._f = f

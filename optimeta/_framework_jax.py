@@ -7,7 +7,6 @@ optimeta is imported.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._framework_base import FrameworkGradient, numeric_array
+from ._jax_tools import join_p, precision, split_p, traced_call, widest
 from ._values import check_loss, loss_error
 
 if TYPE_CHECKING:
@@ -23,32 +23,6 @@ if TYPE_CHECKING:
     from ._values import Layout
 
 __all__ = ["JaxGradient", "check_jax_state"]
-
-#: Leaves of ``p`` compared by value when they select a compiled function; others by identity.
-_BY_VALUE = (bool, int, float, complex, str, bytes, type(None))
-
-
-class _Static:
-    """A leaf of ``p`` that jit holds fixed (not an array): equal by value for numbers and
-    strings, by identity for other objects, so that a new object means a new trace."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def _key(self) -> tuple[type, Any]:
-        v = self.value
-        return (type(v), v) if type(v) in _BY_VALUE else (type(v), id(v))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Static) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-
-_TRACED = _Static(None)  # the place of an array leaf of p, which jit traces
 
 
 def _is_key(jax: ModuleType, leaf: Any) -> bool:
@@ -81,16 +55,6 @@ def check_jax_state(state: Any) -> None:
             )
 
 
-def _escape_error(exc: Exception) -> TypeError:
-    """The error for a value of f taken out of jax's trace (`exc`, jax's own error)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return TypeError(
-        "f must return a jax array computed from u with jax.numpy; float(), .item(), np.asarray() take the value "
-        "out of jax's trace: under jax.jit, u, the arrays of p and the state reach f as tracers, which have no "
-        f"value to convert (jax raised {type(exc).__name__}: {first})"
-    )
-
-
 class JaxGradient(FrameworkGradient):
     """``f`` written with ``jax.numpy``: value and gradient from one `jax.value_and_grad`.
 
@@ -105,6 +69,8 @@ class JaxGradient(FrameworkGradient):
     tracer, so it is a constant, with a zero gradient.
     """
 
+    name = "jax"
+
     def __init__(self, f: Callable[..., Any], layout: Layout, stateful: bool) -> None:
         super().__init__(f, layout, stateful)
         import jax
@@ -115,55 +81,33 @@ class JaxGradient(FrameworkGradient):
         self._hessp: Any = None
         self._hessian: Any = None
 
-    def _x64(self) -> AbstractContextManager[Any]:
-        enable = getattr(self._jax, "enable_x64", None)
-        if enable is not None:
-            context: AbstractContextManager[Any] = enable(True)
-            return context
-        # jax before 0.6 has the context manager in jax.experimental only.
-        older: AbstractContextManager[Any] = importlib.import_module("jax.experimental").enable_x64()
-        return older
+    def _x64(self, x: Any = None) -> AbstractContextManager[Any]:
+        # The flat NumPy vector is float64: 64-bit types on. A native iterate (a jax array of the
+        # user's dtype, see `optimeta._native_jax`) decides for itself.
+        return precision(x.dtype if x is not None and not isinstance(x, np.ndarray) else np.dtype(np.float64))
 
     def _traced(self, x: Any, p_arrays: list[Any], p_static: Any, state: Any) -> tuple[Any, Any]:
         """f of the flat vector, as jax traces it: (scalar loss, new state)."""
-        treedef, statics = p_static
-        arrays = iter(p_arrays)
-        p = treedef.unflatten([next(arrays) if s is _TRACED else s.value for s in statics])
-        errors = self._jax.errors
-        try:
-            loss, new_state = self._apply(self._layout.unflatten(x), p, state)
-        except errors.TracerBoolConversionError:
-            raise  # Python control flow on a traced value: jax's own message says what to do
-        except (
-            errors.ConcretizationTypeError,
-            errors.TracerArrayConversionError,
-            errors.TracerIntegerConversionError,
-        ) as exc:
-            raise _escape_error(exc) from exc
+        p = join_p(p_arrays, p_static)
+        loss, new_state = traced_call(self._jax, lambda: self._apply(self._layout.unflatten(x), p, state))
         return self._scalar(loss), new_state
 
     def _scalar(self, loss: Any) -> Any:
         jnp = self._jax.numpy
         if not isinstance(loss, self._jax.Array):
-            return jnp.asarray(check_loss(loss, self._stateful), dtype=jnp.float64)
+            return jnp.asarray(check_loss(loss, self._stateful), dtype=widest(self._jax))
         if loss.ndim == 0 and loss.dtype.kind in "biuf":
-            return loss.astype(jnp.float64)
+            return loss.astype(widest(self._jax))
         shown = f"an array of shape {loss.shape}" if loss.ndim else type(loss).__name__
         # Under jit its values do not exist yet: shown by its type alone.
         raise loss_error(loss, shown, f"a traced jax array of {loss.dtype}", self._stateful)
 
     def _arguments(self, p: Any, state: Any) -> tuple[list[Any], Any, Any]:
         """``p`` split into traced arrays and the hashable rest, and the state as arrays."""
-        leaves, treedef = self._jax.tree_util.tree_flatten(p)
-        arrays = [leaf for leaf in leaves if numeric_array(leaf) or isinstance(leaf, self._jax.Array)]
-        if len(arrays) == len(leaves):
-            statics = (_TRACED,) * len(leaves)
-        else:
-            traced = {id(leaf) for leaf in arrays}
-            statics = tuple(_TRACED if id(leaf) in traced else _Static(leaf) for leaf in leaves)
+        arrays, static = split_p(self._jax, p)
         if state is not None:
             state = self._jax.tree_util.tree_map(np.asarray, state)
-        return arrays, (treedef, statics), state
+        return arrays, static, state
 
     def plain(self, tree: Any) -> Any:
         jax = self._jax
@@ -179,12 +123,12 @@ class JaxGradient(FrameworkGradient):
         return jax.tree_util.tree_map(leaf, tree)
 
     def value(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, Any]:
-        with self._x64():
+        with self._x64(x):
             loss, new_state = self._value(x, *self._arguments(p, state))
             return float(loss), self.plain(new_state)
 
     def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[tuple[float, np.ndarray], Any]:
-        with self._x64():
+        with self._x64(x):
             (loss, new_state), grad = self._value_and_grad(x, *self._arguments(p, state))
             return (float(loss), np.array(grad, dtype=np.float64)), self.plain(new_state)
 
@@ -198,13 +142,13 @@ class JaxGradient(FrameworkGradient):
                 return out, new_state
 
             self._hessp = jax.jit(product, static_argnums=3)
-        with self._x64():
+        with self._x64(x):
             out, new_state = self._hessp(x, v, *self._arguments(p, state))
             return np.array(out, dtype=np.float64), self.plain(new_state)
 
     def hessian(self, x: np.ndarray, p: Any, state: Any) -> tuple[np.ndarray, Any]:
         if self._hessian is None:
             self._hessian = self._jax.jit(self._jax.hessian(self._traced, has_aux=True), static_argnums=2)
-        with self._x64():
+        with self._x64(x):
             out, new_state = self._hessian(x, *self._arguments(p, state))
             return np.array(out, dtype=np.float64).reshape(x.size, x.size), self.plain(new_state)

@@ -117,6 +117,8 @@ class TorchGradient(FrameworkGradient):
     torch function mode that watches for such cuts; afterwards they run unwatched, at full speed.
     """
 
+    name = "torch"
+
     def __init__(self, f: Callable[..., Any], layout: Layout, stateful: bool) -> None:
         super().__init__(f, layout, stateful)
         import torch

@@ -122,6 +122,11 @@ class BuiltinSource(GradientSource):
     def __init__(self, objective: Objective) -> None:
         self.objective = objective
 
+    def framework(self) -> str | None:
+        """The framework whose arrays a native run of this source steps on ("jax"; see
+        `optimeta._native`), or None: the run steps on the flat NumPy vector."""
+        return None
+
     def value(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, Any]:
         """f at `x`, called on plain values (nothing traced): (loss, new state)."""
         obj = self.objective

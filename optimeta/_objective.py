@@ -10,11 +10,12 @@ sign flip for maximisation, and the call counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._gradient_source import GradientSource
+from ._gradient_source import BuiltinSource
 from ._problem import OptimizationProblem, flat
 from ._sources import source_for
 from ._state import StateMutationError, copy_state, first_change, short_repr
@@ -59,13 +60,17 @@ class Objective:
         self.hevals = 0
         self.f = prob.f
         self._constant = self.stateful and prob.state_mode == "constant"
+        #: Whether the state is declared constant (each returned state is checked against it).
+        self.constant_state = self._constant
         self.per_step_commit = self.stateful and per_step_commit and not self._constant
         self._pending: dict[bytes, Any] = {}
         self._probing = False
         #: Where values and derivatives come from (`GradientSource`): autograd, the user's
         #: ``grad``, finite differences, jax, torch or the user's own source.
-        self.source: GradientSource = source_for(self, prob.grad)
+        self.source: BuiltinSource = source_for(self, prob.grad)
         self._previous: Any = self.state
+        #: How `user_state` shows the committed state (None: as it is); see `user_state`.
+        self.present: Callable[[Any], Any] | None = None
         self._value_and_grad = self.source.value_and_grad
 
     # -- the calls ---------------------------------------------------------------------------
@@ -114,19 +119,28 @@ class Objective:
             self._check_constant("f", new_state)
         return out, new_state
 
-    def _state_for_call(self) -> Any:
+    def state_for_call(self) -> Any:
+        """The state the next call of ``f`` receives (a copy where the call may not commit it)."""
         if not self.stateful:
             return None
         if self._constant or self.per_step_commit:
             return copy_state(self.state)
         return self.state
 
-    def _keep(self, x: np.ndarray, new_state: Any) -> None:
+    def keep(self, x: Any, new_state: Any) -> None:
+        """Keep the state a call at `x` returned: committed at once, or pending until its step's
+        point is known (per-step commit)."""
         if self.per_step_commit:
             self._pending[x.tobytes()] = new_state
         elif self.stateful and not self._constant:
             self._previous = self.state
             self.state = new_state
+
+    def user_state(self) -> Any:
+        """The committed state as the user receives it (a callback, the Solution): as it is, or
+        as `present` shows it (a native run keeps the framework's arrays, and shows each leaf
+        of the kind the initial state had)."""
+        return self.state if self.present is None else self.present(self.state)
 
     def revert(self) -> None:
         """Per-call commit: take back the state the last call committed (its value was not
@@ -139,16 +153,16 @@ class Objective:
 
     def value(self, x: np.ndarray) -> float:
         """f at `x` (minimisation sense), without a gradient."""
-        loss, new_state = self.source.value(x, self.p, self._state_for_call())
-        self._keep(x, new_state)
+        loss, new_state = self.source.value(x, self.p, self.state_for_call())
+        self.keep(x, new_state)
         return self.sign * loss
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f and its gradient at `x` (minimisation sense), from one evaluation."""
-        loss, grad, new_state = self._value_and_grad(x, self.p, self._state_for_call() if self.stateful else None)
+        loss, grad, new_state = self._value_and_grad(x, self.p, self.state_for_call() if self.stateful else None)
         self.gevals += 1
         if self.stateful:
-            self._keep(x, new_state)
+            self.keep(x, new_state)
         if self.sign < 0:
             return -loss, -grad
         return loss, grad

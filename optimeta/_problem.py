@@ -14,6 +14,7 @@ from ._constraints import check_constraint_sizes, check_constraints
 from ._frameworks import FRAMEWORKS, check_state, require
 from ._gradient_source import GradientSource
 from ._interop import scipy_arguments
+from ._layout_jax import layout_of
 from ._state import copy_state
 from ._tree import is_container, tree_map
 from ._values import Layout, real_array
@@ -164,7 +165,7 @@ class OptimizationProblem:
         if self.stochastic is not None and not isinstance(self.stochastic, bool):
             raise TypeError(f"stochastic must be True, False or None, got {self.stochastic!r}")
 
-        layout, x0 = Layout.of(self.u0, "u0")
+        layout, x0 = layout_of(self.u0, "u0", self.grad)
         if layout.size == 0:
             raise ValueError(f"u0 must hold at least one parameter, got {self.u0!r}")
         bad = ~np.isfinite(x0)

@@ -22,6 +22,7 @@ from .backends._base import Algorithm, NonFiniteEvaluation, StepwiseAlgorithm
 __all__ = [
     "Callback",
     "Monitor",
+    "Step",
     "attach_partial",
     "batches",
     "drive",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 Callback = Callable[[IterationInfo], "bool | None"]
+
+#: A step function as the driver calls it: ``step(evaluate, x, state, box) -> (x_new, state, loss)``.
+Step = Callable[[Any, Any, Any, Any], "tuple[Any, Any, float]"]
 
 
 class Monitor:
@@ -74,7 +78,7 @@ class Monitor:
             self.observer.step(self.iterations, x, loss, obj.fevals, time.perf_counter() - self.start)
         if self.callback is not None:
             info = IterationInfo(
-                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy_state(obj.state), self.epoch
+                self.iterations, obj.layout.to_user(x), obj.sign * float(loss), copy_state(obj.user_state()), self.epoch
             )
             try:
                 answer = self.callback(info)
@@ -110,26 +114,32 @@ def drive(
     opt_state: Any,
     limit: int | None = None,
     loss: float = math.nan,
+    step: Step | None = None,
 ) -> tuple[np.ndarray, Any, float, ReturnCode | None]:
     """The driver loop: one step per batch from iterate `x` and algorithm state `opt_state` until
     the monitor stops the run, the data runs out, or an evaluation is not finite; then (x,
     opt_state, loss, return code). With `limit`, at most that many steps: the return code is None
-    when the run may go on. `loss` is the last step's, returned when no step is taken."""
+    when the run may go on. `loss` is the last step's, returned when no step is taken. `step` is
+    the step function (None: the algorithm's `step_donated`; the native jax path gives its
+    compiled one, `optimeta._native_jax.NativeJaxStep`)."""
 
     box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
     taken = 0
     keep_best = monitor.keep_best
     loss_before = not alg.loss_at_new_iterate
-    step = alg.step_donated
+    if step is None:
+        step = alg.step_donated
     for monitor.epoch, objective.p in schedule:
         # The driver donates the iterate and state it holds (`step_donated`): a large update may
         # write over them, in place. A deterministic run keeps its best iterate, by a view:
         # this one, whose loss the step reports, is held through the step, so that the update
         # writes elsewhere (an iterate anyone views is never written over).
-        held = x.view() if keep_best and loss_before else None
+        held = _alias(x) if keep_best and loss_before else None
         try:
             x_new, opt_state, loss = step(objective.value_and_grad, x, opt_state, box)
         except NonFiniteEvaluation as exc:  # the point and the value that was not finite there
+            if exc.state is not None:  # a donated state, handed back as it was
+                opt_state = exc.state
             if monitor.skips_in_a_row >= monitor.max_skips:
                 x, loss = _nonfinite_end(objective, monitor, x, exc.x, exc.loss)
                 return x, opt_state, loss, ReturnCode.NONFINITE
@@ -151,7 +161,7 @@ def drive(
                 return x, opt_state, loss, ended
             monitor.skips_in_a_row = 0
             if keep_best and (monitor.best is None or loss < monitor.best[0]):
-                monitor.best = (loss, held if held is not None else x_new.view())
+                monitor.best = (loss, held if held is not None else _alias(x_new))
             x = x_new
             # A deterministic run's partial solution is the iterate the loss was computed at
             # (held through the step); a noisy run's keeps no earlier iterate, so that its
@@ -166,6 +176,12 @@ def drive(
             if taken >= limit:
                 return x, opt_state, loss, None
     return x, opt_state, loss, ReturnCode.MAXITERS
+
+
+def _alias(x: Any) -> Any:
+    """Another reference to iterate `x`: a view of a NumPy array (which a donated update then
+    never writes over), a framework's immutable array itself."""
+    return x.view() if isinstance(x, np.ndarray) else x
 
 
 def _nonfinite_end(
@@ -271,7 +287,7 @@ def solution(
     return Solution(
         u=objective.layout.to_user(x),
         objective=objective.sign * float(loss),
-        state=objective.state,
+        state=objective.user_state(),
         retcode=retcode,
         message=message,
         stats=Stats(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._defaults import default_algorithm
+from ._native import native_step
 from ._objective import Objective
 from ._observe import Observer, check_observe_options
 from ._problem import OptimizationProblem
@@ -253,13 +254,17 @@ class Run:
         self._started(alg, objective)
         options = self.options
         try:
+            # The gradient source may run the whole step natively (jax: `NativeJaxStep`).
+            native = native_step(objective, alg)
             x0 = objective.x0.copy()
             opt_state = alg.init(x0)
+            if native is not None:
+                x0, opt_state = native.adopt(x0, opt_state)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             attach_partial(exc, alg, objective, monitor)
             raise
         schedule = batches(options.data, options.epochs, self.prob.p)
-        session = Session(alg, objective, monitor, schedule, x0, opt_state, options.data, options.epochs)
+        session = Session(alg, objective, monitor, schedule, x0, opt_state, options.data, options.epochs, step=native)
         session.advance(None)
         return session.finish()
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._objective import Objective
-from ._run import Monitor, attach_partial, drive, stepwise_solution
+from ._run import Monitor, Step, attach_partial, drive, stepwise_solution
 from ._solution import ReturnCode, Solution
 from .backends._base import StepwiseAlgorithm
 
@@ -28,7 +28,8 @@ class Session:
 
     Attributes:
         alg: The algorithm. objective, monitor: The run's objective wrapper and monitor.
-        x: The current flat iterate. opt_state: The algorithm's state at `x`.
+        x: The current flat iterate (NumPy, or a jax array on the native path). opt_state: The
+            algorithm's state at `x`. step: The step function (None: the algorithm's own).
         loss: The last step's loss (NaN before the first). retcode: Why the run ended, or None.
         data, epochs: The run's minibatches (or None) and passes over them.
     """
@@ -44,6 +45,7 @@ class Session:
         "req",
         "retcode",
         "schedule",
+        "step",
         "x",
     )
 
@@ -59,8 +61,10 @@ class Session:
         epochs: int,
         loss: float = math.nan,
         retcode: ReturnCode | None = None,
+        step: Step | None = None,
     ) -> None:
         self.alg, self.objective, self.monitor, self.schedule = alg, objective, monitor, schedule
+        self.step = step
         self.x, self.opt_state, self.loss, self.retcode = x, opt_state, loss, retcode
         self.data, self.epochs = data, epochs
 
@@ -69,7 +73,15 @@ class Session:
         objective or the callback raises gets the note and the partial solution."""
         try:
             x, opt_state, loss, code = drive(
-                self.alg, self.objective, self.monitor, self.schedule, self.x, self.opt_state, limit, self.loss
+                self.alg,
+                self.objective,
+                self.monitor,
+                self.schedule,
+                self.x,
+                self.opt_state,
+                limit,
+                self.loss,
+                self.step,
             )
         except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             attach_partial(exc, self.alg, self.objective, self.monitor)

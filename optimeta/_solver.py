@@ -24,6 +24,7 @@ import numpy as np
 
 from ._checkpoint_io import Checkpoint, Counts, Skips, describe_layout
 from ._keywords import suggest_keywords
+from ._native import native_step
 from ._objective import Objective
 from ._observe import logging_to_stderr
 from ._problem import OptimizationProblem
@@ -89,7 +90,18 @@ class Solver:
         self._data = data
         self._epochs = epochs
         self._schedule = _Counted(itertools.islice(batches(data, epochs, prob.p), consumed, None), consumed)
-        self._session = Session(alg, objective, monitor, self._schedule, x, opt_state, data, epochs, loss, ended)
+        # The run's step: native when the gradient source can run it (as in solve), on NumPy otherwise.
+        self._native = native_step(objective, alg)
+        if self._native is not None:
+            x, opt_state = self._native.adopt(x, opt_state)
+            native = self._native.array  # a resumed run's best and last iterates too
+            if monitor.best is not None:
+                monitor.best = (monitor.best[0], native(monitor.best[1]))
+            if monitor.last is not None:
+                monitor.last = (native(monitor.last[0]), monitor.last[1])
+        self._session = Session(
+            alg, objective, monitor, self._schedule, x, opt_state, data, epochs, loss, ended, self._native
+        )
         self.solution: Solution | None = None
         # Once the Solution is made: its loss (minimisation sense) and message, which a
         # checkpoint keeps so that a resumed solve() rebuilds it without calling f again.
@@ -197,11 +209,14 @@ class Solver:
                 "found again; pass the minibatches as a list or another sequence"
             )
         obj, monitor = self._objective, self._monitor
+        x, opt_state = self._session.x, self._session.opt_state
+        if self._native is not None:  # a native run's arrays, as NumPy
+            x, opt_state = self._native.export(x, opt_state)
         return Checkpoint(
             algorithm=self.algorithm,
-            x=self._session.x.copy(),
-            opt_state=copy.deepcopy(self._session.opt_state),
-            state=copy_state(obj.state),
+            x=x.copy(),
+            opt_state=copy.deepcopy(opt_state),
+            state=copy_state(obj.user_state()),
             counts=Counts(monitor.iterations, obj.fevals, obj.gevals, obj.probe_fevals, obj.hevals),
             skips=Skips(monitor.max_skips, monitor.skipped, monitor.skips_in_a_row),
             elapsed=time.perf_counter() - monitor.start,
@@ -215,8 +230,8 @@ class Solver:
             stateful=obj.stateful,
             data_length=None if self._data is None else len(self._data),
             final=self._final,
-            best=None if monitor.best is None else (monitor.best[0], monitor.best[1].copy()),
-            evaluated=None if monitor.last is None else (monitor.last[0].copy(), monitor.last[1]),
+            best=None if monitor.best is None else (monitor.best[0], _host(monitor.best[1])),
+            evaluated=None if monitor.last is None else (_host(monitor.last[0]), monitor.last[1]),
             observe=self._observe,
             history=None if self._observer is None else self._observer.history(),
         )
@@ -314,3 +329,8 @@ class _Counted:
         item = next(self._items)
         self.count += 1
         return item
+
+
+def _host(x: Any) -> np.ndarray:
+    """An iterate as a checkpoint keeps it: a float64 NumPy copy (a native run's jax array too)."""
+    return np.array(x, dtype=np.float64)

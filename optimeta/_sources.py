@@ -214,24 +214,27 @@ class FrameworkSource(BuiltinSource):
 
     def __init__(self, objective: Objective, framework: FrameworkGradient) -> None:
         super().__init__(objective)
-        self.framework = framework
+        self.engine = framework
         objective.state = framework.plain(objective.state)  # the committed state holds NumPy only
 
     def value(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, Any]:
-        loss, new_state = self.objective.source_call(self.framework.value, x, state)
+        loss, new_state = self.objective.source_call(self.engine.value, x, state)
         return check_loss(loss, self.objective.stateful), new_state
 
     def value_and_grad(self, x: np.ndarray, p: Any, state: Any) -> tuple[float, np.ndarray, Any]:
-        (value, grad), new_state = self.objective.source_call(self.framework.value_and_grad, x, state)
+        (value, grad), new_state = self.objective.source_call(self.engine.value_and_grad, x, state)
         return value, grad, new_state
 
     def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> np.ndarray:
-        product, _ = self.objective.source_call(self.framework.hessp, x, copy_state(state), v)
+        product, _ = self.objective.source_call(self.engine.hessp, x, copy_state(state), v)
         return np.asarray(product, dtype=np.float64)
 
     def hessian(self, x: np.ndarray, p: Any, state: Any) -> np.ndarray:
-        matrix, _ = self.objective.source_call(self.framework.hessian, x, copy_state(state))
+        matrix, _ = self.objective.source_call(self.engine.hessian, x, copy_state(state))
         return np.asarray(matrix, dtype=np.float64)
+
+    def framework(self) -> str | None:
+        return self.engine.name
 
 
 def source_type(grad: Any) -> type[GradientSource]:
@@ -264,7 +267,7 @@ def second_derivatives_missing(grad: Any) -> str:
     )
 
 
-def source_for(objective: Objective, grad: Any) -> GradientSource:
+def source_for(objective: Objective, grad: Any) -> BuiltinSource:
     """The source of an objective whose problem has ``grad=grad``."""
     if isinstance(grad, GradientSource):
         return CustomSource(objective, grad)

@@ -18,7 +18,16 @@ from autograd.tracer import getval, isbox
 
 from ._tree import LeafSpec, is_container, match_structure, tree_leaves_with_paths, tree_map, tree_unflatten
 
-__all__ = ["Layout", "check_loss", "is_positive_int", "loss_error", "pair_error", "real_array", "strip_tracers"]
+__all__ = [
+    "Layout",
+    "check_loss",
+    "framework_array",
+    "is_positive_int",
+    "loss_error",
+    "pair_error",
+    "real_array",
+    "strip_tracers",
+]
 
 
 def is_positive_int(value: Any) -> bool:
@@ -59,9 +68,10 @@ def _container_hint(value: Any) -> str:
         leaves = jax.tree_util.tree_leaves(value)
         if len(leaves) != 1 or leaves[0] is not value:
             return (
-                f"; a jax pytree ({kind}) is not taken apart: pass its arrays as a dict, list or tuple "
-                "(e.g. jax.tree_util.tree_leaves of the arrays, or for equinox eqx.partition(model, "
-                "eqx.is_array)) and rebuild it in f (jax.tree_util.tree_unflatten)"
+                f"; a jax pytree ({kind}) is taken apart with grad='jax' (f written with jax.numpy), which "
+                "trains its floating-point arrays and keeps its other leaves; with another gradient, pass "
+                "its arrays as a dict, list or tuple (e.g. jax.tree_util.tree_leaves of the arrays) and "
+                "rebuild it in f (jax.tree_util.tree_unflatten)"
             )
     if isinstance(value, Mapping):
         return f"; a {kind} is a Mapping but not a dict: pass dict(...) of it"
@@ -71,33 +81,55 @@ def _container_hint(value: Any) -> str:
 class Layout:
     """How a parameter tree maps onto one flat float64 vector and back."""
 
-    def __init__(self, treedef: Any, leaves: tuple[LeafSpec, ...]) -> None:
+    def __init__(
+        self,
+        treedef: Any,
+        leaves: tuple[LeafSpec, ...],
+        dtypes: tuple[np.dtype[Any], ...] | None = None,
+        kinds: tuple[str, ...] | None = None,
+    ) -> None:
         self.treedef = treedef
         self.leaves = leaves
         self.size = leaves[-1].stop if leaves else 0
         # A plain array u0, the common case, maps by a reshape alone.
         self.single = isinstance(treedef, LeafSpec) and not treedef.scalar
+        #: Each leaf's floating dtype as the user gave it (float64 for integers and numbers), and
+        #: its kind: "numpy", "jax", "torch" (arrays of that library) or "scalar" (a number).
+        self.dtypes = dtypes if dtypes is not None else (np.dtype(np.float64),) * len(leaves)
+        self.kinds = kinds if kinds is not None else ("numpy",) * len(leaves)
+
+    def native_dtype(self) -> np.dtype[Any]:
+        """The dtype of a flat vector that holds every leaf in its own precision: the widest of
+        the leaves' floating dtypes (float32 for float32 leaves, float64 for float64 or numbers)."""
+        return np.result_type(*self.dtypes) if self.dtypes else np.dtype(np.float64)
 
     @classmethod
     def of(cls, tree: Any, name: str) -> tuple[Layout, np.ndarray]:
         """The layout of `tree` and its flat float64 copy; TypeError for non-real leaves."""
         specs: list[LeafSpec] = []
         arrays: list[np.ndarray] = []
+        dtypes: list[np.dtype[Any]] = []
+        kinds: list[str] = []
         start = 0
         for path, leaf in tree_leaves_with_paths(tree):
             arr = real_array(leaf, f"{name}{path}")
-            specs.append(
-                LeafSpec(path, arr.shape, start, start + arr.size, arr.ndim == 0 and not isinstance(leaf, np.ndarray))
-            )
+            scalar = arr.ndim == 0 and not isinstance(leaf, np.ndarray)
+            specs.append(LeafSpec(path, arr.shape, start, start + arr.size, scalar))
+            kind, dtype = leaf_kind(leaf, scalar)
+            kinds.append(kind)
+            dtypes.append(dtype)
             arrays.append(arr.ravel())
             start += arr.size
         spec_iter = iter(specs)
         treedef = tree_map(lambda _: next(spec_iter), tree)
         flat = np.concatenate(arrays) if arrays else np.zeros(0)
-        return cls(treedef, tuple(specs)), flat
+        return cls(treedef, tuple(specs), tuple(dtypes), tuple(kinds)), flat
 
     def unflatten(self, x: Any) -> Any:
-        """The tree for flat vector `x` (views of it; works on autograd boxes too)."""
+        """The tree for flat vector `x` (views of it; works on autograd boxes too). A framework's
+        array (a jax tracer, a torch tensor) gives each leaf in the user's own dtype."""
+        if framework_array(x):
+            return self.assemble(self.native_leaves(x))
         if self.single:
             return x.reshape(self.treedef.shape)
 
@@ -106,8 +138,30 @@ class Layout:
 
         return tree_unflatten(self.treedef, fill)
 
-    def to_user(self, x: np.ndarray) -> Any:
-        """A tree of fresh arrays (Python floats for scalar leaves) for the user to keep."""
+    def native_leaves(self, x: Any) -> list[Any]:
+        """The leaves of flat framework array `x` (jax or torch), each in its leaf's dtype."""
+        out = []
+        for spec, dtype in zip(self.leaves, self.dtypes):
+            leaf = x[spec.start] if spec.scalar else x[spec.start : spec.stop].reshape(spec.shape)
+            if leaf.dtype != dtype:
+                leaf = _cast(leaf, dtype)
+            out.append(leaf)
+        return out
+
+    def assemble(self, leaves: list[Any]) -> Any:
+        """The user's tree with these leaves, in the order of `leaves` specs."""
+        if self.single:
+            return leaves[0]
+        it = iter(leaves)
+        return tree_unflatten(self.treedef, lambda _: next(it))
+
+    def to_user(self, x: Any) -> Any:
+        """A tree of fresh arrays (Python floats for scalar leaves) for the user to keep. From a
+        flat NumPy vector: float64 arrays. From a framework's flat array (the native path):
+        each leaf of the user's kind and dtype (a jax or torch array stays one, on its device;
+        a NumPy leaf comes back as NumPy)."""
+        if framework_array(x):
+            return self.assemble([_to_kind(leaf, kind) for leaf, kind in zip(self.native_leaves(x), self.kinds)])
         if self.single:
             return x.reshape(self.treedef.shape).copy()
 
@@ -138,6 +192,48 @@ class Layout:
         if arr.shape != spec.shape and not (broadcast and arr.ndim == 0):
             raise ValueError(f"{name} must have shape {spec.shape} like u0{spec.path}, got shape {arr.shape}")
         return np.broadcast_to(arr, spec.shape).ravel()
+
+
+def framework_array(x: Any) -> bool:
+    """Whether `x` is a jax array (or tracer) or a torch tensor: by its type's module, so that
+    nothing is imported."""
+    return type(x).__module__.partition(".")[0] in ("jax", "jaxlib", "torch")
+
+
+def leaf_kind(leaf: Any, scalar: bool) -> tuple[str, np.dtype[Any]]:
+    """A leaf's kind ("numpy", "jax", "torch" or "scalar") and the floating dtype it keeps
+    (its own when floating, float64 otherwise). Nothing is imported here."""
+    module = type(leaf).__module__.partition(".")[0]
+    kind = "scalar" if scalar else {"jaxlib": "jax", "jax": "jax", "torch": "torch"}.get(module, "numpy")
+    dtype = getattr(leaf, "dtype", None)
+    if kind == "torch":
+        dtype = {"float32": np.float32, "float16": np.float16}.get(str(dtype).rpartition(".")[2], np.float64)
+    try:
+        dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float64)
+    except TypeError:
+        dtype = np.dtype(np.float64)
+    if not (dtype.kind == "f" or dtype.name in ("bfloat16", "float16")) or scalar:
+        dtype = np.dtype(np.float64)
+    return kind, dtype
+
+
+def _cast(leaf: Any, dtype: np.dtype[Any]) -> Any:
+    """A framework array as `dtype` (jax: ``astype``; torch: ``to``)."""
+    if hasattr(leaf, "astype"):
+        return leaf.astype(dtype)
+    import torch
+
+    return leaf.to({np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}.get(dtype, torch.float64))
+
+
+def _to_kind(leaf: Any, kind: str) -> Any:
+    """A framework leaf as the user gave it: a copy of the same kind, NumPy, or a float."""
+    if kind == "scalar":
+        return float(leaf)
+    if kind == "numpy":
+        host = leaf.detach().cpu().numpy() if hasattr(leaf, "detach") else leaf
+        return np.array(host)
+    return leaf.clone() if hasattr(leaf, "clone") else leaf.copy()
 
 
 def strip_tracers(tree: Any) -> Any:

@@ -1,7 +1,8 @@
 """A container of another library's kind as ``u0`` (a torch module, a jax pytree such as an
-equinox Module, a Mapping that is not a dict) is refused when the problem is built, with a
-TypeError that says what to pass instead: optimeta's trees are dicts, lists, tuples and
-NamedTuples of arrays."""
+equinox Module without ``grad="jax"``, a Mapping that is not a dict) is refused when the problem
+is built, with a TypeError that says what to pass instead: optimeta's own trees are dicts,
+lists, tuples and NamedTuples of arrays; ``grad="jax"`` takes any jax pytree apart
+(tests/test_jax_pytrees.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_a_torch_module_is_refused_naming_functional_call() -> None:
 
 
 @pytest.mark.needs("jax")
-def test_a_jax_pytree_is_refused_naming_tree_leaves() -> None:
+def test_a_jax_pytree_is_refused_without_grad_jax_naming_it() -> None:
     import jax
 
     @jax.tree_util.register_dataclass
@@ -65,10 +66,13 @@ def test_a_jax_pytree_is_refused_naming_tree_leaves() -> None:
         b: Any
 
     with pytest.raises(TypeError) as caught:
-        om.OptimizationProblem(lambda u, p: 0.0, Params(np.zeros(2), np.zeros(1)), grad="jax")
+        om.OptimizationProblem(lambda u, p: 0.0, Params(np.zeros(2), np.zeros(1)))
     message = str(caught.value)
-    assert "a jax pytree (Params) is not taken apart" in message
-    assert "jax.tree_util.tree_leaves" in message and "eqx.partition(model, eqx.is_array)" in message
+    assert "a jax pytree (Params) is taken apart with grad='jax'" in message
+    assert "jax.tree_util.tree_leaves" in message
+    # The advice works: with grad="jax" the same pytree is u0, its arrays the parameters.
+    prob = om.OptimizationProblem(lambda u, p: 0.0, Params(np.zeros(2), np.zeros(1)), grad="jax")
+    assert isinstance(prob.u0, Params) and prob.u0.w.shape == (2,)
 
 
 def test_an_object_of_no_known_kind_gets_the_plain_message() -> None:

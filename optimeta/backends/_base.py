@@ -170,12 +170,17 @@ class Algorithm(abc.ABC):
 
 
 class NonFiniteEvaluation(Exception):
-    """The objective or its gradient was not finite at the point `x` a step had to use."""
+    """The objective or its gradient was not finite at the point `x` a step had to use.
 
-    def __init__(self, x: np.ndarray, loss: float) -> None:
+    `state`, when not None, is the algorithm's state to go on from, equal to the one the step
+    was given: a step that was donated its state (a compiled native step writes over it) hands
+    it back this way."""
+
+    def __init__(self, x: Any, loss: float, state: Any = None) -> None:
         super().__init__(loss)
         self.x = x
         self.loss = loss
+        self.state = state
 
 
 def evaluate_finite(evaluate: Evaluate, x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -327,8 +332,16 @@ class ElementwiseAlgorithm(FirstOrderAlgorithm[S]):
         raise NotImplementedError
 
     def init(self, x0: np.ndarray) -> S:
-        state: S = self.state_type(0, *self.slots(np, x0))
+        return self.from_slots(0, self.slots(np, x0))
+
+    def from_slots(self, step: int, slots: tuple[Any, ...]) -> S:
+        """The state after `step` updates with these slots (NumPy arrays)."""
+        state: S = self.state_type(step, *slots)
         return state
+
+    def to_slots(self, state: S) -> tuple[int, tuple[Any, ...]]:
+        """The updates made and the slots of `state` (`from_slots` undone)."""
+        return state[0], tuple(state[1:])  # type: ignore[index]
 
     def update(self, grad: np.ndarray, x: np.ndarray, state: S) -> tuple[np.ndarray, S]:
         step = state[0]  # type: ignore[index]

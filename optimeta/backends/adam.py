@@ -87,9 +87,12 @@ class Adam(ElementwiseAlgorithm[AdamState]):
         check_fraction("b2", self.b2)
         check_positive("eps", self.eps)
 
-    def init(self, x0: np.ndarray) -> AdamState:
-        mu, nu = self.slots(np, x0)
-        return AdamState(0, mu, nu, Recycler())
+    def from_slots(self, step: int, slots: tuple[Any, ...]) -> AdamState:
+        mu, nu = slots
+        return AdamState(step, mu, nu, Recycler())
+
+    def to_slots(self, state: AdamState) -> tuple[int, tuple[Any, ...]]:
+        return state.step, (state.mu, state.nu)
 
     def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
         return xp.zeros_like(x), xp.zeros_like(x)

@@ -90,9 +90,11 @@ class SGD(ElementwiseAlgorithm[SGDState]):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
 
-    def init(self, x0: np.ndarray) -> SGDState:
-        velocity = self.slots(np, x0)
-        return SGDState(0, velocity[0] if velocity else None, Recycler())
+    def from_slots(self, step: int, slots: tuple[Any, ...]) -> SGDState:
+        return SGDState(step, slots[0] if slots else None, Recycler())
+
+    def to_slots(self, state: SGDState) -> tuple[int, tuple[Any, ...]]:
+        return state.step, () if state.velocity is None else (state.velocity,)
 
     def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
         return (xp.zeros_like(x),) if self.momentum else ()
