@@ -24,6 +24,8 @@ import scipy.optimize
 import optimeta as om
 from optimeta.backends import _kernels
 
+from . import perf_native
+
 
 def _fastest(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[float, Any]]:
     """Alternate the runs `repeats` times; the fastest time of each, with its last output."""
@@ -337,7 +339,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         target = (
             "-" if r["target"] is None else f"<= {r['target']:.3g}x" + ("" if r["ratio"] <= r["target"] else " MISSED")
         )
-        cells = [r["name"], r["peer"], _human(r["optimeta_s"]), _human(r["peer_s"]), f"{r['ratio']:.3g}x", target]
+        show = (lambda b: f"{b / 2**20:.0f} MB") if r.get("unit") == "bytes" else _human
+        cells = [r["name"], r["peer"], show(r["optimeta_s"]), show(r["peer_s"]), f"{r['ratio']:.3g}x", target]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in [*cells, r["detail"]]) + " |")
     return "\n".join(lines)
 
@@ -359,6 +362,7 @@ def main(out: Path, quick: bool = False) -> list[dict[str, Any]]:
     if not quick:
         rows.append(bfgs_scaling())
     rows += gradient_backends()
+    rows += perf_native.rows(quick)
     table = markdown(rows)
     print(table)
     out.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,8 @@ class JaxGradient(FrameworkGradient):
     def _x64(self, x: Any = None) -> AbstractContextManager[Any]:
         # The flat NumPy vector is float64: 64-bit types on. A native iterate (a jax array of the
         # user's dtype, see `optimeta._native_jax`) decides for itself.
+        if isinstance(x, tuple):  # a native iterate: its leaves
+            return precision(np.result_type(*(leaf.dtype for leaf in x)))
         return precision(x.dtype if x is not None and not isinstance(x, np.ndarray) else np.dtype(np.float64))
 
     def _traced(self, x: Any, p_arrays: list[Any], p_static: Any, state: Any) -> tuple[Any, Any]:

@@ -126,8 +126,10 @@ class TorchGradient(FrameworkGradient):
         self._torch = torch
         self._watching = True
 
-    def _point(self, x: np.ndarray, requires_grad: bool) -> Any:
-        t = self._torch.from_numpy(np.array(x, dtype=np.float64))
+    def _point(self, x: Any, requires_grad: bool) -> Any:
+        # A native run's iterate is a tensor already (of the user's dtype): copied as it is.
+        torch = self._torch
+        t = x.detach().clone() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
         return t.requires_grad_() if requires_grad else t
 
     def _run(self, t: Any, p: Any, state: Any) -> tuple[Any, Any]:
@@ -195,6 +197,17 @@ class TorchGradient(FrameworkGradient):
         grad = self._first(loss, value, cut, t)
         flat = np.zeros(x.size) if grad is None else grad.detach().numpy()
         return (value, flat), self.plain(new_state)
+
+    def tensor_value_and_grad(self, t: Any, p: Any, state: Any) -> tuple[float, Any, Any]:
+        """f and its gradient at flat tensor `t` (which requires grad), for the native torch
+        step (`optimeta._native_torch`): the loss as a float, the gradient as a tensor like `t`
+        (zeros for a constant loss), and the new state with its tensors detached, not NumPy."""
+        loss, new_state, cut = self._run_watched(t, p, state)
+        value = self._loss(loss)
+        grad = self._first(loss, value, cut, t)
+        torch = self._torch
+        detached = tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, new_state)
+        return value, torch.zeros_like(t) if grad is None else grad, detached
 
     def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> tuple[np.ndarray, Any]:
         t = self._point(x, True)

@@ -115,11 +115,13 @@ class JaxLayout(Layout):
         each parameter in its own dtype."""
         if framework_array(x):
             return self.assemble(self.native_leaves(x))
+        if isinstance(x, tuple):  # a native iterate: its leaves already
+            return self.assemble(list(x))
         return self.assemble([x[s.start : s.stop].reshape(s.shape) for s in self.leaves])
 
     def to_user(self, x: Any) -> Any:
         """A pytree of fresh arrays, each parameter of its kind and dtype as in ``u0``."""
-        if framework_array(x):
+        if framework_array(x) or isinstance(x, tuple):
             return super().to_user(x)
         import jax.numpy as jnp
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._native_jax import native_jax_step
+from ._native_torch import native_torch_step
 
 if TYPE_CHECKING:
     from ._objective import Objective
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["native_step"]
 
 #: The native step of each framework, by name.
-STEPS: dict[str, Callable[[Objective, Algorithm], Any]] = {"jax": native_jax_step}
+STEPS: dict[str, Callable[[Objective, Algorithm], Any]] = {"jax": native_jax_step, "torch": native_torch_step}
 
 
 def native_step(objective: Objective, alg: Algorithm) -> Any:

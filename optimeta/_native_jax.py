@@ -20,11 +20,12 @@ step carries (`NativeState`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._jax_tools import join_p, precision, split_p, traced_call
+from ._native_base import NativeState, NativeStep, runs_natively
 from ._values import check_loss, loss_error, pair_error
 from .backends._base import ElementwiseAlgorithm, NonFiniteEvaluation
 
@@ -32,48 +33,31 @@ if TYPE_CHECKING:
     from ._objective import Objective
     from .backends._base import Algorithm
 
-__all__ = ["NativeJaxStep", "NativeState", "native_jax_step"]
-
-
-class NativeState(NamedTuple):
-    """An `ElementwiseAlgorithm`'s state on a framework's arrays: the updates made so far and
-    the algorithm's slots (its moments), each an array shaped like the flat iterate."""
-
-    step: int
-    slots: tuple[Any, ...]
+__all__ = ["NativeJaxStep", "native_jax_step"]
 
 
 def native_jax_step(objective: Objective, alg: Algorithm) -> NativeJaxStep | None:
     """The compiled step for `alg` on `objective`, or None when the run stays on NumPy: for an
     algorithm that is not elementwise, or a state declared constant (its check compares each
     returned state on the host)."""
-    if not isinstance(alg, ElementwiseAlgorithm) or objective.per_step_commit:
+    if not runs_natively(objective, alg):
         return None
-    if objective.constant_state:
-        return None
+    assert isinstance(alg, ElementwiseAlgorithm)
     return NativeJaxStep(objective, alg)
 
 
-class NativeJaxStep:
-    """One step of an `ElementwiseAlgorithm` on a flat jax iterate, compiled once per run (and
-    again only if ``p`` changes structure, or a non-array leaf of it changes).
-
-    Called as the driver calls `StepwiseAlgorithm.step`: ``step(evaluate, x, state, box)`` ->
-    ``(x_new, state, loss)``, raising `NonFiniteEvaluation` (with the state to go on from) when
-    the loss or the gradient is not finite; ``evaluate`` is not used: the evaluation is part of
-    the compiled step, counted and committed through the objective as any evaluation is.
-    """
+class NativeJaxStep(NativeStep):
+    """One step of an `ElementwiseAlgorithm` on a flat jax iterate (`NativeStep`), compiled
+    once per problem and algorithm (again only if ``p`` changes structure, or a non-array leaf
+    of it changes)."""
 
     def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
+        super().__init__(objective, alg)
         import jax
 
         self._jax = jax
-        self.objective = objective
-        self.alg = alg
-        self.dtype = objective.layout.native_dtype()
         box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
-        with precision(self.dtype):
-            self._box = None if box is None else tuple(jax.numpy.asarray(side, dtype=self.dtype) for side in box)
+        self._box = None if box is None else tuple(self.array(side) for side in box)
         self._compiled = _compiled(objective, alg)
         if objective.stateful:
             objective.present = _presenter(jax, objective.state)
@@ -82,40 +66,42 @@ class NativeJaxStep:
             with precision(self.dtype):
                 objective.state = jax.tree_util.tree_map(_strong, objective.state)
 
-    def adopt(self, x: np.ndarray, opt_state: Any) -> tuple[Any, NativeState]:
-        """The iterate and the algorithm's NumPy state (`ElementwiseAlgorithm.init`'s, or a
-        checkpoint's) as the native step carries them: jax arrays of the run's dtype."""
-        jnp = self._jax.numpy
-        step, slots = self.alg.to_slots(opt_state)
+    @property
+    def namespace(self) -> Any:
+        return self._jax.numpy
+
+    def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:
+        x = self.array(x0)
         with precision(self.dtype):
-            native = tuple(jnp.asarray(slot, dtype=self.dtype) for slot in slots)
-            return jnp.asarray(x, dtype=self.dtype), NativeState(step, native)
+            per_leaf = [self.alg.slots(self._jax.numpy, leaf) for leaf in x]
+        return x, NativeState(0, tuple(tuple(slots) for slots in zip(*per_leaf)) if per_leaf else ())
 
     def array(self, x: np.ndarray) -> Any:
-        """A NumPy iterate as a jax array of the run's dtype."""
+        """A flat NumPy vector (an iterate, a slot, a bound) as the native iterate: a tuple of
+        jax arrays, one per leaf of ``u0``, each of its leaf's shape and dtype."""
+        jnp, layout = self._jax.numpy, self.objective.layout
         with precision(self.dtype):
-            return self._jax.numpy.asarray(x, dtype=self.dtype)
+            return tuple(
+                jnp.asarray(x[s.start : s.stop].reshape(s.shape), dtype=dtype)
+                for s, dtype in zip(layout.leaves, layout.dtypes)
+            )
 
-    def export(self, x: Any, opt_state: NativeState) -> tuple[np.ndarray, Any]:
-        """The iterate and the state as NumPy float64 (a checkpoint's form): `adopt` undone,
-        exactly (float64 holds every float32 and bfloat16 value)."""
-        slots = tuple(np.array(slot, dtype=np.float64) for slot in opt_state.slots)
-        return np.array(x, dtype=np.float64), self.alg.from_slots(opt_state.step, slots)
+    def host(self, x: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(leaf, dtype=np.float64).ravel() for leaf in x])
 
     def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
         obj = self.objective
         coefficients = self.alg.coefficients(state.step)
         arrays, static = split_p(self._jax, obj.p)
         with precision(self.dtype):
-            x_new, slots, loss, finite, new_state = self._compiled(
+            x_new, slots, report, new_state = self._compiled(
                 x, state.slots, coefficients, static, arrays, obj.state_for_call(), self._box
             )
         obj.count_f()
         obj.gevals += 1
         if obj.stateful:
             obj.keep(x, new_state)
-        value, ok = self._jax.device_get((loss, finite))
-        value = float(value)
+        value, ok = np.asarray(report).tolist()
         if not ok:
             raise NonFiniteEvaluation(x, value, NativeState(state.step, slots))
         return x_new, NativeState(state.step + 1, slots), value
@@ -132,7 +118,8 @@ def _strong(leaf: Any) -> Any:
 
 def _presenter(jax: Any, initial: Any) -> Callable[[Any], Any]:
     """How a native run shows its committed state (jax arrays) to the user: each leaf of the
-    kind the initial state's leaf had (a Python number, a NumPy array, a jax array), where the
+    kind the committed initial state's leaf had (a Python number, or a NumPy array: the gradient
+    source commits a jax array of the initial state as NumPy, a 0-d one as a number), where the
     structure is the initial one; as it is otherwise."""
     leaves, structure = jax.tree_util.tree_flatten(initial)
 
@@ -195,8 +182,8 @@ class _Traced:
         self.alg = alg
 
     def _loss(self, x: Any, p: Any, state: Any) -> tuple[Any, Any]:
-        """f at flat `x` in the minimisation sense, traced: (scalar loss, new state)."""
-        u = self.layout.unflatten(x)
+        """f at the leaves `x` in the minimisation sense, traced: (scalar loss, new state)."""
+        u = self.layout.assemble(list(x))
         if self.stateful:
             out = traced_call(self._jax, lambda: self.f(u, p, state))
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -204,12 +191,12 @@ class _Traced:
             loss, new_state = out
         else:
             loss, new_state = traced_call(self._jax, lambda: self.f(u, p)), None
-        return self.sign * self._scalar(loss, x.dtype), new_state
+        return self.sign * self._scalar(loss), new_state
 
-    def _scalar(self, loss: Any, dtype: Any) -> Any:
+    def _scalar(self, loss: Any) -> Any:
         jax = self._jax
         if not isinstance(loss, jax.Array):
-            return jax.numpy.asarray(check_loss(loss, self.stateful), dtype=dtype)
+            return jax.numpy.asarray(check_loss(loss, self.stateful), dtype=self.layout.native_dtype())
         if loss.ndim == 0 and loss.dtype.kind in "biuf":
             return loss
         shown = f"an array of shape {loss.shape}" if loss.ndim else type(loss).__name__
@@ -217,22 +204,32 @@ class _Traced:
 
     def fused(
         self,
-        x: Any,
+        x: tuple[Any, ...],
         slots: tuple[Any, ...],
         coefficients: tuple[Any, ...],
         p_static: Any,
         p_arrays: list[Any],
         state: Any,
         box: Any,
-    ) -> tuple[Any, tuple[Any, ...], Any, Any, Any]:
-        """Value, gradient, finiteness, update and projection: the compiled step."""
+    ) -> tuple[Any, tuple[Any, ...], Any, Any]:
+        """Value, gradient, finiteness, the update of each leaf and projection: the compiled step."""
         jnp = self._jax.numpy
         p = join_p(p_arrays, p_static)
         (loss, new_state), grad = self._jax.value_and_grad(self._loss, has_aux=True)(x, p, state)
-        finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))
-        x_new, new_slots = self.alg.leaf_update(jnp, grad, x, slots, coefficients)
-        if box is not None:
-            x_new = jnp.clip(x_new, box[0], box[1])
+        finite = jnp.isfinite(loss)
+        for g in grad:
+            finite = finite & jnp.all(jnp.isfinite(g))
+        new_x, new_slots = [], []
+        for i, (g, leaf) in enumerate(zip(grad, x)):
+            leaf_new, leaf_slots = self.alg.leaf_update(jnp, g, leaf, tuple(s[i] for s in slots), coefficients)
+            if box is not None:
+                leaf_new = jnp.clip(leaf_new, box[0][i], box[1][i])
+            new_x.append(leaf_new.astype(leaf.dtype))
+            new_slots.append(leaf_slots)
         # The slots were donated: on a non-finite evaluation they come back as they were.
-        kept = tuple(jnp.where(finite, new, old) for new, old in zip(new_slots, slots))
-        return x_new.astype(x.dtype), kept, loss, finite, new_state
+        kept = tuple(
+            tuple(jnp.where(finite, new[k], old[i]) for i, new in enumerate(new_slots)) for k, old in enumerate(slots)
+        )
+        wide = jnp.promote_types(loss.dtype, jnp.float32)
+        report = jnp.stack([loss.astype(wide), finite.astype(wide)])  # read back in one transfer
+        return tuple(new_x), kept, report, new_state

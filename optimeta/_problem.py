@@ -327,6 +327,11 @@ def _where(layout: Layout, mask: np.ndarray) -> str:
 
 
 def _readonly_tree(layout: Layout, x: np.ndarray) -> Any:
+    """`x` (read-only) as the user's tree: views of it where the leaves are NumPy arrays (no
+    copy of a large u0), Python floats for scalar leaves; other layouts' own leaves."""
+    if type(layout) is Layout and all(kind in ("numpy", "scalar") for kind in layout.kinds):
+        views = [float(x[s.start]) if s.scalar else x[s.start : s.stop].reshape(s.shape) for s in layout.leaves]
+        return layout.assemble(views)
     tree = layout.to_user(x)
     if isinstance(tree, np.ndarray):
         return _readonly(tree)

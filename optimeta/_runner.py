@@ -256,10 +256,11 @@ class Run:
         try:
             # The gradient source may run the whole step natively (jax: `NativeJaxStep`).
             native = native_step(objective, alg)
-            x0 = objective.x0.copy()
-            opt_state = alg.init(x0)
-            if native is not None:
-                x0, opt_state = native.adopt(x0, opt_state)
+            if native is None:
+                x0 = objective.x0.copy()
+                opt_state = alg.init(x0)
+            else:
+                x0, opt_state = native.start(objective.x0)
         except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             attach_partial(exc, alg, objective, monitor)
             raise

@@ -192,6 +192,11 @@ class Solver:
                     self._started = False
                 raise
 
+    def _host(self, x: Any) -> np.ndarray:
+        """An iterate as a checkpoint keeps it: a float64 NumPy copy (of a native one too)."""
+        host: np.ndarray = x.copy() if self._native is None else self._native.host(x)
+        return host
+
     def checkpoint(self) -> Checkpoint:
         """The run so far as a `Checkpoint`: data only (copies: stepping on does not change it).
 
@@ -230,8 +235,8 @@ class Solver:
             stateful=obj.stateful,
             data_length=None if self._data is None else len(self._data),
             final=self._final,
-            best=None if monitor.best is None else (monitor.best[0], _host(monitor.best[1])),
-            evaluated=None if monitor.last is None else (_host(monitor.last[0]), monitor.last[1]),
+            best=None if monitor.best is None else (monitor.best[0], self._host(monitor.best[1])),
+            evaluated=None if monitor.last is None else (self._host(monitor.last[0]), monitor.last[1]),
             observe=self._observe,
             history=None if self._observer is None else self._observer.history(),
         )
@@ -329,8 +334,3 @@ class _Counted:
         item = next(self._items)
         self.count += 1
         return item
-
-
-def _host(x: Any) -> np.ndarray:
-    """An iterate as a checkpoint keeps it: a float64 NumPy copy (a native run's jax array too)."""
-    return np.array(x, dtype=np.float64)

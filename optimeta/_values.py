@@ -39,6 +39,8 @@ def real_array(value: Any, name: str) -> np.ndarray:
     """`value` as a float64 array, or a TypeError naming `name` for non-real input."""
     if value is None or isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a real number or array, got {value!r}")
+    if type(value).__module__.partition(".")[0] == "torch" and hasattr(value, "detach"):
+        value = value.detach().cpu()  # a torch tensor (a Parameter too), wherever it lives: its values
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
@@ -59,8 +61,8 @@ def _container_hint(value: Any) -> str:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.nn.Module):
         return (
-            f"; a torch {kind} is not taken apart: pass its parameters as a dict of arrays, "
-            "{name: p.detach().numpy() for name, p in module.named_parameters()}, its buffers as the state, "
+            f"; a torch {kind} is not taken apart: pass its parameters as a dict, "
+            "dict(module.named_parameters()) (copied: the module is not changed), its buffers as the state, "
             "and call torch.func.functional_call(module, (u, state), inputs) in f, with grad='torch'"
         )
     jax = sys.modules.get("jax")
@@ -130,6 +132,8 @@ class Layout:
         array (a jax tracer, a torch tensor) gives each leaf in the user's own dtype."""
         if framework_array(x):
             return self.assemble(self.native_leaves(x))
+        if isinstance(x, tuple):  # a native jax iterate: its leaves already
+            return self.assemble(list(x))
         if self.single:
             return x.reshape(self.treedef.shape)
 
@@ -160,8 +164,9 @@ class Layout:
         flat NumPy vector: float64 arrays. From a framework's flat array (the native path):
         each leaf of the user's kind and dtype (a jax or torch array stays one, on its device;
         a NumPy leaf comes back as NumPy)."""
-        if framework_array(x):
-            return self.assemble([_to_kind(leaf, kind) for leaf, kind in zip(self.native_leaves(x), self.kinds)])
+        if framework_array(x) or isinstance(x, tuple):
+            leaves = list(x) if isinstance(x, tuple) else self.native_leaves(x)
+            return self.assemble([_to_kind(leaf, kind) for leaf, kind in zip(leaves, self.kinds)])
         if self.single:
             return x.reshape(self.treedef.shape).copy()
 

@@ -220,6 +220,7 @@ def test_perf_exits_non_zero_naming_a_missed_target(
     monkeypatch.setattr(perf, "large_update", lambda size: [])
     monkeypatch.setattr(perf, "bfgs_scaling", lambda: rows[1])
     monkeypatch.setattr(perf, "gradient_backends", list)
+    monkeypatch.setattr(perf.perf_native, "rows", lambda quick=False: [])
     out = tmp_path / "perf"
     missed = ratio > 1.1
     assert main(["--perf", "--out", str(out)]) == int(missed)

@@ -1,7 +1,7 @@
-"""The native jax path against the reference loops, step by step.
+"""The native jax and torch paths against the reference loops, step by step.
 
 With ``grad="jax"``, every elementwise first-order algorithm runs as one compiled jax step
-(`optimeta._native_jax`). Each is run here beside its reference, fed the same gradients: optax
+(`optimeta._native_jax`); with ``grad="torch"``, on a flat torch tensor (`optimeta._native_torch`). Each is run here beside its reference, fed the same gradients: optax
 where optax's update is the same formula, torch.optim where optax's differs (torch's RMSprop,
 Adagrad and AMSGrad put eps outside the root, as optimeta does; Adadelta is torch's). float64
 iterates agree to 1e-12 (relative), float32 ones to float32 rounding (optax's loop takes jax's
@@ -22,8 +22,6 @@ import optimeta as om
 from optimeta.backends._base import ElementwiseAlgorithm
 from optimeta.traits import registered
 
-pytestmark = pytest.mark.needs("jax")
-
 A = np.array([[3.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 2.0]])
 C = np.array([1.0, -2.0, 0.5])
 U0 = np.array([0.3, 0.8, -0.4])
@@ -33,6 +31,13 @@ STEPS = 30
 def gradient(x: np.ndarray) -> np.ndarray:
     """The gradient of the test objective, 0.5 (x-c)^T A (x-c) + 0.1 sum(sin x), in NumPy."""
     return np.asarray(A @ (x - C) + 0.1 * np.cos(x))
+
+
+def torch_objective(u: Any, p: Any) -> Any:
+    torch = importlib.import_module("torch")
+    x = u["x"]
+    d = x - torch.tensor(C, dtype=x.dtype)
+    return 0.5 * d @ (torch.tensor(A, dtype=x.dtype) @ d) + 0.1 * torch.sum(torch.sin(x))
 
 
 def objective(u: Any, p: Any) -> Any:
@@ -103,10 +108,14 @@ CASES: list[tuple[str, om.Algorithm, Callable[[Any], list[np.ndarray]]]] = [
 ]
 
 
-def optimeta_run(alg: om.Algorithm, dtype: Any) -> tuple[list[np.ndarray], om.Solution]:
-    jax = importlib.import_module("jax")
-    prob = om.OptimizationProblem(objective, {"x": U0.astype(dtype)}, grad="jax", stochastic=True)
+def optimeta_run(alg: om.Algorithm, dtype: Any, backend: str = "jax") -> tuple[list[np.ndarray], om.Solution]:
+    f = objective if backend == "jax" else torch_objective
+    prob = om.OptimizationProblem(f, {"x": U0.astype(dtype)}, grad=backend, stochastic=True)
     seen: list[np.ndarray] = []
+    if backend == "torch":
+        sol = om.solve(prob, alg, maxiters=STEPS, callback=lambda info: seen.append(info.u["x"]))
+        return seen, sol
+    jax = importlib.import_module("jax")
     with jax.enable_x64(np.dtype(dtype) == np.float64):
         sol = om.solve(prob, alg, maxiters=STEPS, callback=lambda info: seen.append(info.u["x"]))
     return seen, sol
@@ -118,18 +127,20 @@ def test_every_elementwise_algorithm_has_a_reference() -> None:
     assert elementwise == covered
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 @pytest.mark.parametrize(("name", "alg", "reference"), CASES, ids=[c[0] for c in CASES])
-def test_float64_native_steps_equal_the_reference(name: str, alg: om.Algorithm, reference: Any) -> None:
+def test_float64_native_steps_equal_the_reference(name: str, alg: om.Algorithm, reference: Any, backend: str) -> None:
+    pytest.importorskip(backend, reason=f"needs {backend} (not installed): pip install 'optimeta[{backend}]'")
     pytest.importorskip(reference.library, reason=f"needs {reference.library} (not installed)")
-    jax = importlib.import_module("jax")
-    seen, sol = optimeta_run(alg, np.float64)
-    assert type(sol.opt_state).__name__ == "NativeState"  # the compiled path ran
+    jax = pytest.importorskip("jax", reason="the optax references need jax (not installed)")
+    seen, sol = optimeta_run(alg, np.float64, backend)
+    assert type(sol.opt_state).__name__ == "NativeState"  # the native path ran
     with jax.enable_x64(True):
         expected = reference(np.float64)
     assert len(seen) == STEPS
     for k, (got, want) in enumerate(zip(seen, expected)):
         assert got.dtype == np.float64
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=f"{name}, step {k + 1}")
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=f"{name} on {backend}, step {k + 1}")
 
 
 FLOAT32 = [c for c in CASES if c[2].library == "optax"]  # type: ignore[attr-defined]
@@ -137,6 +148,7 @@ FLOAT32 = [c for c in CASES if c[2].library == "optax"]  # type: ignore[attr-def
 
 @pytest.mark.parametrize(("name", "alg", "reference"), FLOAT32, ids=[c[0] for c in FLOAT32])
 def test_float32_native_steps_equal_optax_to_float32_rounding(name: str, alg: om.Algorithm, reference: Any) -> None:
+    pytest.importorskip("jax", reason="needs jax (not installed): pip install 'optimeta[jax]'")
     pytest.importorskip("optax", reason="needs optax (not installed)")
     jax = importlib.import_module("jax")
     seen, sol = optimeta_run(alg, np.float32)
