@@ -44,6 +44,8 @@ EXTRA_OF = {
     "distributed": "dask",
     "dask": "dask",
     "optax": "bench",
+    "equinox": "bench",
+    "flax": "bench",
 }
 
 #: Test files of the quick subset (``--quick``): the traits and their refusals, the guarantees

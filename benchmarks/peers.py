@@ -3,7 +3,7 @@
 Each peer gets the same objective (value and gradient of the problem's autograd function on the
 flat vector, counted the same way), the same starting point and the same budget. torch and optax
 peers run only where they are installed (extra ``bench``); scipy is always there. optax runs in
-float64 (``jax_enable_x64``), its update steps compiled with ``jax.jit``; its L-BFGS line search
+float64 (``jax.enable_x64``, for its run only), its steps compiled with ``jax.jit``; its L-BFGS line search
 reaches the objective through ``jax.pure_callback``, with the gradient supplied by a custom VJP,
 so every trial point is one counted call, as for the other peers.
 """
@@ -169,10 +169,16 @@ def _traced(fg: ValueAndGrad) -> Callable[[Any], Any]:
 def _optax(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
     def run(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
         import jax
+
+        # float64 for this run only (this thread, while it lasts): the process's setting stays.
+        with jax.enable_x64(True):
+            return run_x64(problem, fg)
+
+    def run_x64(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
+        import jax
         import jax.numpy as jnp
         import optax
 
-        jax.config.update("jax_enable_x64", True)
         params = jnp.asarray(np.array(problem.u0, dtype=np.float64))
         if kind == "lbfgs":
             value = _traced(fg)

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 from autograd.tracer import Box
+from examples_loader import load_example
 
 import optimeta as om
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def mlp() -> ModuleType:
-    return _load("stateful_mlp")
+    return load_example("stateful_mlp")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +59,7 @@ def test_bfgs_refusal_is_shown(result: dict) -> None:
 
 
 def test_batchnorm_bfgs_advances_statistics_once_per_iteration() -> None:
-    out = _load("batchnorm_bfgs").main(seed=0)
+    out = load_example("batchnorm_bfgs").main(seed=0)
     sol = out["solution"]
     assert sol.retcode is om.ReturnCode.SUCCESS
     assert out["updates"] == sol.stats.iterations > 0
@@ -81,7 +70,7 @@ def test_batchnorm_bfgs_advances_statistics_once_per_iteration() -> None:
 
 
 def test_ode_fit_recovers_parameters_and_shows_the_mutation_error() -> None:
-    module = _load("ode_fit")
+    module = load_example("ode_fit")
     out = module.main()
     sol = out["solution"]
     assert sol.retcode is om.ReturnCode.SUCCESS
