@@ -53,6 +53,9 @@ def precision(dtype: Any) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
     import jax
 
+    if jax.config.read("jax_enable_x64"):  # type: ignore[no-untyped-call]  # on already (globally, or by an enclosing context): nothing to do
+        return contextlib.nullcontext()
+
     enable = getattr(jax, "enable_x64", None)
     if enable is not None:
         context: AbstractContextManager[Any] = enable(True)

@@ -5,6 +5,8 @@ algorithm state into the framework's arrays and back (a checkpoint's form)."""
 from __future__ import annotations
 
 import abc
+import contextlib
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -59,6 +61,11 @@ class NativeStep(abc.ABC):
     @abc.abstractmethod
     def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
         """One step from `x`."""
+
+    def scope(self) -> AbstractContextManager[Any]:
+        """The context the whole run steps in (jax: its 64-bit types for a float64 run, entered
+        once rather than at every step, which would cost jax its fast dispatch)."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:

@@ -6,8 +6,8 @@ run's iterate is a flat jax array in the user's own precision (float32 parameter
 evaluates ``f`` and its gradient, checks them for finiteness, applies the algorithm's
 `ElementwiseAlgorithm.leaf_update` (the same definition the NumPy path runs, here on
 ``jax.numpy``), projects onto the bounds and returns the new state ``f`` returned: no NumPy
-conversion on the way. The algorithm's arrays are donated to the call (``donate_argnums``),
-so the moments of a large model are updated in place. The host reads back one scalar loss and
+conversion on the way. The moments of a large model are donated to the call
+(``donate_argnums``), so they are updated in place. The host reads back one scalar loss and
 one flag per step, which the run's budgets, callback and non-finite policy need.
 
 64-bit types are enabled only for a float64 iterate (`precision`): a float32 flax or equinox
@@ -20,6 +20,7 @@ step carries (`NativeState`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,7 +59,11 @@ class NativeJaxStep(NativeStep):
         self._jax = jax
         box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
         self._box = None if box is None else tuple(self.array(side) for side in box)
-        self._compiled = _compiled(objective, alg)
+        # Large models donate their moments (updated in place: the memory of one copy saved),
+        # and then a non-finite step must hand them back as they were, which costs a select
+        # over every moment; small ones keep theirs, which stay valid, and skip the select.
+        self._donate = objective.layout.size >= DONATE_MIN_SIZE
+        self._compiled = _compiled(objective, alg, self._donate)
         if objective.stateful:
             objective.present = _presenter(jax, objective.state)
             # Numbers in the initial state as the arrays f's new states will hold (of a strong
@@ -69,6 +74,9 @@ class NativeJaxStep(NativeStep):
     @property
     def namespace(self) -> Any:
         return self._jax.numpy
+
+    def scope(self) -> AbstractContextManager[Any]:
+        return precision(self.dtype)
 
     def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:
         x = self.array(x0)
@@ -103,7 +111,7 @@ class NativeJaxStep(NativeStep):
             obj.keep(x, new_state)
         value, ok = np.asarray(report).tolist()
         if not ok:
-            raise NonFiniteEvaluation(x, value, NativeState(state.step, slots))
+            raise NonFiniteEvaluation(x, value, NativeState(state.step, slots) if self._donate else None)
         return x_new, NativeState(state.step + 1, slots), value
 
 
@@ -141,27 +149,35 @@ def _presenter(jax: Any, initial: Any) -> Callable[[Any], Any]:
     return present
 
 
+#: From this many parameters on, the compiled step donates the moments (see `NativeJaxStep`).
+DONATE_MIN_SIZE = 100_000
+
 #: Compiled steps, by what they are traced from (see `_compiled`): a problem solved again with
 #: the same algorithm reuses its compilation, as a jitted function does in the user's own loop.
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _CACHE_SIZE = 32
 
 
-def _compiled(objective: Objective, alg: ElementwiseAlgorithm[Any]) -> Any:
+def _compiled(objective: Objective, alg: ElementwiseAlgorithm[Any], donate: bool) -> Any:
     """The jitted fused step for this objective's ``f``, layout, sense and statefulness, and for
-    `alg` (hyperparameters are constants of the trace; the step's coefficients are arguments)."""
+    `alg` (hyperparameters are constants of the trace; the step's coefficients are arguments),
+    its moments donated or not."""
     import jax
 
-    key = (objective.f, id(objective.layout), objective.sign, objective.stateful, alg)
+    def build() -> Any:
+        fused = _Traced(objective, alg, donate).fused
+        return jax.jit(fused, static_argnums=3, donate_argnums=1 if donate else ())
+
+    key = (objective.f, id(objective.layout), objective.sign, objective.stateful, alg, donate)
     try:
         hit = _CACHE.get(key)
     except TypeError:  # an algorithm with an unhashable hyperparameter (a schedule object)
-        return jax.jit(_Traced(objective, alg).fused, static_argnums=3, donate_argnums=1)
+        return build()
     if hit is not None and hit[0] is objective.layout:
         return hit[1]
     if len(_CACHE) >= _CACHE_SIZE:
         del _CACHE[next(iter(_CACHE))]
-    compiled = jax.jit(_Traced(objective, alg).fused, static_argnums=3, donate_argnums=1)
+    compiled = build()
     _CACHE[key] = (objective.layout, compiled)  # the layout kept alive: its id stays its own
     return compiled
 
@@ -169,10 +185,11 @@ def _compiled(objective: Objective, alg: ElementwiseAlgorithm[Any]) -> Any:
 class _Traced:
     """What the compiled step is traced from: ``f``, the layout, the sense, the algorithm."""
 
-    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
+    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any], donate: bool) -> None:
         import jax
 
         self._jax = jax
+        self.donate = donate
         self.f, self.layout, self.sign, self.stateful = (
             objective.f,
             objective.layout,
@@ -226,10 +243,9 @@ class _Traced:
                 leaf_new = jnp.clip(leaf_new, box[0][i], box[1][i])
             new_x.append(leaf_new.astype(leaf.dtype))
             new_slots.append(leaf_slots)
-        # The slots were donated: on a non-finite evaluation they come back as they were.
-        kept = tuple(
-            tuple(jnp.where(finite, new[k], old[i]) for i, new in enumerate(new_slots)) for k, old in enumerate(slots)
-        )
+        kept = tuple(tuple(new[k] for new in new_slots) for k in range(len(slots)))
+        if self.donate:  # the slots were donated: on a non-finite evaluation they come back as they were
+            kept = tuple(tuple(jnp.where(finite, new, old) for new, old in zip(k, o)) for k, o in zip(kept, slots))
         wide = jnp.promote_types(loss.dtype, jnp.float32)
         report = jnp.stack([loss.astype(wide), finite.astype(wide)])  # read back in one transfer
         return tuple(new_x), kept, report, new_state

@@ -9,6 +9,7 @@ are one code path and cannot diverge.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -71,18 +72,22 @@ class Session:
     def advance(self, limit: int | None) -> None:
         """Take up to `limit` steps (None: to the end) by the one driver loop; whatever the
         objective or the callback raises gets the note and the partial solution."""
+        # A native step's run goes on in its framework's context (jax's 64-bit types for a
+        # float64 run: see `optimeta._native_base.NativeStep.scope`).
+        scope = getattr(self.step, "scope", contextlib.nullcontext)()
         try:
-            x, opt_state, loss, code = drive(
-                self.alg,
-                self.objective,
-                self.monitor,
-                self.schedule,
-                self.x,
-                self.opt_state,
-                limit,
-                self.loss,
-                self.step,
-            )
+            with scope:
+                x, opt_state, loss, code = drive(
+                    self.alg,
+                    self.objective,
+                    self.monitor,
+                    self.schedule,
+                    self.x,
+                    self.opt_state,
+                    limit,
+                    self.loss,
+                    self.step,
+                )
         except BaseException as exc:  # KeyboardInterrupt, SystemExit and GeneratorExit too
             attach_partial(exc, self.alg, self.objective, self.monitor)
             raise
