@@ -3,7 +3,7 @@
 Each peer gets the same objective (value and gradient of the problem's autograd function on the
 flat vector, counted the same way), the same starting point and the same budget. torch and optax
 peers run only where they are installed (extra ``bench``); scipy is always there. optax runs in
-float64 (``jax.enable_x64``, for its run only), its steps compiled with ``jax.jit``; its L-BFGS line search
+float64 (``jax_enable_x64``, switched back after its run), its steps compiled with ``jax.jit``; its L-BFGS line search
 reaches the objective through ``jax.pure_callback``, with the gradient supplied by a custom VJP,
 so every trial point is one counted call, as for the other peers.
 """
@@ -170,9 +170,14 @@ def _optax(kind: str) -> Callable[[BenchProblem, ValueAndGrad], PeerResult]:
     def run(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
         import jax
 
-        # float64 for this run only (this thread, while it lasts): the process's setting stays.
-        with jax.enable_x64(True):
+        # float64 for this run, and the process's setting back afterwards. A global switch, not
+        # jax.enable_x64's thread-local one: L-BFGS's pure_callback runs in jax's own thread.
+        previous = jax.config.read("jax_enable_x64")  # type: ignore[no-untyped-call]
+        jax.config.update("jax_enable_x64", True)
+        try:
             return run_x64(problem, fg)
+        finally:
+            jax.config.update("jax_enable_x64", previous)
 
     def run_x64(problem: BenchProblem, fg: ValueAndGrad) -> PeerResult:
         import jax

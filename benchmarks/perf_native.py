@@ -140,7 +140,7 @@ def torch_adam(d_in: int, hidden: int, batch: int, dtype: str, steps: int, repea
 
     theirs(), ours()  # warmed up, outside the timing
     t_om, u_om, t_peer, u_peer = _alternated(ours, theirs, repeats)
-    how = "native step: the update as plain torch operations on one flat tensor, new tensors each, where torch's foreach kernels update in place"
+    how = "native step: the update as plain torch operations on each tensor, new tensors each, where torch's foreach kernels update in place"
     return _row(
         "torch",
         "torch.optim.Adam(foreach=True) loop",

@@ -127,7 +127,8 @@ class TorchGradient(FrameworkGradient):
         self._watching = True
 
     def _point(self, x: Any, requires_grad: bool) -> Any:
-        # A native run's iterate is a tensor already (of the user's dtype): copied as it is.
+        if isinstance(x, tuple):  # a native run's iterate: its leaves, copied as they are
+            return tuple(self._point(leaf, requires_grad) for leaf in x)
         torch = self._torch
         t = x.detach().clone() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
         return t.requires_grad_() if requires_grad else t
@@ -198,16 +199,25 @@ class TorchGradient(FrameworkGradient):
         flat = np.zeros(x.size) if grad is None else grad.detach().numpy()
         return (value, flat), self.plain(new_state)
 
-    def tensor_value_and_grad(self, t: Any, p: Any, state: Any) -> tuple[float, Any, Any]:
-        """f and its gradient at flat tensor `t` (which requires grad), for the native torch
-        step (`optimeta._native_torch`): the loss as a float, the gradient as a tensor like `t`
-        (zeros for a constant loss), and the new state with its tensors detached, not NumPy."""
+    def tensor_value_and_grad(self, t: tuple[Any, ...], p: Any, state: Any) -> tuple[float, tuple[Any, ...], Any]:
+        """f and its gradient at the leaves `t` (tensors that require grad), for the native torch
+        step (`optimeta._native_torch`): the loss as a float, the gradient as tensors like `t`
+        (zeros where the loss does not reach one), and the new state with its tensors detached,
+        not NumPy. A loss cut from the graph is the TypeError `value_and_grad` raises."""
+        torch = self._torch
         loss, new_state, cut = self._run_watched(t, p, state)
         value = self._loss(loss)
-        grad = self._first(loss, value, cut, t)
-        torch = self._torch
+        if not isinstance(loss, torch.Tensor):
+            raise _cut_error(loss, value, None)
+        grads: tuple[Any, ...] = (None,) * len(t)
+        if loss.requires_grad:
+            grads = torch.autograd.grad(loss, t, allow_unused=True)
+        if any(g is not None for g in grads):
+            self._watching = False  # f's graph reaches u: its later calls need no watching
+        elif cut is not None:
+            raise _cut_error(loss, value, cut)
         detached = tree_map(lambda a: a.detach() if isinstance(a, torch.Tensor) else a, new_state)
-        return value, torch.zeros_like(t) if grad is None else grad, detached
+        return value, tuple(torch.zeros_like(ti) if g is None else g for g, ti in zip(grads, t)), detached
 
     def hessp(self, x: np.ndarray, p: Any, state: Any, v: np.ndarray) -> tuple[np.ndarray, Any]:
         t = self._point(x, True)

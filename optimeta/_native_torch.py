@@ -1,7 +1,8 @@
 """The native torch path: a first-order step on a flat torch tensor.
 
-With ``grad="torch"`` and an `ElementwiseAlgorithm`, the run's iterate is a flat tensor of the
-user's dtype (float32 parameters stay float32), and each step evaluates ``f`` and its gradient
+With ``grad="torch"`` and an `ElementwiseAlgorithm`, the run's iterate is the tuple of the
+user's tensors, one per leaf of ``u0``, each in its own dtype (float32 parameters stay float32),
+and each step evaluates ``f`` and its gradient
 with torch's autograd (`TorchGradient.tensor_value_and_grad`), applies the algorithm's
 `ElementwiseAlgorithm.leaf_update` with ``torch`` as the array namespace (the definition the
 NumPy and jax paths run) under ``torch.no_grad()``, and projects onto the bounds: no NumPy
@@ -45,14 +46,13 @@ def torch_dtype(torch: Any, dtype: np.dtype[Any]) -> Any:
 
 
 class NativeTorchStep(NativeStep):
-    """One step of an `ElementwiseAlgorithm` on a flat torch tensor (`NativeStep`)."""
+    """One step of an `ElementwiseAlgorithm` on the user's torch tensors (`NativeStep`)."""
 
     def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
         super().__init__(objective, alg)
         import torch
 
         self._torch = torch
-        self._tdtype = torch_dtype(torch, self.dtype)
         self._engine = objective.source.engine  # type: ignore[attr-defined]
         box = None if objective.lb is None or objective.ub is None else (objective.lb, objective.ub)
         self._box = None if box is None else tuple(self.array(side) for side in box)
@@ -61,18 +61,24 @@ class NativeTorchStep(NativeStep):
 
     def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:
         x = self.array(x0)
-        return x, NativeState(0, tuple(self.alg.slots(self._torch, x)))
+        per_leaf = [self.alg.slots(self._torch, leaf) for leaf in x]
+        return x, NativeState(0, tuple(tuple(slots) for slots in zip(*per_leaf)) if per_leaf else ())
 
     def array(self, x: np.ndarray) -> Any:
-        """A flat NumPy vector as a flat tensor of the run's dtype (a copy)."""
-        return self._torch.tensor(np.asarray(x), dtype=self._tdtype)
+        """A flat NumPy vector (an iterate, a slot, a bound) as the native iterate: a tuple of
+        tensors, one per leaf of ``u0``, each of its leaf's shape and dtype (copies)."""
+        torch, layout = self._torch, self.objective.layout
+        return tuple(
+            torch.tensor(np.asarray(x[s.start : s.stop]).reshape(s.shape), dtype=torch_dtype(torch, dtype))
+            for s, dtype in zip(layout.leaves, layout.dtypes)
+        )
 
     def host(self, x: Any) -> np.ndarray:
-        return np.array(x.detach().cpu().double().numpy(), dtype=np.float64)
+        return np.concatenate([leaf.detach().cpu().double().numpy().ravel() for leaf in x])
 
     def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
         torch, obj = self._torch, self.objective
-        t = x.detach().requires_grad_()
+        t = tuple(leaf.detach().requires_grad_() for leaf in x)
         given = obj.state_for_call()
         if given is not None:  # f may write its state's tensors in place (BatchNorm does): copies
             given = tree_map(lambda a: a.clone() if isinstance(a, torch.Tensor) else a, given)
@@ -82,20 +88,32 @@ class NativeTorchStep(NativeStep):
         if obj.stateful:
             obj.keep(x, new_state)
         if obj.sign < 0:
-            value, grad = -value, -grad
+            value, grad = -value, tuple(-g for g in grad)
         if not (math.isfinite(value) and _all_finite(torch, grad)):
             raise NonFiniteEvaluation(x, value)
+        coefficients = self.alg.coefficients(state.step)
+        new_x, new_slots = [], []
         with torch.no_grad():
-            x_new, slots = self.alg.leaf_update(torch, grad, x, state.slots, self.alg.coefficients(state.step))
-            if self._box is not None:
-                x_new = torch.clamp(x_new, self._box[0], self._box[1])
-        return x_new, NativeState(state.step + 1, slots), value
+            for i, (g, leaf) in enumerate(zip(grad, x)):
+                leaf_new, leaf_slots = self.alg.leaf_update(
+                    torch, g, leaf, tuple(s[i] for s in state.slots), coefficients
+                )
+                if self._box is not None:
+                    leaf_new = torch.clamp(leaf_new, self._box[0][i], self._box[1][i])
+                new_x.append(leaf_new)
+                new_slots.append(leaf_slots)
+        slots = tuple(tuple(leaf[k] for leaf in new_slots) for k in range(len(state.slots)))
+        return tuple(new_x), NativeState(state.step + 1, slots), value
 
 
-def _all_finite(torch: Any, grad: Any) -> bool:
-    """Whether every element of `grad` is finite: one sum, which a NaN or an infinity makes
-    non-finite; only then (or when the sum overflows) the elementwise test."""
-    return math.isfinite(float(grad.sum())) or bool(torch.isfinite(grad).all())
+def _all_finite(torch: Any, grad: tuple[Any, ...]) -> bool:
+    """Whether every element of the gradient's tensors is finite: one sum of sums (one
+    synchronisation), which a NaN or an infinity makes non-finite; only then (or when the sum
+    overflows) the elementwise test."""
+    if not grad:
+        return True
+    total = sum((g.sum() for g in grad[1:]), grad[0].sum())
+    return math.isfinite(float(total)) or all(bool(torch.isfinite(g).all()) for g in grad)
 
 
 def _presenter(torch: Any, initial: Any) -> Callable[[Any], Any]:
