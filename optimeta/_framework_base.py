@@ -2,7 +2,8 @@
 
 An engine computes the value, the gradient and second derivatives of ``f`` with a framework's
 own automatic differentiation, and hands every result back as NumPy (the state ``f`` returns
-too), so no jax array, tracer or torch tensor is ever kept. The engines are in
+too), so no jax array, tracer or torch tensor is kept on the NumPy path (the native steps of
+`optimeta._native` keep the framework's arrays). The engines are in
 `_framework_jax` and `_framework_torch`; `_frameworks` picks one for a problem.
 """
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._framework_base import FrameworkGradient, numeric_array
 from ._jax_tools import join_p, precision, split_p, traced_call, widest
-from ._values import check_loss, loss_error
+from ._values import check_loss, loss_error, narrow_float
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -98,7 +98,7 @@ class JaxGradient(FrameworkGradient):
         jnp = self._jax.numpy
         if not isinstance(loss, self._jax.Array):
             return jnp.asarray(check_loss(loss, self._stateful), dtype=widest(self._jax))
-        if loss.ndim == 0 and loss.dtype.kind in "biuf":
+        if loss.ndim == 0 and (loss.dtype.kind in "biuf" or narrow_float(loss.dtype)):
             return loss.astype(widest(self._jax))
         shown = f"an array of shape {loss.shape}" if loss.ndim else type(loss).__name__
         # Under jit its values do not exist yet: shown by its type alone.

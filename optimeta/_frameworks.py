@@ -2,11 +2,12 @@
 
 The framework computes the value, the gradient and second derivatives of ``f``; `Objective`
 still owns everything else (counting calls, threading and committing the state, the sign for
-maximisation). Values cross the boundary as NumPy both ways: each call converts the parameters
-and the committed state to the framework's arrays, and the state ``f`` returns comes back as
-NumPy arrays (Python scalars for 0-d ones) before it is committed, so no jax array, tracer or
-torch tensor is ever kept. jax and torch are imported when a problem names them, never when
-optimeta is imported.
+maximisation). On the NumPy path (every algorithm that is not elementwise) values cross the
+boundary as NumPy both ways: each call converts the parameters and the committed state to the
+framework's arrays, and the state ``f`` returns comes back as NumPy arrays (Python scalars for
+0-d ones) before it is committed, so no jax array, tracer or torch tensor is kept. On the
+native path (`optimeta._native`) the iterate, the moments and the state stay the framework's
+arrays. jax and torch are imported when a problem names them, never when optimeta is imported.
 
 This module is the front the problem and the gradient sources use: the names, the import with
 its install hint, the check of an initial state, and the engine for a ``grad=`` name. The

@@ -22,7 +22,8 @@ __all__ = ["NativeState", "NativeStep", "runs_natively"]
 
 class NativeState(NamedTuple):
     """An `ElementwiseAlgorithm`'s state on a framework's arrays: the updates made so far and
-    the algorithm's slots (its moments), each an array shaped like the flat iterate."""
+    the algorithm's slots (its moments), each shaped like the iterate (a tuple of the
+    framework's arrays, one per leaf of ``u0``)."""
 
     step: int
     slots: tuple[Any, ...]
@@ -36,7 +37,7 @@ def runs_natively(objective: Objective, alg: Algorithm) -> bool:
 
 
 class NativeStep(abc.ABC):
-    """One step of an `ElementwiseAlgorithm` on a flat array of a framework, in the user's dtype.
+    """One step of an `ElementwiseAlgorithm` on a framework's arrays, each in the user's dtype.
 
     Called as the driver calls `StepwiseAlgorithm.step`: ``step(evaluate, x, state, box)`` ->
     ``(x_new, state, loss)``, raising `NonFiniteEvaluation` (with the state to go on from) when

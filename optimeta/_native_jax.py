@@ -1,14 +1,15 @@
 """The native jax path: a first-order step as one compiled jax function.
 
 With ``grad="jax"`` and an `ElementwiseAlgorithm` (Adam, SGD, AdamW, RMSProp, Lion, ...), the
-run's iterate is a flat jax array in the user's own precision (float32 parameters stay float32:
-`Layout.native_dtype`), and each step is one call of a ``jax.jit``-compiled function that
+run's iterate is the tuple of ``u0``'s arrays as jax arrays, each in its own dtype (float32
+parameters stay float32), and each step is one call of a ``jax.jit``-compiled function that
 evaluates ``f`` and its gradient, checks them for finiteness, applies the algorithm's
 `ElementwiseAlgorithm.leaf_update` (the same definition the NumPy path runs, here on
 ``jax.numpy``), projects onto the bounds and returns the new state ``f`` returned: no NumPy
 conversion on the way. The moments of a large model are donated to the call
-(``donate_argnums``), so they are updated in place. The host reads back one scalar loss and
-one flag per step, which the run's budgets, callback and non-finite policy need.
+(``donate_argnums``), so they are updated in place. The host reads back the loss and a
+finiteness flag per step, in one transfer, which the run's budgets, callback and non-finite
+policy need.
 
 64-bit types are enabled only for a float64 iterate (`precision`): a float32 flax or equinox
 model runs, and draws its dropout masks, as in the user's own loop. The run itself (the loop,
@@ -27,7 +28,7 @@ import numpy as np
 
 from ._jax_tools import join_p, precision, split_p, traced_call
 from ._native_base import NativeState, NativeStep, runs_natively
-from ._values import check_loss, loss_error, pair_error
+from ._values import check_loss, loss_error, narrow_float, pair_error
 from .backends._base import ElementwiseAlgorithm, NonFiniteEvaluation
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def native_jax_step(objective: Objective, alg: Algorithm) -> NativeJaxStep | Non
 
 
 class NativeJaxStep(NativeStep):
-    """One step of an `ElementwiseAlgorithm` on a flat jax iterate (`NativeStep`), compiled
+    """One step of an `ElementwiseAlgorithm` on the user's arrays as jax arrays (`NativeStep`), compiled
     once per problem and algorithm (again only if ``p`` changes structure, or a non-array leaf
     of it changes)."""
 
@@ -214,7 +215,7 @@ class _Traced:
         jax = self._jax
         if not isinstance(loss, jax.Array):
             return jax.numpy.asarray(check_loss(loss, self.stateful), dtype=self.layout.native_dtype())
-        if loss.ndim == 0 and loss.dtype.kind in "biuf":
+        if loss.ndim == 0 and (loss.dtype.kind in "biuf" or narrow_float(loss.dtype)):
             return loss
         shown = f"an array of shape {loss.shape}" if loss.ndim else type(loss).__name__
         raise loss_error(loss, shown, f"a traced jax array of {loss.dtype}", self.stateful)

@@ -1,4 +1,4 @@
-"""The native torch path: a first-order step on a flat torch tensor.
+"""The native torch path: a first-order step on the user's tensors.
 
 With ``grad="torch"`` and an `ElementwiseAlgorithm`, the run's iterate is the tuple of the
 user's tensors, one per leaf of ``u0``, each in its own dtype (float32 parameters stay float32),

@@ -45,11 +45,16 @@ def real_array(value: Any, name: str) -> np.ndarray:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:  # e.g. ragged nested sequences
         raise TypeError(f"{name} must be a real number or array, got {value!r}") from exc
-    if arr.dtype.kind not in "iuf":
+    if arr.dtype.kind not in "iuf" and not narrow_float(arr.dtype):
         what = {"b": "bool", "c": "complex"}.get(arr.dtype.kind, str(arr.dtype))
         hint = _container_hint(value) if arr.dtype.kind in "OUS" else ""
         raise TypeError(f"{name} must hold real numbers, got {what} values: {value!r}{hint}")
     return np.array(arr, dtype=np.float64)
+
+
+def narrow_float(dtype: np.dtype[Any]) -> bool:
+    """A floating dtype NumPy knows only through ml_dtypes (jax's bfloat16, float8 kinds)."""
+    return dtype.kind == "V" and (dtype.name == "bfloat16" or dtype.name.startswith("float8"))
 
 
 def _container_hint(value: Any) -> str:

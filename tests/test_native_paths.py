@@ -692,3 +692,18 @@ def test_minibatches_feed_the_native_step_in_order(backend: str, label: str, alg
         np.testing.assert_allclose(info.u["x"], want, rtol=1e-11, atol=1e-13, err_msg=f"{label}, step {i + 1}")
     TRACED.clear()
     SEEN.clear()
+
+
+@pytest.mark.needs("jax")
+def test_bfloat16_stays_bfloat16_on_the_native_jax_path() -> None:
+    import jax.numpy as jnp
+
+    u0 = {"w": jnp.zeros(4, dtype=jnp.bfloat16)}
+    prob = om.OptimizationProblem(lambda u, p: jnp.sum((u["w"] - 1.0) ** 2), u0, grad="jax", stochastic=True)
+    seen: list[Any] = []
+    sol = om.solve(prob, om.Adam(lr=0.05), maxiters=50, callback=lambda info: seen.append(info.u["w"].dtype))
+    assert type(sol.opt_state).__name__ == "NativeState"
+    assert sol.u["w"].dtype == jnp.bfloat16 and set(seen) == {jnp.dtype(jnp.bfloat16)}
+    assert all(leaf.dtype == jnp.bfloat16 for slot in sol.opt_state.slots for leaf in slot)
+    assert np.all(np.asarray(sol.u["w"], dtype=np.float32) > 0.9)  # Adam's steps of ~lr reached 1
+    assert np.asarray(u0["w"], dtype=np.float32).tolist() == [0.0] * 4
