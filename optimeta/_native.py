@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._native_jax import native_jax_step
-from ._native_torch import native_torch_step
+from ._native_base import NativeStep, runs_natively
+from ._native_jax import NativeJaxStep
+from ._native_jax_pairs import NativeJaxPairs
+from ._native_torch import NativeTorchPairs, NativeTorchStep
+from .backends._pairs import CurvaturePairAlgorithm
 
 if TYPE_CHECKING:
     from ._objective import Objective
@@ -20,8 +23,24 @@ if TYPE_CHECKING:
 
 __all__ = ["native_step"]
 
+
+def _builder(elementwise: type[NativeStep], pairs: type[NativeStep]) -> Callable[[Objective, Algorithm], Any]:
+    """A framework's native step for an algorithm: `elementwise`'s for an `ElementwiseAlgorithm`,
+    `pairs`' for a `CurvaturePairAlgorithm`, None for one that cannot run natively."""
+
+    def build(objective: Objective, alg: Algorithm) -> NativeStep | None:
+        if not runs_natively(objective, alg):
+            return None
+        return (pairs if isinstance(alg, CurvaturePairAlgorithm) else elementwise)(objective, alg)
+
+    return build
+
+
 #: The native step of each framework, by name.
-STEPS: dict[str, Callable[[Objective, Algorithm], Any]] = {"jax": native_jax_step, "torch": native_torch_step}
+STEPS: dict[str, Callable[[Objective, Algorithm], Any]] = {
+    "jax": _builder(NativeJaxStep, NativeJaxPairs),
+    "torch": _builder(NativeTorchStep, NativeTorchPairs),
+}
 
 
 def native_step(objective: Objective, alg: Algorithm) -> Any:

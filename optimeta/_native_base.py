@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .backends._base import ElementwiseAlgorithm
+from .backends._pairs import CurvaturePairAlgorithm
 
 if TYPE_CHECKING:
     from ._objective import Objective
@@ -31,9 +32,9 @@ class NativeState(NamedTuple):
 
 def runs_natively(objective: Objective, alg: Algorithm) -> bool:
     """Whether a native step can run `alg` on `objective`: an elementwise first-order
-    algorithm, and a state not declared constant (its check compares each returned state on the
-    host, leaf by leaf)."""
-    return isinstance(alg, ElementwiseAlgorithm) and not objective.per_step_commit and not objective.constant_state
+    algorithm or a curvature-pair one (`OLBFGS`), and a state not declared constant (its check
+    compares each returned state on the host, leaf by leaf)."""
+    return isinstance(alg, (ElementwiseAlgorithm, CurvaturePairAlgorithm)) and not objective.constant_state
 
 
 class NativeStep(abc.ABC):
@@ -45,7 +46,7 @@ class NativeStep(abc.ABC):
     the step, counted and committed through the objective as any evaluation is.
     """
 
-    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
+    def __init__(self, objective: Objective, alg: Any) -> None:
         self.objective = objective
         self.alg = alg
         self.dtype = objective.layout.native_dtype()

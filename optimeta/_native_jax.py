@@ -27,25 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._jax_tools import join_p, precision, split_p, traced_call
-from ._native_base import NativeState, NativeStep, runs_natively
+from ._native_base import NativeState, NativeStep
 from ._values import check_loss, loss_error, narrow_float, pair_error
-from .backends._base import ElementwiseAlgorithm, NonFiniteEvaluation
+from .backends._base import NonFiniteEvaluation
 
 if TYPE_CHECKING:
     from ._objective import Objective
     from .backends._base import Algorithm
 
-__all__ = ["NativeJaxStep", "native_jax_step"]
-
-
-def native_jax_step(objective: Objective, alg: Algorithm) -> NativeJaxStep | None:
-    """The compiled step for `alg` on `objective`, or None when the run stays on NumPy: for an
-    algorithm that is not elementwise, or a state declared constant (its check compares each
-    returned state on the host)."""
-    if not runs_natively(objective, alg):
-        return None
-    assert isinstance(alg, ElementwiseAlgorithm)
-    return NativeJaxStep(objective, alg)
+__all__ = ["NativeJaxStep", "Traced", "compile_cached"]
 
 
 class NativeJaxStep(NativeStep):
@@ -53,7 +43,7 @@ class NativeJaxStep(NativeStep):
     once per problem and algorithm (again only if ``p`` changes structure, or a non-array leaf
     of it changes)."""
 
-    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
+    def __init__(self, objective: Objective, alg: Any) -> None:
         super().__init__(objective, alg)
         import jax
 
@@ -64,7 +54,7 @@ class NativeJaxStep(NativeStep):
         # and then a non-finite step must hand them back as they were, which costs a select
         # over every moment; small ones keep theirs, which stay valid, and skip the select.
         self._donate = objective.layout.size >= DONATE_MIN_SIZE
-        self._compiled = _compiled(objective, alg, self._donate)
+        self._compiled = self.build()
         if objective.stateful:
             objective.present = _presenter(jax, objective.state)
             # Numbers in the initial state as the arrays f's new states will hold (of a strong
@@ -75,6 +65,16 @@ class NativeJaxStep(NativeStep):
     @property
     def namespace(self) -> Any:
         return self._jax.numpy
+
+    def build(self) -> Any:
+        """The compiled step (`Traced.fused`), its moments donated for a large model."""
+        jax, objective, donate = self._jax, self.objective, self._donate
+
+        def build() -> Any:
+            fused = Traced(objective, self.alg, donate).fused
+            return jax.jit(fused, static_argnums=5, donate_argnums=1 if donate else ())
+
+        return compile_cached(("elementwise", donate), objective, self.alg, build)
 
     def scope(self) -> AbstractContextManager[Any]:
         return precision(self.dtype)
@@ -159,17 +159,12 @@ _CACHE: dict[tuple[Any, ...], Any] = {}
 _CACHE_SIZE = 32
 
 
-def _compiled(objective: Objective, alg: ElementwiseAlgorithm[Any], donate: bool) -> Any:
-    """The jitted fused step for this objective's ``f``, layout, sense and statefulness, and for
-    `alg` (hyperparameters are constants of the trace; the step's coefficients are arguments),
-    its moments donated or not."""
-    import jax
-
-    def build() -> Any:
-        fused = _Traced(objective, alg, donate).fused
-        return jax.jit(fused, static_argnums=5, donate_argnums=1 if donate else ())
-
-    key = (objective.f, id(objective.layout), objective.sign, objective.stateful, alg, donate)
+def compile_cached(kind: tuple[Any, ...], objective: Objective, alg: Algorithm, build: Callable[[], Any]) -> Any:
+    """The compiled step `build` makes, for this objective's ``f``, layout, sense and
+    statefulness, for `alg` (hyperparameters are constants of the trace; a step's
+    coefficients are arguments) and for `kind` (the shape of step, its donations): made once,
+    and again only when one of them changes."""
+    key = (kind, objective.f, id(objective.layout), objective.sign, objective.stateful, alg)
     try:
         hit = _CACHE.get(key)
     except TypeError:  # an algorithm with an unhashable hyperparameter (a schedule object)
@@ -183,10 +178,10 @@ def _compiled(objective: Objective, alg: ElementwiseAlgorithm[Any], donate: bool
     return compiled
 
 
-class _Traced:
+class Traced:
     """What the compiled step is traced from: ``f``, the layout, the sense, the algorithm."""
 
-    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any], donate: bool) -> None:
+    def __init__(self, objective: Objective, alg: Any, donate: bool) -> None:
         import jax
 
         self._jax = jax
@@ -199,7 +194,7 @@ class _Traced:
         )
         self.alg = alg
 
-    def _loss(self, x: Any, p: Any, state: Any) -> tuple[Any, Any]:
+    def loss(self, x: Any, p: Any, state: Any) -> tuple[Any, Any]:
         """f at the leaves `x` in the minimisation sense, traced: (scalar loss, new state)."""
         u = self.layout.assemble(list(x))
         if self.stateful:
@@ -238,7 +233,7 @@ class _Traced:
         loss before the state, measured on a 9k-parameter MLP."""
         jnp = self._jax.numpy
         p = join_p(p_arrays, p_static)
-        (loss, new_state), grad = self._jax.value_and_grad(self._loss, has_aux=True)(x, p, state)
+        (loss, new_state), grad = self._jax.value_and_grad(self.loss, has_aux=True)(x, p, state)
         finite = jnp.isfinite(loss)
         for g in grad:
             finite = finite & jnp.all(jnp.isfinite(g))

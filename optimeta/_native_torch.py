@@ -18,24 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._native_base import NativeState, NativeStep, runs_natively
+from ._native_base import NativeState, NativeStep
 from ._tree import tree_leaves_with_paths, tree_map
-from .backends._base import ElementwiseAlgorithm, NonFiniteEvaluation
+from .backends._base import NonFiniteEvaluation
+from .backends._pairs import curvature_pair, first_direction, two_loop
 
 if TYPE_CHECKING:
     from ._objective import Objective
-    from .backends._base import Algorithm
 
-__all__ = ["NativeTorchStep", "native_torch_step"]
-
-
-def native_torch_step(objective: Objective, alg: Algorithm) -> NativeTorchStep | None:
-    """The torch step for `alg` on `objective`, or None when the run stays on NumPy (see
-    `runs_natively`)."""
-    if not runs_natively(objective, alg):
-        return None
-    assert isinstance(alg, ElementwiseAlgorithm)
-    return NativeTorchStep(objective, alg)
+__all__ = ["NativeTorchPairs", "NativeTorchStep"]
 
 
 def torch_dtype(torch: Any, dtype: np.dtype[Any]) -> Any:
@@ -48,7 +39,7 @@ def torch_dtype(torch: Any, dtype: np.dtype[Any]) -> Any:
 class NativeTorchStep(NativeStep):
     """One step of an `ElementwiseAlgorithm` on the user's torch tensors (`NativeStep`)."""
 
-    def __init__(self, objective: Objective, alg: ElementwiseAlgorithm[Any]) -> None:
+    def __init__(self, objective: Objective, alg: Any) -> None:
         super().__init__(objective, alg)
         import torch
 
@@ -76,7 +67,9 @@ class NativeTorchStep(NativeStep):
     def host(self, x: Any) -> np.ndarray:
         return np.concatenate([leaf.detach().cpu().double().numpy().ravel() for leaf in x])
 
-    def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
+    def evaluate(self, x: Any) -> tuple[float, tuple[Any, ...]]:
+        """The loss and gradient at `x` (minimisation sense), counted, the state f returned
+        kept; `NonFiniteEvaluation` at `x` when either is not finite."""
         torch, obj = self._torch, self.objective
         t = tuple(leaf.detach().requires_grad_() for leaf in x)
         given = obj.state_for_call()
@@ -91,6 +84,11 @@ class NativeTorchStep(NativeStep):
             value, grad = -value, tuple(-g for g in grad)
         if not (math.isfinite(value) and _all_finite(torch, grad)):
             raise NonFiniteEvaluation(x, value)
+        return value, grad
+
+    def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
+        torch = self._torch
+        value, grad = self.evaluate(x)
         coefficients = self.alg.coefficients(state.step)
         new_x, new_slots = [], []
         with torch.no_grad():
@@ -104,6 +102,46 @@ class NativeTorchStep(NativeStep):
                 new_slots.append(leaf_slots)
         slots = tuple(tuple(leaf[k] for leaf in new_slots) for k in range(len(state.slots)))
         return tuple(new_x), NativeState(state.step + 1, slots), value
+
+
+class NativeTorchPairs(NativeTorchStep):
+    """One step of a `CurvaturePairAlgorithm` (`OLBFGS`) on the user's tensors: two evaluations
+    on one batch and state snapshot, the two-loop step between them
+    (`optimeta.backends._pairs.two_loop` with ``torch`` as the namespace), the new pair kept
+    when it shows curvature. Its state's slots are the memory ``(s, y)``: tuples of the pairs
+    in use, oldest first, each a tuple of tensors shaped as the iterate."""
+
+    def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:
+        return self.array(x0), NativeState(0, ((), ()))
+
+    def adopt(self, x: np.ndarray, opt_state: Any) -> tuple[Any, NativeState]:
+        memory = tuple(self.array(v) for v in opt_state.s), tuple(self.array(v) for v in opt_state.y)
+        return self.array(x), NativeState(opt_state.step, memory)
+
+    def export(self, x: Any, opt_state: NativeState) -> tuple[np.ndarray, Any]:
+        s, y = opt_state.slots
+        return self.host(x), self.alg.state_type(
+            opt_state.step, tuple(self.host(v) for v in s), tuple(self.host(v) for v in y)
+        )
+
+    def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
+        torch, alg = self._torch, self.alg
+        value, grad = self.evaluate(x)
+        s_mem, y_mem = state.slots
+        with torch.no_grad():
+            direction = two_loop(torch, grad, s_mem, y_mem) if s_mem else first_direction(torch, grad)
+            rate = alg.rate(state.step)
+            x_new = tuple(leaf + rate * d for leaf, d in zip(x, direction))
+        try:
+            value_new, grad_new = self.evaluate(x_new)
+        except NonFiniteEvaluation as exc:
+            exc.start = value  # finite, with its gradient, at x
+            raise
+        with torch.no_grad():
+            s, y, accept = curvature_pair(torch, x, x_new, grad, grad_new, alg.reg)
+        if bool(accept):
+            s_mem, y_mem = (*s_mem, s)[-alg.memory :], (*y_mem, y)[-alg.memory :]
+        return x_new, NativeState(state.step + 1, (s_mem, y_mem)), value_new
 
 
 def _all_finite(torch: Any, grad: tuple[Any, ...]) -> bool:

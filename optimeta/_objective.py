@@ -32,8 +32,9 @@ class Objective:
     * per-call commit (``per_step_commit=False``, for single-call-per-step algorithms): every
       evaluation receives the committed state, and the state it returns is committed at once;
     * per-step commit: every evaluation receives a copy of the committed snapshot; the states
-      returned wait, keyed by the point, until `commit_at` commits the one returned at the
-      step's accepted point;
+      returned wait, keyed by the point (a NumPy vector by its bytes, a native iterate, a tuple
+      of the framework's arrays, by identity), until `commit_at` commits the one returned at
+      the step's accepted point;
     * a constant state (``state_mode="constant"``): every call receives a copy, and a returned
       state that differs from it raises `StateMutationError`.
 
@@ -131,7 +132,7 @@ class Objective:
         """Keep the state a call at `x` returned: committed at once, or pending until its step's
         point is known (per-step commit)."""
         if self.per_step_commit:
-            self._pending[x.tobytes()] = new_state
+            self._pending[_point_key(x)] = new_state
         elif self.stateful and not self._constant:
             self._previous = self.state
             self.state = new_state
@@ -194,7 +195,7 @@ class Objective:
         """
         if not self.per_step_commit:
             return
-        key = x.tobytes()
+        key = _point_key(x)
         if key not in self._pending:
             self.value(x)
         self.state = self._pending[key]
@@ -208,3 +209,10 @@ class Objective:
         finally:
             self._probing = False
         return loss, strip_tracers(new_state)  # a state f holds (a box kept from an earlier call)
+
+
+def _point_key(x: Any) -> Any:
+    """What a pending state is kept under: a NumPy iterate's bytes, a native iterate itself (a
+    tuple of a framework's arrays, compared by identity: the step hands the driver the very
+    tuple it evaluated)."""
+    return x.tobytes() if isinstance(x, np.ndarray) else id(x)

@@ -141,7 +141,7 @@ def drive(
             if exc.state is not None:  # a donated state, handed back as it was
                 opt_state = exc.state
             if monitor.skips_in_a_row >= monitor.max_skips:
-                x, loss = _nonfinite_end(objective, monitor, x, exc.x, exc.loss)
+                x, loss = _nonfinite_end(objective, monitor, x, exc.x, exc.loss, exc.start)
                 return x, opt_state, loss, ReturnCode.NONFINITE
             # nan_policy="skip": a step without an update, counted as an iteration.
             monitor.skips_in_a_row += 1
@@ -185,7 +185,12 @@ def _alias(x: Any) -> Any:
 
 
 def _nonfinite_end(
-    objective: Objective, monitor: Monitor, x: np.ndarray, bad_x: np.ndarray, bad_loss: float
+    objective: Objective,
+    monitor: Monitor,
+    x: np.ndarray,
+    bad_x: np.ndarray,
+    bad_loss: float,
+    start: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Where a run that met a non-finite value at `bad_x` (from iterate `x`) ends, and its loss:
     a stateful run at its last iterate, with that step's loss (none before the first step) and
@@ -200,7 +205,10 @@ def _nonfinite_end(
         return monitor.best[1], monitor.best[0]
     if monitor.keep_best and bad_x is not x:
         # No finite iterate kept yet (an algorithm that reports the loss at its new iterate,
-        # in its first step): x, evaluated once more, if it is finite there.
+        # in its first step): x, with the finite loss the step found there (`start`), or
+        # evaluated once more, if it is finite there.
+        if start is not None:
+            return x, start
         loss, grad = objective.value_and_grad(x)
         if math.isfinite(loss) and np.isfinite(grad).all():
             return x, loss

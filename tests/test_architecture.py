@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import optimeta as om
+from optimeta.traits import registered
 
 PACKAGE = Path(__file__).resolve().parent.parent / "optimeta"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -108,13 +109,21 @@ def test_optimeta_modules_are_imported_at_the_top_of_a_module(path: Path) -> Non
 CORE = [name for name in GRAPH if not name.startswith("optimeta.backends") and name != "optimeta"]
 
 
+#: The backends' interface, which the core may import: the shapes of algorithm (`_base`) and the
+#: curvature-pair base with its maths (`_pairs`, which a native step runs on its arrays).
+INTERFACE = {"optimeta.backends._base", "optimeta.backends._pairs"}
+
+
 @pytest.mark.parametrize("module", CORE)
 def test_the_core_imports_no_concrete_backend(module: str) -> None:
-    # The interface (backends._base) is the core's; the algorithms are found through the registry.
-    concrete = {
-        name for name in GRAPH[module] if name.startswith("optimeta.backends") and name != "optimeta.backends._base"
-    }
+    # The interface is the core's; the algorithms are found through the registry.
+    concrete = {name for name in GRAPH[module] if name.startswith("optimeta.backends") and name not in INTERFACE}
     assert concrete == set()
+
+
+def test_the_interface_defines_no_algorithm() -> None:
+    # What the core may import of the backends registers nothing: every algorithm lives elsewhere.
+    assert {cls.__module__ for cls in registered()} & INTERFACE == set()
 
 
 #: The public names of namedtuples, which start with an underscore.

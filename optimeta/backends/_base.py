@@ -174,13 +174,16 @@ class NonFiniteEvaluation(Exception):
 
     `state`, when not None, is the algorithm's state to go on from, equal to the one the step
     was given: a step that was donated its state (a compiled native step writes over it) hands
-    it back this way."""
+    it back this way. `start`, when not None, is the loss at the iterate the step was given,
+    which the step evaluated (finite, with its gradient) before it met `x`: a run that ends
+    there needs no evaluation more."""
 
-    def __init__(self, x: Any, loss: float, state: Any = None) -> None:
+    def __init__(self, x: Any, loss: float, state: Any = None, start: float | None = None) -> None:
         super().__init__(loss)
         self.x = x
         self.loss = loss
         self.state = state
+        self.start = start
 
 
 def evaluate_finite(evaluate: Evaluate, x: np.ndarray) -> tuple[float, np.ndarray]:

@@ -9,8 +9,9 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from ..traits import Traits, register
-from ._base import Box, Evaluate, Example, StepwiseAlgorithm, evaluate_finite
+from ._base import Box, Evaluate, Example, NonFiniteEvaluation, evaluate_finite
 from ._checks import check_nonnegative, check_positive, check_positive_int
+from ._pairs import CurvaturePairAlgorithm, curvature_pair, first_direction, two_loop
 
 __all__ = ["OLBFGS", "OLBFGSState"]
 
@@ -25,7 +26,7 @@ class OLBFGSState(NamedTuple):
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
+class OLBFGS(CurvaturePairAlgorithm):
     r"""Online L-BFGS (Schraudolph, Yu & Günter, 2007).
 
     Step :math:`t` draws no new noise between its two gradients: on one minibatch and one state
@@ -76,6 +77,7 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
     decay: float = 0.0
 
     loss_at_new_iterate: ClassVar[bool] = True
+    state_type: ClassVar[type] = OLBFGSState
     traits: ClassVar[Traits] = Traits(
         single_call_per_step=False,
         commits_state_per_step=True,
@@ -106,35 +108,25 @@ class OLBFGS(StepwiseAlgorithm[OLBFGSState]):
         check_nonnegative("reg", self.reg)
         check_nonnegative("decay", self.decay)
 
-    def init(self, x0: np.ndarray) -> OLBFGSState:
-        return OLBFGSState(0, (), ())
+    def rate(self, step: int) -> float:
+        return self.lr / (1.0 + self.decay * step)
 
     def step(
         self, evaluate: Evaluate, x: np.ndarray, state: OLBFGSState, box: Box | None
     ) -> tuple[np.ndarray, OLBFGSState, float]:
-        _, grad = evaluate_finite(evaluate, x)
-        eta = self.lr / (1.0 + self.decay * state.step)
-        x_new = x + eta * self._direction(grad, state)
-        loss_new, grad_new = evaluate_finite(evaluate, x_new)
-        s = x_new - x
-        y = grad_new - grad + self.reg * s
-        pairs_s, pairs_y = state.s, state.y
-        if s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
-            pairs_s, pairs_y = (*pairs_s, s)[-self.memory :], (*pairs_y, y)[-self.memory :]
-        return x_new, OLBFGSState(state.step + 1, pairs_s, pairs_y), loss_new
-
-    @staticmethod
-    def _direction(grad: np.ndarray, state: OLBFGSState) -> np.ndarray:
-        """The two-loop recursion: minus the inverse-Hessian estimate times the gradient."""
-        if not state.s:
-            return -grad / max(1.0, float(np.max(np.abs(grad))))
-        q = grad.copy()
-        alphas = []
-        for s, y in zip(reversed(state.s), reversed(state.y)):
-            alpha = (s @ q) / (y @ s)
-            q -= alpha * y
-            alphas.append(alpha)
-        r: np.ndarray = q * float(np.mean([(s @ y) / (y @ y) for s, y in zip(state.s, state.y)]))
-        for s, y, alpha in zip(state.s, state.y, reversed(alphas)):
-            r += s * (alpha - (y @ r) / (y @ s))
-        return -r
+        loss, grad = evaluate_finite(evaluate, x)
+        if state.s:
+            pairs = tuple((s,) for s in state.s), tuple((y,) for y in state.y)
+            (direction,) = two_loop(np, (grad,), *pairs)
+        else:
+            (direction,) = first_direction(np, (grad,))
+        x_new = x + self.rate(state.step) * direction
+        try:
+            loss_new, grad_new = evaluate_finite(evaluate, x_new)
+        except NonFiniteEvaluation as exc:
+            exc.start = loss  # the loss at x, finite with its gradient: where the run may end
+            raise
+        (s,), (y,), accept = curvature_pair(np, (x,), (x_new,), (grad,), (grad_new,), self.reg)
+        if accept:
+            return x_new, self.kept(state, s, y), loss_new
+        return x_new, OLBFGSState(state.step + 1, state.s, state.y), loss_new
