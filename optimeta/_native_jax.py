@@ -55,6 +55,13 @@ class NativeJaxStep(NativeStep):
         # over every moment; small ones keep theirs, which stay valid, and skip the select.
         self._donate = objective.layout.size >= DONATE_MIN_SIZE
         self._compiled = self.build()
+        # A full-batch run of a model that donates nothing dispatches each step before it reads
+        # the one before (see `__call__`): the step dispatched ahead, the inputs it was
+        # dispatched on (held, so that their identities stay theirs) and ``p`` split once.
+        self._prefetch = PREFETCH and not self._donate
+        self._ahead: tuple[Any, ...] | None = None
+        self._split: tuple[Any, ...] = (_UNSET, [], None, False)
+        self._previous_p: Any = _UNSET
         if objective.stateful:
             objective.present = _presenter(jax, objective.state)
             # Numbers in the initial state as the arrays f's new states will hold (of a strong
@@ -100,12 +107,19 @@ class NativeJaxStep(NativeStep):
 
     def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
         obj = self.objective
-        coefficients = self.alg.coefficients(state.step)
-        arrays, static = split_p(self._jax, obj.p)
-        with precision(self.dtype):
-            x_new, slots, new_state, report = self._compiled(
-                x, state.slots, coefficients, obj.state_for_call(), arrays, static, self._box
-            )
+        given = obj.state_for_call()
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (id(x), id(state.slots), state.step, id(obj.p), id(given)):
+            x_new, slots, new_state, report = ahead[1]  # dispatched by the step before, on these inputs
+        else:
+            x_new, slots, new_state, report = self._dispatch(x, state.slots, state.step, given)
+        same_batch, self._previous_p = obj.p is self._previous_p, obj.p
+        if self._prefetch and same_batch and self._split[3]:
+            # The next step's inputs are known (the batch is the same, its arrays jax's and so
+            # unchangeable): dispatch it now, to run while the host waits for this one's report.
+            upcoming = new_state if obj.stateful else None
+            key = (id(x_new), id(slots), state.step + 1, id(obj.p), id(upcoming))
+            self._ahead = (key, self._dispatch(x_new, slots, state.step + 1, upcoming), x_new, slots, upcoming)
         obj.count_f()
         obj.gevals += 1
         if obj.stateful:
@@ -114,6 +128,18 @@ class NativeJaxStep(NativeStep):
         if not ok:
             raise NonFiniteEvaluation(x, value, NativeState(state.step, slots) if self._donate else None)
         return x_new, NativeState(state.step + 1, slots), value
+
+    def _dispatch(self, x: Any, slots: Any, step: int, given: Any) -> Any:
+        """The compiled step's call from `x`, `slots` after `step` updates, the state `given` and
+        the run's current ``p`` (its arrays and constants found once per ``p`` object)."""
+        p = self.objective.p
+        if self._split[0] is not p:
+            arrays, static = split_p(self._jax, p)
+            self._split = (p, arrays, static, all(isinstance(a, self._jax.Array) for a in arrays))
+        with precision(self.dtype):
+            return self._compiled(
+                x, slots, self.alg.coefficients(step), given, self._split[1], self._split[2], self._box
+            )
 
 
 def _strong(leaf: Any) -> Any:
@@ -149,6 +175,11 @@ def _presenter(jax: Any, initial: Any) -> Callable[[Any], Any]:
 
     return present
 
+
+_UNSET = object()  # no p split yet
+
+#: Whether a full-batch run of a small model dispatches each step ahead (see `NativeJaxStep`).
+PREFETCH = True
 
 #: From this many parameters on, the compiled step donates the moments (see `NativeJaxStep`).
 DONATE_MIN_SIZE = 100_000
