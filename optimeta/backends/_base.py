@@ -30,6 +30,7 @@ from typing_extensions import Self
 from .._keywords import keyword_names, unexpected_keyword
 from .._solution import ReturnCode
 from ..traits import Traits
+from ._checks import rate_at
 
 if TYPE_CHECKING:
     from .._objective import Objective
@@ -315,16 +316,18 @@ class ElementwiseAlgorithm(FirstOrderAlgorithm[S]):
 
     #: The NamedTuple of the state: ``(step, *slots)``.
     state_type: ClassVar[Any]
+    #: The step size, a number or a schedule (a hyperparameter of every elementwise algorithm).
+    lr: Any
 
-    @abc.abstractmethod
     def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        """The state's arrays for iterate `x` (or one array of it) before the first update."""
-        raise NotImplementedError
+        """The state's arrays for iterate `x` (or one array of it) before the first update; the
+        default: zeros shaped as `x`, one per field of `state_type` after the step count."""
+        return tuple(xp.zeros_like(x) for _ in self.state_type._fields[1:])
 
-    @abc.abstractmethod
     def coefficients(self, step: int) -> tuple[float, ...]:
-        """The scalars of update number `step` (0 for the first): Python floats."""
-        raise NotImplementedError
+        """The scalars of update number `step` (0 for the first): Python floats; the default:
+        the step size ``lr`` (a number or a schedule) at that step."""
+        return (rate_at("lr", self.lr, step),)
 
     @abc.abstractmethod
     def leaf_update(

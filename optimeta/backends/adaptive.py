@@ -140,9 +140,6 @@ class AdamW(ElementwiseAlgorithm[AdamWState]):
 
     state_type: ClassVar[Any] = AdamWState
 
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x)
-
     def coefficients(self, step: int) -> tuple[float, ...]:
         k = step + 1
         return rate_at("lr", self.lr, step), bias_correction(self.b1, k), bias_correction(self.b2, k)
@@ -203,9 +200,6 @@ class AMSGrad(ElementwiseAlgorithm[AMSGradState]):
         _check_adam_family(self)
 
     state_type: ClassVar[Any] = AMSGradState
-
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x), xp.zeros_like(x)
 
     def coefficients(self, step: int) -> tuple[float, ...]:
         k = step + 1
@@ -270,9 +264,6 @@ class Adamax(ElementwiseAlgorithm[AdamaxState]):
 
     state_type: ClassVar[Any] = AdamaxState
 
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x)
-
     def coefficients(self, step: int) -> tuple[float, ...]:
         return (rate_at("lr", self.lr, step) / bias_correction(self.b1, step + 1),)
 
@@ -331,9 +322,6 @@ class NAdam(ElementwiseAlgorithm[NAdamState]):
         _check_adam_family(self)
 
     state_type: ClassVar[Any] = NAdamState
-
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x)
 
     def coefficients(self, step: int) -> tuple[float, ...]:
         k, b1 = step + 1, self.b1

@@ -24,7 +24,7 @@ from .. import schedules
 from ..schedules import Schedule
 from ..traits import Traits, register
 from ._base import EXAMPLE_BUDGET, FIRST_ORDER_TRAITS, ElementwiseAlgorithm, Example
-from ._checks import check_fraction, check_nonnegative, check_positive, check_rate, rate_at
+from ._checks import check_fraction, check_nonnegative, check_positive, check_rate
 from ._moments import accumulate_square, ema, ema_of_square
 
 __all__ = [
@@ -127,12 +127,6 @@ class RMSProp(ElementwiseAlgorithm[RMSPropState]):
 
     state_type: ClassVar[Any] = RMSPropState
 
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x)
-
-    def coefficients(self, step: int) -> tuple[float, ...]:
-        return (rate_at("lr", self.lr, step),)
-
     def leaf_update(
         self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
     ) -> tuple[Any, tuple[Any, ...]]:
@@ -194,9 +188,6 @@ class Adagrad(ElementwiseAlgorithm[AdagradState]):
     def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
         return (xp.full_like(x, self.initial_accumulator),)
 
-    def coefficients(self, step: int) -> tuple[float, ...]:
-        return (rate_at("lr", self.lr, step),)
-
     def leaf_update(
         self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
     ) -> tuple[Any, tuple[Any, ...]]:
@@ -251,12 +242,6 @@ class Adadelta(ElementwiseAlgorithm[AdadeltaState]):
         check_positive("eps", self.eps)
 
     state_type: ClassVar[Any] = AdadeltaState
-
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return xp.zeros_like(x), xp.zeros_like(x)
-
-    def coefficients(self, step: int) -> tuple[float, ...]:
-        return (rate_at("lr", self.lr, step),)
 
     def leaf_update(
         self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
@@ -321,12 +306,6 @@ class Lion(ElementwiseAlgorithm[LionState]):
         check_nonnegative("weight_decay", self.weight_decay)
 
     state_type: ClassVar[Any] = LionState
-
-    def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
-        return (xp.zeros_like(x),)
-
-    def coefficients(self, step: int) -> tuple[float, ...]:
-        return (rate_at("lr", self.lr, step),)
 
     def leaf_update(
         self, xp: Any, grad: Any, x: Any, slots: tuple[Any, ...], coefficients: tuple[float, ...]
