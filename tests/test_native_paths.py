@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from leaves import fingerprint, host, leaves
 
 import optimeta as om
-import optimeta._native as native_module
 from optimeta._native_base import NativeState, NativeStep
 from optimeta.backends._base import ElementwiseAlgorithm
 from optimeta.traits import registered
@@ -149,30 +149,6 @@ def framework_type(backend: str) -> type:
     return importlib.import_module("torch").Tensor  # type: ignore[no-any-return]
 
 
-def host(leaf: Any) -> np.ndarray:
-    """A leaf as NumPy, without copying through any conversion that could hide a change."""
-    if _torch_array(leaf):
-        return leaf.detach().cpu().numpy()  # type: ignore[no-any-return]
-    return np.asarray(leaf)
-
-
-def leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for key in tree for leaf in leaves(tree[key])]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for child in tree for leaf in leaves(child)]
-    return [tree]
-
-
-def fingerprint(*trees: Any) -> list[tuple[str, str, tuple[int, ...], bytes]]:
-    """Each leaf's type, dtype, shape and bytes."""
-    out = []
-    for leaf in leaves(list(trees)):
-        a = host(leaf)
-        out.append((type(leaf).__name__, str(a.dtype), a.shape, a.tobytes()))
-    return out
-
-
 def same_bytes(a: Any, b: Any) -> bool:
     return fingerprint(a) == fingerprint(b)
 
@@ -194,21 +170,6 @@ def assert_slots(sol: om.Solution, backend: str, dtype: Any, step: int, size: in
         assert sum(host(a).size for a in arrays) == size
         if backend == "jax":
             assert not any(a.is_deleted() for a in arrays)
-
-
-@pytest.fixture
-def steps_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The native steps the runs build (one entry per run: the step, or None for NumPy)."""
-    built: list[Any] = []
-    for name, build in list(native_module.STEPS.items()):
-
-        def spy(objective: Any, alg: Any, build: Any = build) -> Any:
-            step = build(objective, alg)
-            built.append(step)
-            return step
-
-        monkeypatch.setitem(native_module.STEPS, name, spy)
-    return built
 
 
 # -- 1. inputs are never mutated ------------------------------------------------------------------
