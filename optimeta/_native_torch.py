@@ -21,6 +21,7 @@ import numpy as np
 from ._native_base import NativeState, NativeStep
 from ._tree import tree_leaves_with_paths, tree_map
 from .backends._base import NonFiniteEvaluation
+from .backends._fused import fused_memory, fused_update
 from .backends._pairs import curvature_pair, first_direction, two_loop
 
 if TYPE_CHECKING:
@@ -49,6 +50,18 @@ class NativeTorchStep(NativeStep):
         self._box = None if box is None else tuple(self.array(side) for side in box)
         if objective.stateful:
             objective.present = _presenter(torch, objective.state)
+        # Per leaf, the memory of the NumPy path's fused pass where it runs (see `_fused`).
+        layout = objective.layout
+        self._memory = [fused_memory(alg, s.stop - s.start, t) for s, t in zip(layout.leaves, layout.dtypes)]
+
+    def _fused(self, memory: Any, grad: Any, x: Any, slots: tuple[Any, ...], step: int) -> tuple[Any, tuple[Any, ...]]:
+        """`leaf_update` of a large CPU tensor as the NumPy path's fused pass (`fused_update`:
+        one pass over memory, where torch's operators make one each), on NumPy views of the
+        tensors' memory (no copy), returned as tensors on the memory it wrote."""
+        flat = [a.detach().numpy().reshape(-1) for a in (grad, x, *slots)]
+        x_new, new_slots = fused_update(self.alg, memory, flat[0], flat[1], tuple(flat[2:]), step)
+        back = self._torch.from_numpy
+        return back(x_new.reshape(x.shape)), tuple(back(a.reshape(x.shape)) for a in new_slots)
 
     def start(self, x0: np.ndarray) -> tuple[Any, NativeState]:
         x = self.array(x0)
@@ -93,9 +106,11 @@ class NativeTorchStep(NativeStep):
         new_x, new_slots = [], []
         with torch.no_grad():
             for i, (g, leaf) in enumerate(zip(grad, x)):
-                leaf_new, leaf_slots = self.alg.leaf_update(
-                    torch, g, leaf, tuple(s[i] for s in state.slots), coefficients
-                )
+                leaf_slots = tuple(s[i] for s in state.slots)
+                if self._memory[i] is not None and leaf.device.type == "cpu":
+                    leaf_new, leaf_slots = self._fused(self._memory[i], g, leaf, leaf_slots, state.step)
+                else:
+                    leaf_new, leaf_slots = self.alg.leaf_update(torch, g, leaf, leaf_slots, coefficients)
                 if self._box is not None:
                     leaf_new = torch.clamp(leaf_new, self._box[0][i], self._box[1][i])
                 new_x.append(leaf_new)

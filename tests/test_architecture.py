@@ -110,8 +110,9 @@ CORE = [name for name in GRAPH if not name.startswith("optimeta.backends") and n
 
 
 #: The backends' interface, which the core may import: the shapes of algorithm (`_base`) and the
-#: curvature-pair base with its maths (`_pairs`, which a native step runs on its arrays).
-INTERFACE = {"optimeta.backends._base", "optimeta.backends._pairs"}
+#: curvature-pair base with its maths (`_pairs`, which a native step runs on its arrays) and the
+#: fused passes of elementwise updates (`_fused`, which the native torch step runs on large tensors).
+INTERFACE = {"optimeta.backends._base", "optimeta.backends._fused", "optimeta.backends._pairs"}
 
 
 @pytest.mark.parametrize("module", CORE)

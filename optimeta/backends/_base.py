@@ -318,6 +318,10 @@ class ElementwiseAlgorithm(FirstOrderAlgorithm[S]):
     state_type: ClassVar[Any]
     #: The step size, a number or a schedule (a hyperparameter of every elementwise algorithm).
     lr: Any
+    #: Whether `update` takes a large vector in one fused pass (`optimeta.backends._kernels`,
+    #: numba when installed), the memory of its new arrays from the ``spare`` `Recycler` of its
+    #: state: the native torch path then runs that pass on a large CPU tensor's own memory.
+    fused: ClassVar[bool] = False
 
     def slots(self, xp: Any, x: Any) -> tuple[Any, ...]:
         """The state's arrays for iterate `x` (or one array of it) before the first update; the

@@ -70,6 +70,7 @@ class Adam(ElementwiseAlgorithm[AdamState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
     state_type: ClassVar[Any] = AdamState
+    fused: ClassVar[bool] = True  # `update`: a fused kernel for large vectors
     default_for: ClassVar[str] = "noisy"  # om.default_algorithm for a stateful or stochastic problem
 
     @classmethod

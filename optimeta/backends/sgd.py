@@ -68,6 +68,7 @@ class SGD(ElementwiseAlgorithm[SGDState]):
 
     traits: ClassVar[Traits] = FIRST_ORDER_TRAITS
     state_type: ClassVar[Any] = SGDState
+    fused: ClassVar[bool] = True  # `update`: a fused kernel for large vectors
 
     @classmethod
     def examples(cls) -> tuple[Example, ...]:
