@@ -4,8 +4,8 @@ With ``grad="jax"`` or ``grad="torch"`` and an elementwise first-order algorithm
 flat framework array in the user's dtype (`optimeta._native_jax`, `optimeta._native_torch`). Here:
 inputs are never mutated (framework arrays, a torch module's parameters, the state, p, the
 bounds, byte for byte); the native path runs for every elementwise algorithm of the registry and
-for no quasi-Newton one; ``init(...).solve()`` and a pickled checkpoint resumed are bitwise the
-straight solve; a non-finite step ends the run before it with the state and slots of the last
+for neither BFGS nor L-BFGS (OLBFGS's native path is `test_native_olbfgs`'s); ``init(...).solve()``
+and a pickled checkpoint resumed are bitwise the straight solve; a non-finite step ends the run before it with the state and slots of the last
 finite step (jax's donated slots handed back intact), or is skipped under ``nan_policy="skip"``;
 bounds project every step; maximisation is minimisation of ``-f``; the callback and the Solution
 give the user's kinds (jax arrays, tensors, NumPy, numbers) and dtypes; jax pytrees (equinox,
