@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import optimeta as om
-from optimeta.backends._kernels import FUSED_MIN_SIZE, have_numba
+from optimeta.backends._fused import fused_memory
 
 #: (inputs, hidden units, batch, dtype, steps): the issue's MLP, and a 1e6-parameter model.
 MODELS = ((32, 256, 256, "float64", 300), (1000, 1000, 256, "float32", 40))
@@ -141,7 +141,7 @@ def torch_adam(d_in: int, hidden: int, batch: int, dtype: str, steps: int, repea
 
     theirs(), ours()  # warmed up, outside the timing
     t_om, u_om, t_peer, u_peer = _alternated(ours, theirs, repeats)
-    fused = have_numba() and any(v.size >= FUSED_MIN_SIZE for v in params.values())
+    fused = any(fused_memory(om.Adam(), v.size, v.dtype) is not None for v in params.values())
     how = (
         "native step: tensors of 100,000 parameters and more updated by the fused numba pass on their own memory, smaller ones by torch's operators"
         if fused

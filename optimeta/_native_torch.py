@@ -102,7 +102,7 @@ class NativeTorchStep(NativeStep):
     def __call__(self, evaluate: Any, x: Any, state: NativeState, box: Any) -> tuple[Any, NativeState, float]:
         torch = self._torch
         value, grad = self.evaluate(x)
-        coefficients = self.alg.coefficients(state.step)
+        coefficients = None  # the fused pass computes its own (`update`): made for the others only
         new_x, new_slots = [], []
         with torch.no_grad():
             for i, (g, leaf) in enumerate(zip(grad, x)):
@@ -110,6 +110,7 @@ class NativeTorchStep(NativeStep):
                 if self._memory[i] is not None and leaf.device.type == "cpu":
                     leaf_new, leaf_slots = self._fused(self._memory[i], g, leaf, leaf_slots, state.step)
                 else:
+                    coefficients = coefficients or self.alg.coefficients(state.step)
                     leaf_new, leaf_slots = self.alg.leaf_update(torch, g, leaf, leaf_slots, coefficients)
                 if self._box is not None:
                     leaf_new = torch.clamp(leaf_new, self._box[0][i], self._box[1][i])
